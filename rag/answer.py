@@ -1,0 +1,277 @@
+"""Question (+ history) -> retrieval -> grounded answer with verified [n] citations, or a plain refusal."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from .cleaning import normalize
+from .models import Hit
+from .retrieval import Retriever
+from .sentences import Scorer, coverage, question_type, sentence_score, split_sentences
+from .settings import Settings
+
+log = logging.getLogger("kexie.answer")
+
+REFUSAL = "根据现有资料未找到与该问题相关的内容。"
+MAX_ANSWER_CHARS = 260
+
+
+@dataclass
+class Citation:
+    n: int
+    source: str
+    page: int | None
+    heading: str
+    text: str  # the passage as indexed
+    support: list[str] = field(default_factory=list)  # sentences of the passage the answer relies on
+
+    def to_json(self) -> dict:
+        return {"n": self.n, "source": self.source, "page": self.page, "heading": self.heading, "text": self.text}
+
+
+@dataclass
+class Answer:
+    question: str
+    answer: str
+    refused: bool
+    citations: list[Citation]
+    retrieved: list[Hit]
+    standalone: str = ""
+    backend: str = "extractive"
+    notice: str = ""  # e.g. "LLM unreachable, fell back to offline answer"
+    evidence: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {
+            "answer": self.answer,
+            "refused": self.refused,
+            "citations": [c.to_json() for c in self.citations],
+            "retrieved": [h.to_json() for h in self.retrieved],
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# Multi-turn: rewrite a follow-up into a standalone question.
+_FOLLOWUP = re.compile(r"^(?:那|那么|那个|还有|另外|再说说|再问一下|同样地?)?(.{1,12}?)(?:呢|怎么样|如何|的情况|又如何)?[？?。!！]*$")
+_ORDINAL = re.compile(r"第([一二三四五六七八九十\d]+)(?:点|条|项|个)")
+_PLACE_IN_Q = re.compile(r"([\u4e00-\u9fff]{2,4}?)(市|省|县|区)")
+_CN_DIGITS = {c: i for i, c in enumerate("零一二三四五六七八九十")}
+
+
+def rewrite_followup(question: str, history: list[tuple[str, str]]) -> str:
+    """Offline rule-based merge: "那济宁呢？" -> previous question with its place swapped;
+    "第二点具体说说" -> the previous answer's second point as the question."""
+    q = question.strip()
+    if not history:
+        return q
+    prev_q, prev_a = history[-1]
+    m = _ORDINAL.search(q)
+    if m and len(q) <= 16:
+        k = m.group(1)
+        idx = int(k) if k.isdigit() else _CN_DIGITS.get(k, 0)
+        points = _points(prev_a)
+        if 0 < idx <= len(points):
+            return f"{points[idx - 1]}（{prev_q.rstrip('？?')}）"
+    if len(q) <= 12 and re.match(r"^(?:那|那么|还有|另外)", q) or re.search(r"呢[？?]?$", q) and len(q) <= 10:
+        m = _FOLLOWUP.match(q)
+        subject = (m.group(1) if m else q).strip("那么的 ")
+        subject = re.sub(r"^(?:那|那么|还有|另外)", "", subject)
+        place = _PLACE_IN_Q.search(prev_q)
+        if place and subject:
+            new_place = subject if subject.endswith(("市", "省", "县", "区")) else subject + place.group(2)
+            return prev_q.replace(place.group(0), new_place, 1)
+        return f"{subject}{prev_q}" if subject else prev_q
+    if re.match(r"^(?:它|他们|该|这个|其|这些|那些)", q):
+        return f"{prev_q.rstrip('？?')}，{q}"
+    return q
+
+
+def _points(answer: str) -> list[str]:
+    text = re.sub(r"\[\d+\]", "", answer)
+    items = re.split(r"(?:^|\s|[；;。])\s*(?:\d+[.、．]|[（(]?[一二三四五六七八九十]+[）)、])", text)
+    items = [i.strip(" ；;。") for i in items if len(i.strip()) > 1]
+    if len(items) >= 2:
+        return items
+    items = [i for i in re.split(r"[；;。]", text) if i.strip()]
+    if len(items) >= 2:
+        return items
+    return [i for i in re.split(r"、", text) if i.strip()]
+
+
+# ---------------------------------------------------------------------------------------------
+class Assistant:
+    """The answer pipeline; backends: extractive (offline default), openai, llamacpp."""
+
+    def __init__(self, settings: Settings, retriever: Retriever | None = None):
+        self.settings = settings
+        self.retriever = retriever or Retriever(settings)
+
+    def _scorer(self) -> Scorer:
+        snap = self.retriever.snapshot()
+        return Scorer(snap.tokenizer, snap.bm25.doc_freq, len(snap.chunks))
+
+    def evidence_strength(self, question: str, hits: list[Hit], scorer: Scorer | None = None) -> float:
+        """How well the best retrieved passages cover the question's terms (IDF-weighted, 0..1)."""
+        if not hits:
+            return 0.0
+        scorer = scorer or self._scorer()
+        w = scorer.weights(question)
+        return max(coverage(w, h.chunk.index_text) for h in hits[:3])
+
+    def ask(self, question: str, history: list[tuple[str, str]] | None = None, backend: str | None = None, **kw) -> Answer:
+        answer = None
+        for answer in self.ask_stream(question, history, backend, **kw):
+            pass
+        assert answer is not None
+        return answer
+
+    def ask_stream(
+        self,
+        question: str,
+        history: list[tuple[str, str]] | None = None,
+        backend: str | None = None,
+        k: int | None = None,
+        mode: str | None = None,
+        llm: Settings | None = None,
+    ) -> Iterator[Answer]:
+        """Yield partial Answers while an LLM streams; the last one is final and verified.
+
+        `k`, `mode` and `llm` (endpoint settings) override the defaults for this question only."""
+        backend = backend or self.settings.answer_backend
+        llm = llm or self.settings
+        timings: dict[str, float] = {}
+        t = time.perf_counter()
+        standalone = rewrite_followup(question, history or [])
+        if backend != "extractive" and history:
+            from .llm import rewrite_with_llm
+
+            try:
+                standalone = rewrite_with_llm(llm, question, history, backend) or standalone
+            except Exception as e:  # the rule-based rewrite stands
+                log.warning("LLM rewrite failed: %s", e)
+        timings["rewrite"] = time.perf_counter() - t
+        t = time.perf_counter()
+        hits = self.retriever.search(standalone, k or max(self.settings.top_k, 5), mode)
+        timings["retrieve"] = time.perf_counter() - t
+        scorer = self._scorer()
+        strength = self.evidence_strength(standalone, hits, scorer)
+        base = Answer(question, "", False, [], hits, standalone, backend, evidence=strength, timings=timings)
+        if strength < self.settings.refusal_threshold:
+            yield self._refuse(base)
+            return
+        t = time.perf_counter()
+        if backend == "extractive":
+            result = self._extractive(base, scorer)
+            timings["generate"] = time.perf_counter() - t
+            yield result
+            return
+        from .llm import LLMUnavailable, generate_stream
+
+        try:
+            text = ""
+            for token in generate_stream(llm, backend, standalone, hits):
+                text += token
+                base.answer = text
+                yield base
+            timings["generate"] = time.perf_counter() - t
+            t = time.perf_counter()
+            final = self._from_llm_text(base, text, scorer)
+            timings["verify"] = time.perf_counter() - t
+            yield final
+        except LLMUnavailable as e:
+            fallback = self._extractive(base, scorer)
+            fallback.backend = "extractive"
+            fallback.notice = f"大模型服务不可用（{e}），已改用离线抽取式回答"
+            timings["generate"] = time.perf_counter() - t
+            yield fallback
+
+    # -- backends ---------------------------------------------------------------------------
+    def _refuse(self, a: Answer) -> Answer:
+        a.refused = True
+        a.answer = REFUSAL + ("以下是最接近的段落，供参考。" if a.retrieved else "")
+        a.citations = []
+        return a
+
+    def _extractive(self, a: Answer, scorer: Scorer) -> Answer:
+        """Pick the sentences that best answer the question, in document order, each cited."""
+        qt = question_type(a.standalone)
+        w = scorer.weights(a.standalone)
+        cands = []  # (score, hit_rank, sentence_index, sentence)
+        for h in a.retrieved:
+            # A sentence inherits its document's context ("市科协" in the 青岛 report is 青岛市科协).
+            context = f"{h.chunk.title} {h.chunk.heading}"
+            for i, s in enumerate(split_sentences(h.chunk.text)):
+                if len(normalize(s)) < 4:
+                    continue
+                # Higher-ranked passages get a small prior: retrieval already judged them.
+                sc = sentence_score(s, w, qt, context) + 0.03 * (len(a.retrieved) - h.rank) / max(len(a.retrieved), 1)
+                cands.append((sc, h.rank, i, s, h))
+        if not cands:
+            return self._refuse(a)
+        cands.sort(key=lambda c: -c[0])
+        best = cands[0][0]
+        # Numbers and definitions want the one sentence that states them; lists and facts may need more.
+        limit, keep = {"list": (4, 0.75), "definition": (2, 0.85), "number": (2, 0.9)}.get(qt.kind, (3, 0.8))
+        chosen = []
+        total = 0
+        for c in cands:
+            if len(chosen) >= limit or c[0] < best * keep:
+                break
+            clean = _display(c[3])
+            if any(clean in _display(x[3]) or _display(x[3]) in clean for x in chosen):
+                continue  # overlapping chunks repeat sentences
+            if total and total + len(clean) > MAX_ANSWER_CHARS:
+                break
+            chosen.append(c)
+            total += len(clean)
+        chosen.sort(key=lambda c: (c[1], c[2]))
+        cites: dict[str, Citation] = {}
+        parts = []
+        for _, _, _, s, h in chosen:
+            cite = cites.get(h.chunk.id)
+            if cite is None:
+                cite = cites[h.chunk.id] = _citation(len(cites) + 1, h)
+            cite.support.append(s)
+            parts.append(f"{_display(s)}[{cite.n}]")
+        a.answer = "".join(_join(parts))
+        a.citations = list(cites.values())
+        return a
+
+    def _from_llm_text(self, a: Answer, text: str, scorer: Scorer) -> Answer:
+        from .verify import verify_citations
+
+        text = text.strip()
+        if not text or REFUSAL[:8] in text or "未找到" in text[:20]:
+            return self._refuse(a)
+        a.answer, a.citations = verify_citations(text, a.retrieved)
+        return a
+
+
+def _citation(n: int, h: Hit) -> Citation:
+    c = h.chunk
+    return Citation(n, c.source, c.page, c.heading, c.text)
+
+
+def _display(sentence: str) -> str:
+    """A sentence as shown in an answer: list markers and markdown emphasis removed."""
+    s = sentence.replace("**", "").strip()
+    s = re.sub(r"^(?:\d+[.、．]\s*|[（(][一二三四五六七八九十\d]+[）)]\s*|[一二三四五六七八九十]+、\s*)", "", s)
+    return s
+
+
+def _join(parts: list[str]) -> list[str]:
+    """Each sentence as "…[n]。": the marker sits before the full stop, as in the LLM answers."""
+    out = []
+    for p in parts:
+        body, cite = p.rsplit("[", 1)
+        body = body.rstrip("；;，,:： ")
+        end = "。"
+        if body and body[-1] in "。！？!?":
+            body, end = body[:-1], body[-1]
+        out.append(f"{body}[{cite}{end}")
+    return out

@@ -1,0 +1,262 @@
+"""Split cleaned paragraphs into chunks on Chinese heading, clause and sentence boundaries.
+
+Sentences are packed by hand (not with a generic text splitter) because every sentence carries its
+page and heading path, which citations need.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+from .cleaning import CLOSERS, TERMINAL, Para, normalize
+from .models import Chunk
+
+_NUM = "一二三四五六七八九十百零〇"
+_MD = re.compile(r"^(#{1,6})\s+(.*)$")
+_CHAPTER = re.compile(rf"^第[{_NUM}\d]+[编章](?:\s|$)")
+_SECTION = re.compile(rf"^第[{_NUM}\d]+节(?:\s|$)")
+_ARTICLE = re.compile(rf"^(第[{_NUM}\d]+条)")
+_LIST_MARKERS = [
+    (2, re.compile(rf"^[{_NUM}]+[、.．]")),
+    (3, re.compile(rf"^[（(][{_NUM}]+[）)]")),
+    (4, re.compile(r"^\d+[.、．](?!\d)")),
+    (5, re.compile(r"^[（(]\d+[）)]")),
+]
+_SENTENCE = re.compile(rf"[^{TERMINAL}]*[{TERMINAL}]+[{CLOSERS}]*|[^{TERMINAL}]+$")
+PLAIN_HEADING_MAX = 40
+
+
+@dataclass
+class _Block:
+    text: str
+    page: int | None
+    ocr: bool
+    heading: str  # heading path at this block, clause label included
+    section: str  # heading path of the enclosing section
+    hard: bool  # a hard boundary (new section) precedes this block
+
+
+def _heading_of(text: str) -> tuple[int, str, bool] | None:
+    """(level, label, is_pure_heading) if the paragraph starts a heading or clause, else None."""
+    t = text.strip().strip("*").strip()
+    m = _MD.match(t)
+    if m:
+        return len(m.group(1)), m.group(2).strip().strip("*#").strip(), True
+    short = len(t) <= PLAIN_HEADING_MAX and not t.rstrip(CLOSERS + "*")[-1:] in TERMINAL
+    if _CHAPTER.match(t):
+        return 1, t, True
+    if _SECTION.match(t):
+        return 2, t, True
+    m = _ARTICLE.match(t)
+    if m:
+        return 6, m.group(1), False
+    for level, rx in _LIST_MARKERS:
+        if rx.match(t):
+            if short:
+                return level, t, True
+            # A marked item with body text: a boundary, labelled by its first clause.
+            return level, re.split(r"[：:。；，,]", t, maxsplit=1)[0][:30], False
+    if short and not t.endswith(("：", ":", "，", ",")):
+        return 7, t, True
+    return None
+
+
+def document_context(paras: list[Para], source: str) -> str:
+    """Title/place context carried by every chunk, since documents often say only "市科协":
+    the file name (when it reads as a name), the document's headline, and its dominant place name."""
+    title_lines: list[str] = []
+    for p in paras[:6]:
+        h = _heading_of(p.text)
+        if h and h[2] and len(title_lines) < 2:
+            title_lines.append(h[1])
+        elif title_lines or len(p.text) > PLAIN_HEADING_MAX:
+            break
+    stem = re.sub(r"[_\s]+", " ", source.rsplit("/", 1)[-1].rsplit(".", 1)[0]).strip()
+    parts = [stem] if re.search(r"[\u4e00-\u9fff]", stem) else []
+    for line in title_lines:
+        if normalize(line) not in normalize(" ".join(parts)):
+            parts.append(line)
+    context = " ".join(parts)
+    if not place_counts(context):
+        place = dominant_place(" ".join(p.text for p in paras))
+        if place:
+            context = f"{place}｜{context}" if context else place
+    return context or stem
+
+
+_NOT_PLACES = {"城市", "全市", "本市", "该市", "各市", "县市", "超市", "上市", "股市", "门市", "我市", "省市", "强市",
+               "全省", "本省", "我省", "各省", "外省", "该省", "分省", "强省", "代表市", "发挥市"}
+
+
+def place_counts(text: str) -> Counter[str]:
+    """Counts of 'XX市'/'XX省' candidates (2-3 characters before 市/省), common words excluded."""
+    t = normalize(text)
+    counts: Counter[str] = Counter()
+    for m in re.finditer(r"[市省](?!场|民|委|政府|级|区|县)", t):
+        i = m.start()
+        for n in (2, 3):
+            cand = t[i - n : i + 1]
+            if len(cand) == n + 1 and re.fullmatch(r"[\u4e00-\u9fff]+", cand) and cand not in _NOT_PLACES and cand[-2:] not in _NOT_PLACES:
+                counts[cand] += 1
+    return counts
+
+
+def dominant_place(text: str) -> str:
+    """Most frequent place name in the text (at least 3 times), or ''."""
+    counts = place_counts(text)
+    if not counts:
+        return ""
+    top = counts.most_common(1)[0][1]
+    if top < 3:
+        return ""
+    # "连云港市" and "云港市" tie: the longest near-top candidate is the full name.
+    best = max((c for c, n in counts.items() if n >= 0.9 * top), key=lambda c: (len(c), counts[c]))
+    return best
+
+
+def _blocks(paras: list[Para]) -> list[_Block]:
+    stack: list[list] = []  # [level, label, used_by_body, page, ocr]
+    blocks: list[_Block] = []
+    last_was_heading = False
+
+    def pop() -> None:
+        # A heading that never got body text (a caption, an ad slogan) is kept as text of its own.
+        level, label, used, page, ocr = stack.pop()
+        if not used:
+            parent = " > ".join(x[1] for x in stack)
+            blocks.append(_Block(label, page, ocr, parent, parent, True))
+
+    for p in paras:
+        h = _heading_of(p.text)
+        if h and h[2]:
+            level, label, _ = h
+            # A byline or subtitle right under a heading joins it ("汇聚资源… / 曾能建 福建省科协…").
+            if last_was_heading and stack and stack[-1][0] == level and (len(label) <= 20 or label.startswith("——")):
+                stack[-1][1] += " " + label
+            else:
+                while stack and stack[-1][0] >= level:
+                    pop()
+                stack.append([level, label, False, p.page, p.ocr])
+            last_was_heading = True
+            continue
+        hard = last_was_heading or not blocks
+        for entry in stack:
+            entry[2] = True
+        section = " > ".join(x[1] for x in stack)
+        path = section
+        if h:  # clause / marked item with body: a soft boundary whose label extends the heading path
+            path = " > ".join(x for x in (section, h[1]) if x)
+        blocks.append(_Block(p.text, p.page, p.ocr, path, section, hard))
+        last_was_heading = False
+    while stack:
+        pop()
+    return blocks
+
+
+def _sentences(text: str, size: int) -> list[str]:
+    out = []
+    for s in _SENTENCE.findall(text):
+        while len(s) > size:  # an over-long sentence: cut at a comma, else hard
+            cut = max(s.rfind("，", 0, size), s.rfind(",", 0, size))
+            cut = cut + 1 if cut > size // 3 else size
+            out.append(s[:cut])
+            s = s[cut:]
+        if s.strip():
+            out.append(s)
+    return out
+
+
+def chunk_document(paras: list[Para], source: str, size: int = 300, overlap: int = 60) -> list[Chunk]:
+    """Chunks of about `size` characters; paragraphs are kept whole when they fit, sentences never split
+    unless longer than `size`; the last sentences of a chunk (up to `overlap` chars) open the next one
+    within a section."""
+    title = document_context(paras, source)
+    groups: list[tuple[str, list[_Sent]]] = []  # (section, sentences); chunks never cross sections
+    for b in _blocks(paras):
+        if b.hard or not groups or groups[-1][0] != b.section:
+            groups.append((b.section, []))
+        sents = _sentences(b.text, size)
+        para_len = sum(len(x) for x in sents)
+        groups[-1][1].extend(_Sent(s, b.page, b.ocr, i == 0, b.heading, para_len) for i, s in enumerate(sents))
+
+    chunks: list[Chunk] = []
+    for _section, sents in groups:
+        cur: list[_Sent] = []
+        fresh = 0  # sentences in cur that are not overlap
+        for item in sents:
+            length = sum(len(s.text) for s in cur)
+            # Keep a paragraph (a clause, a list item) whole when it fits in a chunk of its own.
+            need = item.para_len if item.para_start and item.para_len <= size else len(item.text)
+            if cur and fresh and length + need > size:
+                _emit(chunks, cur, fresh, title, source)
+                tail: list[_Sent] = []
+                # A chunk that ends mid-paragraph hands its last sentences on as overlap;
+                # one that ends at a paragraph boundary starts the next cleanly.
+                if not item.para_start:
+                    for s in reversed(cur):
+                        if sum(len(x.text) for x in tail) + len(s.text) > overlap:
+                            break
+                        tail.insert(0, s)
+                cur, fresh = tail, 0
+            cur.append(item)
+            fresh += 1
+        if cur and fresh:
+            _emit(chunks, cur, fresh, title, source)
+    ensure_unique_ids(chunks)
+    return chunks
+
+
+@dataclass
+class _Sent:
+    text: str
+    page: int | None
+    ocr: bool
+    para_start: bool
+    heading: str
+    para_len: int
+
+
+def _common_heading(headings: list[str]) -> str:
+    """The deepest heading path shared by all sentences (a chunk of list items 1.-4. gets the list's heading)."""
+    parts = [h.split(" > ") if h else [] for h in headings]
+    common = []
+    for level in zip(*parts):
+        if len(set(level)) != 1:
+            break
+        common.append(level[0])
+    return " > ".join(common)
+
+
+def _emit(chunks: list[Chunk], sents: list[_Sent], fresh: int, title: str, source: str) -> None:
+    text = ""
+    for s in sents:
+        text += ("\n" if text and s.para_start else "") + s.text
+    new = sents[len(sents) - fresh :]
+    heading = _common_heading([s.heading for s in new])
+    index_text = normalize(f"{title} {heading}\n{text}")
+    digest = hashlib.sha1(index_text.encode("utf-8")).hexdigest()[:20]
+    chunks.append(
+        Chunk(
+            id=digest,
+            source=source,
+            title=title,
+            heading=heading,
+            page=new[0].page,
+            position=len(chunks),
+            text=text.strip(),
+            index_text=index_text,
+            ocr=any(s.ocr for s in sents),
+        )
+    )
+
+
+def ensure_unique_ids(chunks: list[Chunk]) -> None:
+    """Identical chunks within one document get distinct ids (position-salted)."""
+    seen: set[str] = set()
+    for c in chunks:
+        if c.id in seen:
+            c.id = hashlib.sha1(f"{c.id}:{c.position}".encode()).hexdigest()[:20]
+        seen.add(c.id)

