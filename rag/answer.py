@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from .cleaning import normalize
 from .models import Hit
 from .retrieval import Retriever
-from .sentences import Scorer, coverage, question_type, sentence_score, split_sentences
+from .sentences import (Scorer, coverage, place_mismatch, question_places, question_type, sentence_score,
+                        split_sentences)
 from .settings import Settings
 
 log = logging.getLogger("kexie.answer")
@@ -43,7 +44,8 @@ class Answer:
     standalone: str = ""
     backend: str = "extractive"
     notice: str = ""  # e.g. "LLM unreachable, fell back to offline answer"
-    evidence: float = 0.0
+    evidence: float = 0.0  # IDF-weighted coverage of the question by the best passages
+    confidence: float = 0.0  # extractive: score of the best answering sentence
     timings: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict:
@@ -201,33 +203,45 @@ class Assistant:
         """Pick the sentences that best answer the question, in document order, each cited."""
         qt = question_type(a.standalone)
         w = scorer.weights(a.standalone)
-        cands = []  # (score, hit_rank, sentence_index, sentence)
+        gaz = self.retriever.snapshot().places
+        qplaces = question_places(a.standalone, gaz)
+        cands = []  # (score, hit_rank, sentence_index, sentence, hit)
         for h in a.retrieved:
+            c = h.chunk
             # A sentence inherits its document's context ("市科协" in the 青岛 report is 青岛市科协).
-            context = f"{h.chunk.title} {h.chunk.heading}"
-            for i, s in enumerate(split_sentences(h.chunk.text)):
+            context = f"{c.title} {c.heading}"
+            label = c.heading.rsplit(" > ", 1)[-1]
+            # The nearest heading is content too: bylines such as "曾能建 福建省科协党组书记" answer "谁".
+            units = ([(-1, label)] if label and label not in c.title else []) + list(enumerate(split_sentences(c.text)))
+            for i, s in units:
+                s = _trim(s, w, qt, context)
                 if len(normalize(s)) < 4:
                     continue
+                sc = sentence_score(s, w, qt, context)
+                if place_mismatch(qplaces, s, c.heading, c.title, gaz):
+                    sc *= 0.4  # 福建's figure does not answer a question about 天津
                 # Higher-ranked passages get a small prior: retrieval already judged them.
-                sc = sentence_score(s, w, qt, context) + 0.03 * (len(a.retrieved) - h.rank) / max(len(a.retrieved), 1)
+                sc += 0.03 * (len(a.retrieved) - h.rank) / max(len(a.retrieved), 1)
                 cands.append((sc, h.rank, i, s, h))
         if not cands:
             return self._refuse(a)
         cands.sort(key=lambda c: -c[0])
-        best = cands[0][0]
+        best = a.confidence = cands[0][0]
+        if best < self.settings.answer_floor:
+            return self._refuse(a)
         # Numbers and definitions want the one sentence that states them; lists and facts may need more.
         limit, keep = {"list": (4, 0.75), "definition": (2, 0.85), "number": (2, 0.9)}.get(qt.kind, (3, 0.8))
-        chosen = []
+        chosen: list = []
         total = 0
-        for c in cands:
-            if len(chosen) >= limit or c[0] < best * keep:
+        for cand in cands:
+            if len(chosen) >= limit or cand[0] < best * keep:
                 break
-            clean = _display(c[3])
+            clean = _display(cand[3])
             if any(clean in _display(x[3]) or _display(x[3]) in clean for x in chosen):
                 continue  # overlapping chunks repeat sentences
             if total and total + len(clean) > MAX_ANSWER_CHARS:
                 break
-            chosen.append(c)
+            chosen.append(cand)
             total += len(clean)
         chosen.sort(key=lambda c: (c[1], c[2]))
         cites: dict[str, Citation] = {}
@@ -250,6 +264,28 @@ class Assistant:
             return self._refuse(a)
         a.answer, a.citations = verify_citations(text, a.retrieved)
         return a
+
+
+_CLAUSE = re.compile(r"[^，,；;：:]+[，,；;：:]?")
+LONG_SENTENCE = 110
+
+
+def _trim(sentence: str, weights: dict[str, float], qt, context: str) -> str:
+    """A long run-on sentence is cut to its best window of clauses (the part that answers)."""
+    if len(sentence) <= LONG_SENTENCE:
+        return sentence
+    clauses = _CLAUSE.findall(sentence)
+    best, best_score = sentence[:LONG_SENTENCE], -1.0
+    for i in range(len(clauses)):
+        window = ""
+        for j in range(i, len(clauses)):
+            if window and len(window) + len(clauses[j]) > LONG_SENTENCE:
+                break
+            window += clauses[j]
+            sc = sentence_score(window, weights, qt, context) - 0.001 * len(window)
+            if sc > best_score:
+                best, best_score = window, sc
+    return best
 
 
 def _citation(n: int, h: Hit) -> Citation:

@@ -20,6 +20,9 @@ _MARKER = re.compile(
 )
 
 
+PLAIN_LINE_MAX = 40  # longer lines are body text even without punctuation
+
+
 @dataclass
 class Para:
     text: str  # original text (inner line breaks of rejoined pieces removed)
@@ -49,8 +52,11 @@ def _continues(prev: str, nxt: str, min_prev_len: int) -> bool:
     # Short unpunctuated lines are titles; a line with a full stop inside is body text, whatever its length.
     if len(prev.strip()) < min_prev_len and not any(ch in prev for ch in "。！？；"):
         return False
-    s = nxt.lstrip()
-    return bool(s) and not _MARKER.match(s) and bool(_CJK_OR_DIGIT.match(s))
+    s = nxt.strip()
+    if not s or _MARKER.match(s) or not _CJK_OR_DIGIT.match(s):
+        return False
+    # A short unpunctuated next line is a heading or byline, not the rest of a sentence.
+    return len(s) > PLAIN_LINE_MAX or any(ch in s for ch in "。！？；;")
 
 
 def paragraphs(pages: list[Page], pdf: bool = False) -> list[Para]:

@@ -20,9 +20,10 @@ from .cleaning import paragraphs
 from .embeddings import Embedder, load_embedder
 from .loaders import SUPPORTED, LoadError, Skipped, load
 from .models import Chunk
+from .sentences import gazetteer
 from .settings import Settings
 from .store import FileRecord, Manifest
-from .tokenizer import Tokenizer, quoted_terms
+from .tokenizer import Tokenizer, quoted_terms, signature
 from .vectors import VectorStore
 
 log = logging.getLogger("kexie.index")
@@ -134,7 +135,8 @@ def index_corpus(
         full = bool(rep.rebuilt) or prev is None
         prev_gen = settings.index_dir / prev.generation if prev and prev.generation else None
         prev_chunks = store.read_chunks(prev_gen) if prev_gen and not full else []
-        prev_tokens = store.read_tokens(prev_gen) if prev_gen and not full else {}
+        same_rules = bool(prev) and prev.tokenizer == signature()
+        prev_tokens = store.read_tokens(prev_gen) if prev_gen and not full and same_rules else {}
         prev_words = store.read_user_words(prev_gen) if prev_gen and not full else []
         prev_files = prev.files if prev and not full else {}
         by_source: dict[str, list[Chunk]] = {}
@@ -207,7 +209,7 @@ def index_corpus(
         rep.chunks = len(all_chunks)
         rep.stages["load_chunk"] = time.perf_counter() - t
 
-        if prev and not full and rep.changes == 0 and not rep.failed.keys() - prev_files.keys():
+        if prev and not full and same_rules and rep.changes == 0 and not rep.failed.keys() - prev_files.keys():
             rep.generation = prev.generation
             rep.seconds = time.perf_counter() - t0
             return rep
@@ -254,13 +256,15 @@ def index_corpus(
         # 4. Commit: generation files, then the manifest (the atomic switch), then clean up.
         t = time.perf_counter()
         gen = store.next_generation_name(settings.index_dir)
-        store.write_generation(settings.index_dir, gen, all_chunks, tokens, tok.user_words, bm25)
+        places = gazetteer(f"{c.title} {c.heading} {c.text}" for c in all_chunks)
+        store.write_generation(settings.index_dir, gen, all_chunks, tokens, tok.user_words, bm25, places)
         manifest = Manifest(
             model=settings.embedding_model,
             dim=getattr(embedder, "dim", 0) or (prev.dim if prev else 0),
             chunk_size=settings.chunk_size,
             chunk_overlap=settings.chunk_overlap,
             generation=gen,
+            tokenizer=signature(),
             files=records,
         )
         manifest.write(settings.index_dir)

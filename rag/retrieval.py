@@ -32,6 +32,7 @@ class Snapshot:
     bm25: BM25Index
     tokenizer: Tokenizer
     by_id: dict[str, list[int]] = field(default_factory=dict)
+    places: frozenset[str] = frozenset()  # the corpus's place names (answer scoring)
 
     @classmethod
     def load(cls, index_dir: Path) -> "Snapshot":
@@ -43,7 +44,8 @@ class Snapshot:
         by_id: dict[str, list[int]] = {}
         for i, c in enumerate(chunks):
             by_id.setdefault(c.id, []).append(i)
-        return cls(m, chunks, BM25Index.load(gen / "bm25"), Tokenizer(store.read_user_words(gen)), by_id)
+        return cls(m, chunks, BM25Index.load(gen / "bm25"), Tokenizer(store.read_user_words(gen)), by_id,
+                   frozenset(store.read_places(gen)))
 
 
 class Retriever:

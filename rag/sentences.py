@@ -37,7 +37,9 @@ def question_type(q: str) -> QuestionType:
     for rx in _DEF_PATTERNS:
         m = rx.match(q)
         if m:
-            term = m.group(1).strip(" “”\"'《》")
+            term = re.sub(r"[“”\"'《》\s]", "", m.group(1))
+            term = re.sub(r"(?:具体|到底|究竟|主要)$", "", term)
+            term = re.sub(r"^(?:请问|说的|所说的|提到的)", "", term)
             if 1 < len(term) <= 20:
                 return QuestionType("definition", term=term)
     m = _COUNT.search(q)
@@ -64,6 +66,81 @@ def coverage(weights: dict[str, float], text: str) -> float:
         return 0.0
     t = normalize(text).lower()
     return sum(w for tok, w in weights.items() if tok in t) / total
+
+
+_PLACE_ORG = re.compile(r"(?:回族|壮族|维吾尔)?(?:市|省|自治区)(?:科协|科学技术协会)")
+_PLACE_Q = re.compile(r"([\u4e00-\u9fff]{2,3}?)(?:市|省)")
+_NOT_PLACE_END = set("全本我该各在和省市县区")
+
+
+def gazetteer(texts) -> list[str]:
+    """Place names the corpus itself uses for a 科协 ("青岛市科协" -> 青岛), to tell 青岛's figures from 济宁's.
+
+    Before each "市科协/省科协" the 2- or 3-character name is the one the corpus uses most often
+    in front of 市/省 ("连云港" over "云港", "青岛" over "程青岛" from "新征程青岛市")."""
+    text = "\n".join(normalize(t) for t in texts)
+    candidates: set[str] = set()
+    for m in _PLACE_ORG.finditer(text):
+        i = m.start()
+        for n in (2, 3):
+            pre = text[max(0, i - n) : i]
+            if len(pre) == n and re.fullmatch(r"[\u4e00-\u9fff]+", pre) and pre[-1] not in _NOT_PLACE_END:
+                candidates.add(pre)
+    count = {c: len(re.findall(re.escape(c) + "(?:市|省|回族|壮族|维吾尔)", text)) for c in candidates}
+    names = set()
+    for c in candidates:
+        if count[c] < 2:
+            continue
+        longer = [d for d in candidates if len(d) > len(c) and d.endswith(c) and count[d] >= 0.8 * count[c]]
+        shorter = [d for d in candidates if len(d) < len(c) and c.endswith(d) and count[d] > 1.5 * count[c]]
+        if not longer and not shorter:
+            names.add(c)
+    return sorted(n for n in names if _is_place_word(n))
+
+
+def _is_place_word(word: str) -> bool:
+    """jieba's part-of-speech tag says place or proper name ("代表", "年度" before "市科协" are not)."""
+    import logging
+
+    import jieba
+    import jieba.posseg
+
+    jieba.setLogLevel(logging.WARNING)
+    global _POS
+    if _POS is None:
+        _POS = jieba.posseg.POSTokenizer(jieba.Tokenizer())
+    tags = _POS.lcut(word)
+    return len(tags) == 1 and tags[0].flag in ("ns", "nr", "nrt", "nz")
+
+
+_POS = None  # jieba's POS tokenizer, loaded on first use (index time only)
+
+
+def places_in(text: str, gaz: frozenset[str]) -> set[str]:
+    t = normalize(text)
+    return {g for g in gaz if g in t}
+
+
+def question_places(q: str, gaz: frozenset[str]) -> set[str]:
+    """Known places in the question, plus unknown ones it names as "XX市/XX省" (烟台市)."""
+    found = places_in(q, gaz)
+    for m in _PLACE_Q.finditer(normalize(q)):
+        name = m.group(1)
+        if not any(name.endswith(g) or g.endswith(name) for g in found) and name not in ("全", "本", "我", "各", "该"):
+            found.add(name[-2:])
+    return found
+
+
+def place_mismatch(qplaces: set[str], sentence: str, heading: str, title: str, gaz: frozenset[str]) -> bool:
+    """The question names a place and the sentence is about another one (nearest context wins:
+    the sentence itself, else its heading, else its document)."""
+    if not qplaces:
+        return False
+    for ctx in (sentence, heading, title):
+        found = places_in(ctx, gaz)
+        if found:
+            return not (found & qplaces)
+    return False
 
 
 def sentence_score(sentence: str, weights: dict[str, float], qt: QuestionType, context: str = "") -> float:

@@ -45,7 +45,8 @@ class Settings:
 
     # Answering.
     answer_backend: str = "extractive"  # extractive | openai | llamacpp
-    refusal_threshold: float = 0.35
+    refusal_threshold: float = 0.55  # calibrated on evals/dev.jsonl (README: precision/recall trade-off)
+    answer_floor: float = 0.5  # extractive: refuse when no sentence scores this high (calibrated on evals/dev.jsonl)
     llm_base_url: str = ""
     llm_model: str = ""
     llm_api_key: str = ""

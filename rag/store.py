@@ -42,6 +42,7 @@ class Manifest:
     chunk_size: int
     chunk_overlap: int
     generation: str = ""
+    tokenizer: str = ""  # tokenizer.signature() of the stored BM25 tokens
     files: dict[str, FileRecord] = field(default_factory=dict)
     version: int = FORMAT_VERSION
     updated_at: float = 0.0
@@ -80,7 +81,10 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_generation(index_dir: Path, name: str, chunks: list[Chunk], tokens: list[list[str]], user_words: list[str], bm25: BM25Index) -> Path:
+def write_generation(
+    index_dir: Path, name: str, chunks: list[Chunk], tokens: list[list[str]], user_words: list[str], bm25: BM25Index,
+    places: list[str] = (),
+) -> Path:
     """Write a complete generation under a temp name, then rename it into place."""
     final = index_dir / name
     tmp = index_dir / (name + ".partial")
@@ -93,6 +97,7 @@ def write_generation(index_dir: Path, name: str, chunks: list[Chunk], tokens: li
         for c, t in zip(chunks, tokens):
             f.write(json.dumps([c.id, " ".join(t)], ensure_ascii=False) + "\n")
     (tmp / "userdict.txt").write_text("\n".join(user_words), encoding="utf-8")
+    (tmp / "places.txt").write_text("\n".join(places), encoding="utf-8")
     bm25.save(tmp / "bm25")
     for p in tmp.rglob("*"):
         if p.is_file():
@@ -121,7 +126,14 @@ def read_tokens(gen_dir: Path) -> dict[str, list[str]]:
 
 
 def read_user_words(gen_dir: Path) -> list[str]:
-    p = gen_dir / "userdict.txt"
+    return _read_lines(gen_dir / "userdict.txt")
+
+
+def read_places(gen_dir: Path) -> list[str]:
+    return _read_lines(gen_dir / "places.txt")
+
+
+def _read_lines(p: Path) -> list[str]:
     return [w for w in p.read_text(encoding="utf-8").split("\n") if w] if p.is_file() else []
 
 
