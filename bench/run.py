@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -48,15 +49,20 @@ def run_child(cmd: list[str], timeout: float, cwd: Path) -> tuple[int, float, fl
     with tempfile.TemporaryFile() as err:
         p = subprocess.Popen(cmd, cwd=cwd, env=child_env(), stdout=subprocess.DEVNULL, stderr=err)
         deadline = t + timeout
-        while True:
-            pid, status, ru = os.wait4(p.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.perf_counter() > deadline:
-                p.kill()
-                pid, status, ru = os.wait4(p.pid, 0)
-                break
-            time.sleep(0.05)
+        try:
+            while True:
+                pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+                if pid:
+                    break
+                if time.perf_counter() > deadline:
+                    p.kill()
+                    pid, status, ru = os.wait4(p.pid, 0)
+                    break
+                time.sleep(0.05)
+        except BaseException:  # interrupted or terminated: never leave the child running
+            p.kill()
+            p.wait()
+            raise
         p.returncode = os.waitstatus_to_exitcode(status)
         err.seek(0)
         tail = err.read()[-2000:].decode("utf-8", "replace")
@@ -248,6 +254,11 @@ def run_size(size: int, args, work_root: Path, use_shared: bool, embedder, quest
                 "shared": use_shared})
     res.setdefault("loadavg_start", loadavg())
     t_size = time.perf_counter()
+
+    def checkpoint() -> None:  # a killed or failed later phase keeps what was measured so far
+        args.out.mkdir(parents=True, exist_ok=True)
+        prev_file.write_text(json.dumps(res, ensure_ascii=False, indent=1), encoding="utf-8")
+
     settings = load_settings(env={}, corpus_dir=work / "corpus", index_dir=work / "index")
 
     if "build" in phases:
@@ -269,10 +280,12 @@ def run_size(size: int, args, work_root: Path, use_shared: bool, embedder, quest
         res["build_derived"] = derive_build(build, res["raw_encode"])
         res["scaled"] = ["build: " + res["build_derived"]["note"]] if res["build_derived"]["scaled"] else []
         res["index_disk_mb"] = sum(p.stat().st_size for p in settings.index_dir.rglob("*") if p.is_file()) / 2**20
+        checkpoint()
 
     if "query" in phases:
         log(f"size {size}: {len(questions)} questions x (bm25, vector, hybrid, answer)")
         res["query"] = stage_queries(settings, embedder, questions, args.query_budget)
+        checkpoint()
 
     if "baseline" in phases and not args.skip_baseline:
         log(f"size {size}: LangChain baseline (subprocess, timeout {args.baseline_timeout:.0f} s)")
@@ -300,10 +313,12 @@ def run_size(size: int, args, work_root: Path, use_shared: bool, embedder, quest
         else:
             res["baseline"] = {"error": f"rc {rc} after {wall:.0f} s (timeout {args.baseline_timeout:.0f} s)",
                                "stderr": err[-600:]}
+        checkpoint()
 
     if "cold" in phases:
         log(f"size {size}: cold start x{args.cold_runs}")
         res["cold_start"] = stage_cold_start(settings, questions[0], args.cold_runs, 120)
+        checkpoint()
 
     if "reindex" in phases and size <= args.reindex_max:
         log(f"size {size}: incremental re-index (unchanged, changed, added, deleted)")
@@ -326,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--encode-sample", type=int, default=128,
                     help="chunks embedded by the real model during a build (the rest get synthesised vectors), "
                          "and the size of the raw encode-throughput sample (default 128)")
-    ap.add_argument("--query-budget", type=float, default=90.0, help="seconds per query mode before stopping early")
+    ap.add_argument("--query-budget", type=float, default=60.0, help="seconds per query mode before stopping early")
     ap.add_argument("--build-timeout", type=float, default=480.0, help="seconds before an index build is killed")
     ap.add_argument("--baseline-timeout", type=float, default=480.0, help="seconds before the baseline is killed")
     ap.add_argument("--reindex-max", type=int, default=10000, help="largest size at which re-indexing is measured")
@@ -340,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"comma separated subset of {','.join(PHASES)} (default all); lets a large size run in parts")
     ap.add_argument("--plot", type=Path, help="also save the latency plot here (e.g. bench/latency.png)")
     args = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwinds, so running children get killed
     sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
     args.phases = [x.strip() for x in args.phases.split(",") if x.strip()]
     unknown = set(args.phases) - set(PHASES)

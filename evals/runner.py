@@ -175,10 +175,12 @@ def cmrc_items(path: Path, corpus: Path, limit: int | None) -> list[Item]:
     """Write the CMRC trial paragraphs as documents; questions' gold source is their paragraph's file."""
     data = json.loads(path.read_text(encoding="utf-8"))
     corpus.mkdir(parents=True, exist_ok=True)
-    items = []
+    items: list[Item] = []
     n = 0
     for art in data["data"]:
         for para in art["paragraphs"]:
+            if limit and len(items) >= limit:
+                return items[:limit]  # a smoke run indexes only the paragraphs its questions need
             name = f"cmrc_{n:03d}.txt"
             (corpus / name).write_text(para["context"], encoding="utf-8")
             n += 1

@@ -95,7 +95,7 @@ def _prefer_gbk_if_plausible(data: bytes, text: str) -> str:
     """Short GBK text can also be valid UTF-8 (专专专士 is D7A8 D7A8 D7A8 CABF, Hebrew רררʿ in UTF-8):
     when the UTF-8 reading is mostly unusual characters and the GB18030 reading is ordinary Chinese,
     take the latter."""
-    if text.isascii() or _common_share(text[:20000]) >= 0.9 or _HAN.search(text[:20000]):
+    if text.isascii() or _HAN.search(text[:20000]) or _common_share(text[:20000]) >= 0.9:
         return text  # plausible as it is, or real UTF-8 Chinese (even if rare characters)
     try:
         gb = data.decode("gb18030")
@@ -121,6 +121,12 @@ def _decode_line(line: bytes) -> str:
         if _HAN.search(u8) and _common_share(u8[:4000]) >= 0.9:
             return u8
     except UnicodeDecodeError:
+        try:
+            gb = line.decode("gb18030")
+            if _common_share(gb[:4000]) >= 0.9:
+                return gb  # the usual GBK line
+        except UnicodeDecodeError:
+            pass
         u8, strict = line.decode("utf-8", errors="replace"), False
     gb = line.decode("gb18030", errors="replace")
     return min((u8, gb) if strict else (gb, u8), key=_implausibility)  # ties: the strict reading

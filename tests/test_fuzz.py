@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from rag.chunking import chunk_document
-from rag.cleaning import TERMINAL, paragraphs
+from rag.cleaning import CLOSERS, TERMINAL, normalize, paragraphs
 from rag.loaders import LoadError, _common_share, decode_text
 from rag.models import Page
 
@@ -110,8 +110,9 @@ hanzi_run = st.text(st.sampled_from(HANZI), min_size=1, max_size=25)
 sentence = st.builds(
     lambda parts, inner, end: "".join(p + (inner[i] if i < len(inner) else "") for i, p in enumerate(parts)) + end,
     st.lists(hanzi_run, min_size=1, max_size=4),
-    st.lists(st.sampled_from(["，", "、", "：", "1", "2024年", "“科创中国”", "（试点）"]), max_size=3),
-    st.sampled_from(["。", "！", "？", "；", "……", "。”", ""]),
+    st.lists(st.sampled_from(["，", "、", "：", "1", "2024年", "“科创中国”", "（试点）", "《纲要》", " AI ", "１２３", "——"]),
+             max_size=3),
+    st.sampled_from(["。", "！", "？", "；", "……", "。”", "！）", "?", ";", ""]),
 )
 paragraph = st.lists(sentence, min_size=1, max_size=8).map("".join)
 numerals = "一二三四五六七八九十"
@@ -122,39 +123,51 @@ heading = st.one_of(
     st.builds(lambda n, t: f"{n}. {t}", st.integers(1, 20), hanzi_run),
     st.builds(lambda n, t: f"第{numerals[n]}条 {t}", st.integers(0, 9), paragraph),
     st.builds(lambda d, t: "#" * d + " " + t, st.integers(1, 3), hanzi_run),
+    st.builds(lambda m, t: f"{m}{t}", st.sampled_from(["■ ", "● ", "(1)", "（1）", "- ", "※"]), paragraph),
+    st.builds(lambda t: f"——{t}", hanzi_run),  # a byline
     hanzi_run,  # a short unpunctuated line: a plain heading
 )
-document = st.lists(st.one_of(paragraph, paragraph, heading, st.just("")), min_size=1, max_size=25).map("\n".join)
+document = st.lists(st.one_of(paragraph, paragraph, heading, st.just(""), st.sampled_from(["。", "……", "——"])),
+                    min_size=1, max_size=25).map("\n".join)
 
 
 def _squash(s: str) -> str:
     return "".join(s.split())
 
 
+def _norm(s: str) -> str:
+    # paragraphs() drops a paragraph whose normalized form (NFKC: full/half width) repeats an earlier one.
+    return _squash(normalize(s))
+
+
 def _pieces(text: str) -> list[str]:
-    """Sentences (and heading lines) of the input, markdown markers removed."""
-    out = []
-    for line in text.split("\n"):
-        line = re.sub(r"^#+\s", "", line.strip())
-        for piece in re.findall(rf"[^{TERMINAL}]+[{TERMINAL}]*”?|[{TERMINAL}]+”?", line):
-            if _squash(piece):
-                out.append(_squash(piece))
-    return out
+    """Sentences of a paragraph (whitespace removed), a markdown heading marker dropped."""
+    text = re.sub(r"^#+\s", "", text.strip())
+    closers = re.escape(CLOSERS)
+    return [_squash(p) for p in re.findall(rf"[^{TERMINAL}]*[{TERMINAL}]+[{closers}]*|[^{TERMINAL}]+$", text) if _squash(p)]
 
 
 @FUZZ
-@given(document, st.sampled_from([(400, 80), (120, 30), (60, 0), (300, 60)]), st.booleans())
-@example("一、总体要求\n全市科协系统深入开展科普工作。\n\n（一）工作目标\n建成科普基地五十二个！", (60, 0), False)
-def test_chunking_loses_no_text(text, size_overlap, pdf):
+@given(document, st.sampled_from([(400, 80), (120, 30), (60, 0), (300, 60)]), st.booleans(), st.integers(1, 3))
+@example("一、总体要求\n全市科协系统深入开展科普工作。\n\n（一）工作目标\n建成科普基地五十二个！", (60, 0), False, 1)
+def test_chunking_loses_no_text(text, size_overlap, pdf, n_pages):
     size, overlap = size_overlap
-    paras = paragraphs([Page(text, 1 if pdf else None)], pdf=pdf)
+    lines = text.split("\n")
+    step = -(-len(lines) // n_pages)
+    pages = [Page("\n".join(lines[i : i + step]), i // step + 1 if pdf else None) for i in range(0, len(lines), step)]
+    paras = paragraphs(pages, pdf=pdf)
+    # 1. Cleaning keeps every line (rejoined into a paragraph, or an identical duplicate elsewhere).
+    para_views = [_norm(p.text) for p in paras]
+    for line in text.split("\n"):
+        if _norm(line):
+            assert any(_norm(line) in v for v in para_views), f"paragraphs() lost line {line!r}"
     chunks = chunk_document(paras, "报告.txt", size, overlap)
     views = [_squash(f"{c.title}{c.heading}{c.text}") for c in chunks]
-    everything = "".join(views)
-    # 1. Every non-whitespace character survives.
-    lost = set(_squash(text).replace("#", "")) - set(everything)
+    # 2. Every non-whitespace character survives chunking.
+    lost = set(_norm(text).replace("#", "")) - set(_norm("".join(views)))
     assert not lost, f"lost characters {sorted(lost)}"
-    # 2. Every sentence that fits a chunk is found whole in one chunk (title + heading + text).
-    for piece in _pieces(text):
-        if len(piece) < size // 2:
-            assert any(piece in v for v in views), f"sentence lost or split: {piece!r}"
+    # 3. Every sentence that fits a chunk is found whole in one chunk (title + heading + text).
+    for p in paras:
+        for piece in _pieces(p.text):
+            if len(piece) <= size // 2:
+                assert any(piece in v for v in views), f"sentence lost or split: {piece!r} of paragraph {p.text!r}"
