@@ -215,8 +215,8 @@ class Assistant:
             units = ([(-1, label)] if label and label not in c.title else []) + list(enumerate(split_sentences(c.text)))
             for i, s in units:
                 s = _trim(s, w, qt, context)
-                if len(normalize(s)) < 4:
-                    continue
+                if len(normalize(s)) < 4 or normalize(s) in normalize(c.title):
+                    continue  # a document's own title is not an answer
                 sc = sentence_score(s, w, qt, context)
                 if place_mismatch(qplaces, s, c.heading, c.title, gaz):
                     sc *= 0.4  # 福建's figure does not answer a question about 天津

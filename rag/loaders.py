@@ -71,7 +71,7 @@ def decode_text(data: bytes) -> str:
     except UnicodeDecodeError as e:
         text = None
         # A UTF-8 file cut in the middle of its last character (a truncated copy or download).
-        if e.reason == "unexpected end of data" and len(data) - e.start < 4:
+        if e.reason == "unexpected end of data" and len(data) - e.start < 4 and not _utf16_without_bom(data):
             text = data[: e.start].decode("utf-8")
     if text is not None:
         try:

@@ -8,6 +8,7 @@ report.failed / report.skipped with a Chinese reason naming the cause, and the o
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import random
 import re
@@ -172,6 +173,18 @@ def _(p, scratch):
 def _(p, scratch):
     make_pdf(scratch / "plain_o.pdf", [["这份文件只限制打印和复制，打开不需要密码。"]])
     encrypt_pdf(scratch / "plain_o.pdf", p, user="", owner="owner-secret")
+
+
+if importlib.util.find_spec("cryptography"):  # pypdf needs it for AES, to write and to read
+    @case("encrypted_aes256_owner_only.pdf", "indexed", phrase="高级加密标准", note="AES-256, empty user password")
+    def _(p, scratch):
+        make_pdf(scratch / "plain_aes.pdf", [["这份文件用高级加密标准加密，打开不需要密码。"]])
+        encrypt_pdf(scratch / "plain_aes.pdf", p, user="", owner="owner-secret", algorithm="AES-256")
+
+    @case("encrypted_aes256_user_password.pdf", "failed", "已加密.*密码")
+    def _(p, scratch):
+        make_pdf(scratch / "plain_aes_u.pdf", [["这份文件需要打开密码。"]])
+        encrypt_pdf(scratch / "plain_aes_u.pdf", p, user="secret", owner="owner-secret", algorithm="AES-256")
 
 
 @case("scanned_no_text_layer.pdf", "skipped", "扫描件.*OCR|OCR.*扫描件")
@@ -487,6 +500,11 @@ def test_cli_prints_a_line_per_failed_and_skipped_file(run, bad_corpus, tmp_path
 @pytest.mark.parametrize("text", [SENTENCE, "一二三四五六七八九十" * 5, "Mixed 中英文 text 一二三, 2024年。\n第二行。"])
 def test_utf16_without_bom(enc, text):
     assert decode_text(text.encode(enc)) == text
+
+
+def test_utf16_without_bom_whose_bytes_are_all_ascii():
+    # 专专协学 in UTF-16 LE is 13 4E 13 4E 4F 53 66 5B: valid ASCII, but full of control codes.
+    assert decode_text("专专协学".encode("utf-16-le")) == "专专协学"
 
 
 def test_utf32_with_bom():

@@ -1,0 +1,176 @@
+"""The web chat end to end in real headless Chromium, plus upload safety rules."""
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from rag import kb
+from rag.settings import load_settings
+from conftest import PROJECT_ROOT, SHARED
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+NEW_DOC = "宁波市科协科普画廊管理办法.txt"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -- upload rules (no browser needed) ---------------------------------------------------------
+@pytest.fixture
+def kb_settings(tmp_path):
+    (tmp_path / "corpus").mkdir()
+    return load_settings(env={}, corpus_dir=tmp_path / "corpus", index_dir=tmp_path / "index", max_upload_mb=1)
+
+
+@pytest.mark.parametrize("name", ["../evil.txt", "../../etc/cron.d/x.txt", "/etc/passwd.txt", "a/../../b.txt", "..\\..\\win.txt"])
+def test_path_traversal_upload_refused_and_nothing_written(kb_settings, tmp_path, name):
+    src = tmp_path / "src.txt"
+    src.write_text("内容", encoding="utf-8")
+    with pytest.raises(kb.UploadRejected):
+        kb.save_upload(kb_settings, src, name)
+    assert list(kb_settings.corpus_dir.iterdir()) == []
+    assert not (tmp_path / "evil.txt").exists()
+
+
+def test_oversize_and_bad_extension_refused(kb_settings, tmp_path):
+    big = tmp_path / "big.txt"
+    big.write_bytes(b"a" * (2 * 2**20))
+    with pytest.raises(kb.UploadRejected, match="过大"):
+        kb.save_upload(kb_settings, big, "big.txt")
+    with pytest.raises(kb.UploadRejected, match="不支持"):
+        kb.save_upload(kb_settings, big, "x.exe")
+    assert list(kb_settings.corpus_dir.iterdir()) == []
+
+
+def test_odd_names_are_sanitised_inside_corpus(kb_settings, tmp_path):
+    src = tmp_path / "s.txt"
+    src.write_text("内容", encoding="utf-8")
+    p = kb.save_upload(kb_settings, src, "会议 纪要😀<1>.txt")
+    assert p.parent == kb_settings.corpus_dir and p.read_text(encoding="utf-8") == "内容"
+    with pytest.raises(kb.UploadRejected):
+        kb.resolve_in_corpus(kb_settings, "../index/manifest.json")
+
+
+# -- the running app --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def app_url(corpus_index, tmp_path_factory):
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("Debian chromium not installed (scripts/test-deps.sh installs it as root)")
+    root = tmp_path_factory.mktemp("web")
+    shutil.copytree(corpus_index.corpus_dir, root / "corpus")
+    shutil.copytree(corpus_index.index_dir, root / "index")  # an existing index: no re-embedding
+    port = free_port()
+    env = {**os.environ, "KEXIE_CORPUS_DIR": str(root / "corpus"), "KEXIE_INDEX_DIR": str(root / "index"),
+           "KEXIE_PORT": str(port), "HF_HUB_OFFLINE": "1"}
+    log = open(root / "app.log", "w")
+    proc = subprocess.Popen([sys.executable, str(PROJECT_ROOT / "app.py")], env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            break
+        except OSError:
+            if proc.poll() is not None:
+                pytest.fail("app exited: " + (root / "app.log").read_text())
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("app did not start in 120 s")
+    yield url, root
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def page(app_url):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+        pg.goto(app_url[0])
+        yield pg
+        browser.close()
+
+
+def ask(page, question: str):
+    page.get_by_role("tab", name="问答").click()
+    page.click("#clear")
+    page.fill("#question textarea", question)
+    page.click("#send")
+    page.wait_for_function("document.querySelector('#citations').innerText.includes('[1]') || "
+                           "document.querySelector('#citations').innerText.includes('未找到')", timeout=90000)
+    time.sleep(0.5)
+
+
+def test_chat_streams_answer_with_citation_card(page, out_dir):
+    page.fill("#question textarea", "什么是四服务一加强")
+    page.click("#send")
+    # The status line appears before the answer: the reply is streamed, not delivered at once.
+    page.wait_for_function("document.querySelector('#chatbot').innerText.includes('正在检索')", timeout=30000)
+    page.wait_for_selector("#cite-1", timeout=90000)
+    chat = page.inner_text("#chatbot")
+    assert "服务科技工作者" in chat and "加强自身建设" in chat
+    card = page.inner_text("#cite-1")
+    assert "连云港市科协" in card and "四服务一加强" in card
+    assert page.locator("#cite-1 mark").count() >= 1  # supporting sentence highlighted
+    page.click("#chatbot a[href='#cite-1']")
+    page.screenshot(path=str(out_dir / "web_chat.png"), full_page=True)
+    href = page.get_attribute("#cite-1 a", "href")
+    with urllib.request.urlopen(page.url.rstrip("/") + href) as r:  # the source file can be opened
+        assert "四服务一加强" in r.read().decode("utf-8")
+
+
+def test_only_corpus_files_are_served(page, app_url):
+    url = app_url[0].rstrip("/")
+    for target in ("/etc/passwd", str(app_url[1] / "index" / "manifest.json"), str(app_url[1] / "app.log")):
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(f"{url}/gradio_api/file={target}")
+        assert e.value.code in (403, 404)
+
+
+def test_upload_reindex_ask_delete(page, app_url, out_dir, tmp_path):
+    src = SHARED / "corpus-extra" / NEW_DOC
+    doc = tmp_path / NEW_DOC
+    if src.exists():
+        shutil.copy(src, doc)
+    else:  # without ../shared the test writes its own document
+        doc.write_text("宁波市科协科普画廊管理办法\n\n第一条 科普画廊由市科协统一规划，各区县科协负责日常管理和内容更新。", encoding="utf-8")
+    page.get_by_role("tab", name="知识库").click()
+    page.set_input_files("#upload input[type=file]", str(doc))
+    page.click("#upload-btn")
+    page.wait_for_function("document.querySelector('#kb-msg').innerText.includes('索引完成')", timeout=180000)
+    assert "已上传" in page.inner_text("#kb-msg")
+    table = page.inner_text("#doc-table")
+    assert NEW_DOC in table and "已索引" in table
+    page.screenshot(path=str(out_dir / "web_kb.png"), full_page=True)
+    assert (app_url[1] / "corpus" / NEW_DOC).exists()
+
+    ask(page, "宁波市科协的科普画廊由谁负责管理")
+    assert NEW_DOC in page.inner_text("#citations")
+    page.screenshot(path=str(out_dir / "web_new_doc.png"), full_page=True)
+
+    page.get_by_role("tab", name="知识库").click()
+    page.locator("#delete-pick input").fill(NEW_DOC)
+    page.keyboard.press("Enter")
+    page.click("#delete-btn")
+    page.wait_for_function(f"document.querySelector('#kb-msg').innerText.includes('已删除')", timeout=120000)
+    page.wait_for_function("document.querySelector('#kb-msg').innerText.includes('索引完成')", timeout=120000)
+    assert not (app_url[1] / "corpus" / NEW_DOC).exists()
+    ask(page, "宁波市科协的科普画廊由谁负责管理")
+    assert NEW_DOC not in page.inner_text("#citations")
