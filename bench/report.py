@@ -119,9 +119,12 @@ def print_table(runs: list[dict]) -> None:
         Console().print(t)
     except ImportError:
         print(markdown_table(runs))
-    notes = sorted({n for r in runs for n in r.get("scaled", [])})
-    for n in notes:
-        print(f"scaled: {n}")
+    for r in runs:
+        for n in r.get("scaled", []):
+            print(f"{r['size']:,} scaled: {n}")
+        env = {ph: e for ph, e in r.get("phases_env", {}).items() if e}
+        print(f"{r['size']:,}: code {r.get('git', '?')}, measured {r.get('date', '?')}, "
+              f"{r.get('machine', {}).get('cores', '?')} cores" + (f", env per phase {env}" if env else ""))
 
 
 def markdown_table(runs: list[dict]) -> str:

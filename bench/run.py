@@ -32,6 +32,16 @@ from bench.stats import latency_summary, loadavg, machine  # noqa: E402
 WARMUP = ["科协的主要职责是什么？", "科普工作由哪些部门负责？", "青年人才托举工程支持哪些人？"]
 
 
+def git_state() -> str:
+    """Commit of the code measured, with '+dirty' when the working tree differs from it."""
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "rag"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        return rev + ("+dirty(rag/)" if dirty else "")
+    except OSError:
+        return ""
+
+
 def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
@@ -229,7 +239,7 @@ def stage_reindex(settings, embedder, use_shared: bool) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-PHASES = ("build", "query", "baseline", "cold", "reindex")
+PHASES = ("build", "encode", "query", "baseline", "cold", "reindex")
 
 
 def run_size(size: int, args, work_root: Path, use_shared: bool, embedder, questions: list[str]) -> dict:
@@ -251,7 +261,10 @@ def run_size(size: int, args, work_root: Path, use_shared: bool, embedder, quest
         work.mkdir(parents=True)
         res = {"size": size, "scaled": []}
     res.update({"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
-                "shared": use_shared})
+                "shared": use_shared, "git": git_state(), "env": dict(args.env)})
+    res.setdefault("phases_env", {})
+    for ph in phases:
+        res["phases_env"][ph] = dict(args.env)
     res.setdefault("loadavg_start", loadavg())
     t_size = time.perf_counter()
 
@@ -268,8 +281,11 @@ def run_size(size: int, args, work_root: Path, use_shared: bool, embedder, quest
         res["corpus"] = info.to_json() | {"seconds": time.perf_counter() - t}
         log(f"size {size}: building index ({info.files} files, ~{info.estimated_chunks} chunks, "
             f"{min(args.encode_sample, info.estimated_chunks)} embedded by the model)")
-        build = stage_build(work, settings, args.encode_sample, args.build_timeout)
-        res["build"] = build
+        res["build"] = stage_build(work, settings, args.encode_sample, args.build_timeout)
+        res["index_disk_mb"] = sum(p.stat().st_size for p in settings.index_dir.rglob("*") if p.is_file()) / 2**20
+        checkpoint()
+
+    if "encode" in phases:
         m = store.Manifest.read(settings.index_dir)
         chunks = store.read_chunks(settings.index_dir / m.generation)
         # The pipeline embeds in this order, so these are exactly the texts the model saw in the build.
@@ -277,9 +293,8 @@ def run_size(size: int, args, work_root: Path, use_shared: bool, embedder, quest
         del chunks
         log(f"size {size}: raw encode of the same {len(sample)} texts")
         res["raw_encode"] = stage_raw_encode(sample, embedder)
-        res["build_derived"] = derive_build(build, res["raw_encode"])
+        res["build_derived"] = derive_build(res["build"], res["raw_encode"])
         res["scaled"] = ["build: " + res["build_derived"]["note"]] if res["build_derived"]["scaled"] else []
-        res["index_disk_mb"] = sum(p.stat().st_size for p in settings.index_dir.rglob("*") if p.is_file()) / 2**20
         checkpoint()
 
     if "query" in phases:
@@ -354,9 +369,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--phases", default=",".join(PHASES),
                     help=f"comma separated subset of {','.join(PHASES)} (default all); lets a large size run in parts")
     ap.add_argument("--plot", type=Path, help="also save the latency plot here (e.g. bench/latency.png)")
+    ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                    help="set an environment variable for the bench and its child processes before the model "
+                         "loads (e.g. OMP_WAIT_POLICY=PASSIVE); recorded in the results")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwinds, so running children get killed
     sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
+    try:
+        args.env = [tuple(kv.split("=", 1)) for kv in args.env]
+        os.environ.update(dict(args.env))
+    except ValueError:
+        ap.error("--env takes KEY=VALUE")
     args.phases = [x.strip() for x in args.phases.split(",") if x.strip()]
     unknown = set(args.phases) - set(PHASES)
     if unknown:

@@ -162,7 +162,8 @@ def _sentences(text: str, size: int) -> list[str]:
         while len(s) > size:  # an over-long sentence: cut at a comma, else hard
             cut = max(s.rfind("，", 0, size), s.rfind(",", 0, size))
             cut = cut + 1 if cut > size // 3 else size
-            out.append(s[:cut])
+            if s[:cut].strip():  # a hard cut inside a run of spaces leaves nothing worth a chunk
+                out.append(s[:cut])
             s = s[cut:]
         if s.strip():
             out.append(s)

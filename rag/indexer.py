@@ -6,6 +6,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -64,6 +65,12 @@ def index_lock(index_dir: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def fault_point(stage: str) -> None:
+    """Crash-safety tests set KEXIE_FAULT=<stage> to SIGKILL the indexer exactly here."""
+    if os.environ.get("KEXIE_FAULT") == stage:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def sha1_file(path: Path) -> str:
     h = hashlib.sha1()
     with open(path, "rb") as f:
@@ -115,8 +122,11 @@ def index_corpus(
     embedder: Embedder | None = None,
     progress: Progress | None = None,
     max_file_mb: int = 100,
+    vectors: VectorStore | None = None,
 ) -> IndexReport:
-    """Bring the index in line with the corpus directory. Safe to interrupt at any point."""
+    """Bring the index in line with the corpus directory. Safe to interrupt at any point.
+
+    `vectors`: an open store to write through (a long-running app passes its retriever's)."""
     t0 = time.perf_counter()
     rep = IndexReport()
     with index_lock(settings.index_dir):
@@ -149,6 +159,10 @@ def index_corpus(
         hashes: dict[str, str] = {}
         for source, path in files.items():
             try:
+                size = path.stat().st_size
+                if size > max_file_mb * 2**20:  # never read a file that will be refused anyway
+                    rep.skipped[source] = f"文件过大（{size / 2**20:.0f} MB，上限 {max_file_mb} MB）"
+                    continue
                 hashes[source] = sha1_file(path)
             except OSError as e:
                 rep.failed[source] = "没有读取权限" if isinstance(e, PermissionError) else f"无法读取：{e}"
@@ -166,10 +180,15 @@ def index_corpus(
                 rep.skipped[source] = f"与 {seen_hash[digest]} 内容完全相同，未重复索引"
                 continue
             seen_hash[digest] = source
-            if old and old.sha1 == digest:
+            ocr_changed = prev is not None and prev.ocr != settings.ocr and old is not None and old.status != "indexed"
+            if old and old.sha1 == digest and not ocr_changed:
                 records[source] = old
                 if old.status == "indexed":
                     new_chunks[source] = by_source.get(source, [])
+                elif old.status == "failed":  # still failing: keep saying so in every summary
+                    rep.failed[source] = old.reason
+                else:
+                    rep.skipped[source] = old.reason
                 rep.unchanged += 1
                 continue
             size = path.stat().st_size
@@ -191,7 +210,8 @@ def index_corpus(
                 if old and old.status == "indexed" and source in by_source:
                     # Never lose what was indexed: keep the last good version of a file that broke.
                     new_chunks[source] = by_source[source]
-                    rec = FileRecord(**{**old.__dict__, "reason": f"{e}（保留上次成功索引的版本）"})
+                    # The new hash is recorded so the next run does not retry the same broken bytes.
+                    rec = FileRecord(**{**old.__dict__, "sha1": digest, "reason": f"{e}（保留上次成功索引的版本）"})
                     rec.status = "indexed"
                 (rep.skipped if isinstance(e, Skipped) else rep.failed)[source] = str(e)
             except Exception as e:  # a loader bug must not stop the other files
@@ -209,14 +229,19 @@ def index_corpus(
         rep.chunks = len(all_chunks)
         rep.stages["load_chunk"] = time.perf_counter() - t
 
-        if prev and not full and same_rules and rep.changes == 0 and not rep.failed.keys() - prev_files.keys():
+        settled = all(prev_files.get(s) is not None and prev_files[s].status != "indexed" for s in [*rep.failed, *rep.skipped])
+        if prev and not full and same_rules and rep.changes == 0 and settled and prev.ocr == settings.ocr:
+            # Nothing to commit; still finish a clean-up that an interrupted run may have left.
+            vs = vectors or VectorStore.open(settings.chroma_dir, settings.embedding_model, settings.chroma_host, settings.chroma_port)
+            rep.vectors = _collect_garbage(vs, {c.id for c in all_chunks})
             rep.generation = prev.generation
             rep.seconds = time.perf_counter() - t0
             return rep
 
         # 2. Embed chunks whose vectors are not stored yet (content-addressed ids).
         t = time.perf_counter()
-        vs = VectorStore.open(settings.chroma_dir, settings.embedding_model, settings.chroma_host, settings.chroma_port)
+        # A long-running app passes its retriever's store, so its reads see its own writes.
+        vs = vectors or VectorStore.open(settings.chroma_dir, settings.embedding_model, settings.chroma_host, settings.chroma_port)
         known = {c.id for c in prev_chunks}
         unique: dict[str, Chunk] = {}
         for c in all_chunks:
@@ -231,7 +256,9 @@ def index_corpus(
             for i in range(0, len(missing), step):
                 ids = missing[i : i + step]
                 vecs = embedder.embed_passages([unique[x].index_text for x in ids])
+                fault_point("embed")
                 vs.add(ids, vecs)  # written per batch, so an interrupted run keeps its progress
+                fault_point("chroma")
                 if progress:
                     progress("生成向量", min(i + step, len(missing)), len(missing))
         rep.embedded = len(missing)
@@ -257,7 +284,9 @@ def index_corpus(
         t = time.perf_counter()
         gen = store.next_generation_name(settings.index_dir)
         places = gazetteer(f"{c.title} {c.heading} {c.text}" for c in all_chunks)
+        fault_point("bm25")
         store.write_generation(settings.index_dir, gen, all_chunks, tokens, tok.user_words, bm25, places)
+        fault_point("manifest")
         manifest = Manifest(
             model=settings.embedding_model,
             dim=getattr(embedder, "dim", 0) or (prev.dim if prev else 0),
@@ -265,22 +294,28 @@ def index_corpus(
             chunk_overlap=settings.chunk_overlap,
             generation=gen,
             tokenizer=signature(),
+            ocr=settings.ocr,
             files=records,
         )
         manifest.write(settings.index_dir)
         rep.stages["commit"] = time.perf_counter() - t
         rep.generation = gen
 
-        live = set(unique)
-        if vs.count() != len(live):
-            stale = [i for i in vs.all_ids() if i not in live]
-            vs.delete(stale)
+        rep.vectors = _collect_garbage(vs, set(unique))
         if full:
             vs.drop_other_collections()
-        rep.vectors = vs.count()
         store.remove_stale_generations(settings.index_dir, gen)
     rep.seconds = time.perf_counter() - t0
     return rep
+
+
+def _collect_garbage(vs: VectorStore, live: set[str]) -> int:
+    """Delete vectors no committed chunk uses (replaced chunks, leftovers of interrupted runs)."""
+    if vs.count() != len(live):
+        stale = [i for i in vs.all_ids() if i not in live]
+        fault_point("gc")
+        vs.delete(stale)
+    return vs.count()
 
 
 def tty_progress() -> Progress:

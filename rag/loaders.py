@@ -32,7 +32,10 @@ def load(path: Path, source: str | None = None, ocr: bool = False) -> Document:
         raise Skipped(f"不支持的文件类型：{ext or '无扩展名'}")
     try:
         if ext in (".txt", ".md", ".markdown"):
-            doc = Document(source, [Page(decode_text(path.read_bytes()))])
+            data = path.read_bytes()
+            if not data:
+                raise Skipped("文件为空（0 字节）")
+            doc = Document(source, [Page(decode_text(data))])
         elif ext == ".pdf":
             doc = _load_pdf(path, source, ocr)
         else:
@@ -231,6 +234,9 @@ def _check_line_lengths(doc: Document) -> None:
             start = end + 1
 
 
+_NEEDS_AES = "PDF 使用 AES 加密，读取需要安装 cryptography 组件（pip install -e '.[pdf-aes]'）"
+
+
 def _load_pdf(path: Path, source: str, ocr: bool) -> Document:
     from pypdf import PdfReader
     from pypdf.errors import DependencyError, PdfReadError
@@ -246,7 +252,7 @@ def _load_pdf(path: Path, source: str, ocr: bool) -> Document:
             try:
                 ok = reader.decrypt("")
             except DependencyError:
-                raise LoadError("PDF 使用 AES 加密，读取需要 cryptography 组件（pip install cryptography）") from None
+                raise LoadError(_NEEDS_AES) from None
             except Exception:
                 ok = 0
             if not ok:
@@ -254,6 +260,8 @@ def _load_pdf(path: Path, source: str, ocr: bool) -> Document:
         n_pages = len(reader.pages)
     except LoadError:
         raise
+    except DependencyError:
+        raise LoadError(_NEEDS_AES) from None
     except PdfReadError as e:
         raise LoadError(f"PDF 文件损坏或不完整（{e}）") from None
     except Exception as e:  # pypdf raises many types on damaged files
@@ -271,6 +279,8 @@ def _load_pdf(path: Path, source: str, ocr: bool) -> Document:
             if _drop_invisible_text(page):
                 warnings.append(f"第 {i} 页含白色占位字（提取时会变成重影字，如“监制制”），已忽略")
             text = page.extract_text() or ""
+        except DependencyError:  # AES-128 streams: the key check passed without cryptography, reading did not
+            raise LoadError(_NEEDS_AES) from None
         except Exception as e:  # one damaged page must not lose the others
             broken.append(i)
             warnings.append(f"第 {i} 页无法提取文字（{type(e).__name__}），已跳过")
@@ -302,7 +312,7 @@ def _load_pdf(path: Path, source: str, ocr: bool) -> Document:
             warnings.append(f"第 {i} 页没有文字层，OCR 也未识别出文字")
     if scanned:
         if not pages:
-            raise Skipped("PDF 没有文字层（可能是扫描件或图片），可在设置中开启 OCR（ocr = true）后重新索引")
+            raise Skipped("PDF 没有文字层（可能是扫描件或图片），可在设置中开启 OCR（ocr = true）后重建索引（kexie index --rebuild）")
         warnings.append(f"第 {_page_list(scanned)} 页没有文字层（可能是扫描图片），未开启 OCR，这些页未索引")
     if not pages:
         if broken:

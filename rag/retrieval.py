@@ -56,6 +56,7 @@ class Retriever:
         self._embedder = embedder
         self._vectors: VectorStore | None = None
         self._snap: Snapshot | None = None
+        self._view = ""  # alias key for Chroma when another process wrote the current generation
         self._lock = threading.Lock()
         self.timings: dict[str, float] = {}
 
@@ -75,6 +76,11 @@ class Retriever:
                             "请运行 kexie index 重建索引（向量空间不能混用）"
                         )
                     self._snap = Snapshot.load(self.settings.index_dir)
+                    if m.writer != store.writer_id() and not self.settings.chroma_host:
+                        # Another process wrote this generation's vectors: this process's cached HNSW
+                        # cannot see them, so read through a view opened after that commit.
+                        self._view = m.generation
+                        self._vectors = None
                 snap = self._snap
         return snap
 
@@ -91,7 +97,7 @@ class Retriever:
     def vectors(self) -> VectorStore:
         if self._vectors is None:
             s = self.settings
-            self._vectors = VectorStore.open(s.chroma_dir, s.embedding_model, s.chroma_host, s.chroma_port)
+            self._vectors = VectorStore.open(s.chroma_dir, s.embedding_model, s.chroma_host, s.chroma_port, self._view)
         return self._vectors
 
     # -- search --------------------------------------------------------------------

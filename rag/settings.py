@@ -101,6 +101,18 @@ def _coerce(s: Settings, name: str, value: Any) -> Any:
     return value
 
 
+def validate(s: Settings) -> Settings:
+    if s.chunk_size < 50:
+        raise ValueError(f"chunk_size 必须 ≥ 50（当前 {s.chunk_size}）")
+    if not 0 <= s.chunk_overlap < s.chunk_size:
+        raise ValueError(f"chunk_overlap 必须在 0 与 chunk_size 之间（当前 {s.chunk_overlap}）")
+    if s.top_k < 1:
+        raise ValueError("top_k 必须 ≥ 1")
+    if s.retrieval_mode not in ("hybrid", "bm25", "vector"):
+        raise ValueError(f"未知的检索模式：{s.retrieval_mode}（可选 hybrid / bm25 / vector）")
+    return s
+
+
 def load_settings(config: str | Path | None = None, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
     """Build settings from an optional TOML file, KEXIE_* env vars and keyword overrides."""
     env = os.environ if env is None else env
@@ -121,4 +133,4 @@ def load_settings(config: str | Path | None = None, env: dict[str, str] | None =
         s = s.replace(**data)
     names = {f.name for f in fields(Settings)}
     from_env = {n: env[f"KEXIE_{n.upper()}"] for n in names if f"KEXIE_{n.upper()}" in env}
-    return s.replace(**from_env).replace(**overrides)
+    return validate(s.replace(**from_env).replace(**overrides))

@@ -43,6 +43,8 @@ class Manifest:
     chunk_overlap: int
     generation: str = ""
     tokenizer: str = ""  # tokenizer.signature() of the stored BM25 tokens
+    writer: str = ""  # host:pid of the process that committed this generation
+    ocr: bool = False  # whether scanned pages were OCR'd (turning it on re-processes skipped scans)
     files: dict[str, FileRecord] = field(default_factory=dict)
     version: int = FORMAT_VERSION
     updated_at: float = 0.0
@@ -58,9 +60,16 @@ class Manifest:
 
     def write(self, index_dir: Path) -> None:
         self.updated_at = time.time()
+        self.writer = writer_id()
         data = dict(self.__dict__)
         data["files"] = {k: v.__dict__ for k, v in sorted(self.files.items())}
         atomic_write(index_dir / MANIFEST, json.dumps(data, ensure_ascii=False, indent=1))
+
+
+def writer_id() -> str:
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def atomic_write(path: Path, text: str) -> None:

@@ -10,6 +10,23 @@ import numpy as np
 WRITE_BATCH = 4000  # below Chroma's max batch size; one round trip per batch, never per chunk
 
 
+def _alias(chroma_dir: Path, key: str) -> Path:
+    """A symlink to chroma_dir that Chroma treats as a new database (and so reads afresh from disk)."""
+    import hashlib
+    import os
+    import tempfile
+
+    real = chroma_dir.resolve()
+    tag = hashlib.sha1(str(real).encode()).hexdigest()[:10]
+    link = Path(tempfile.gettempdir()) / f"kexie-chroma-{tag}-{os.getpid()}-{key}"
+    if not link.is_symlink():
+        try:
+            link.symlink_to(real, target_is_directory=True)
+        except FileExistsError:
+            pass
+    return link
+
+
 def collection_name(model: str) -> str:
     """One collection per embedding model, so vector spaces never mix."""
     slug = re.sub(r"[^a-zA-Z0-9_-]+", "-", Path(model).name or model).strip("-_")[:40] or "model"
@@ -27,7 +44,9 @@ class VectorStore:
         )
 
     @classmethod
-    def open(cls, chroma_dir: Path, model: str, host: str = "", port: int = 8000) -> "VectorStore":
+    def open(cls, chroma_dir: Path, model: str, host: str = "", port: int = 8000, fresh: str = "") -> "VectorStore":
+        """`fresh="key"` opens the embedded store through an alias path: Chroma caches one in-memory HNSW
+        per path and process, which does not see vectors another process (a CLI `kexie index`) added."""
         import chromadb
         from chromadb.config import Settings as ChromaSettings
 
@@ -36,7 +55,8 @@ class VectorStore:
             client = chromadb.HttpClient(host=host, port=port, settings=cs)
         else:
             chroma_dir.mkdir(parents=True, exist_ok=True)
-            client = chromadb.PersistentClient(path=str(chroma_dir), settings=cs)
+            path = _alias(chroma_dir, fresh) if fresh else chroma_dir
+            client = chromadb.PersistentClient(path=str(path), settings=cs)
         return cls(client, model)
 
     def count(self) -> int:

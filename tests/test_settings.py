@@ -28,3 +28,12 @@ def test_secrets_are_masked():
     s = load_settings(env={"KEXIE_LLM_API_KEY": "sk-secret"})
     assert s.llm_api_key == "sk-secret"
     assert "sk-secret" not in str(s.public_dict())
+
+
+def test_invalid_values_are_refused():
+    with pytest.raises(ValueError, match="chunk_size"):
+        load_settings(env={"KEXIE_CHUNK_SIZE": "0"})
+    with pytest.raises(ValueError, match="chunk_overlap"):
+        load_settings(env={}, chunk_size=100, chunk_overlap=100)
+    with pytest.raises(ValueError, match="检索模式"):
+        load_settings(env={}, retrieval_mode="fancy")

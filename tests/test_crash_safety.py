@@ -1,0 +1,90 @@
+"""kill -9 at each stage of `kexie index`: the previous index stays usable, the next run finishes the job."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from rag import store
+from rag.indexer import index_corpus
+from rag.retrieval import Retriever
+from rag.settings import load_settings
+from rag.vectors import VectorStore
+from conftest import PROJECT_ROOT
+
+DOCS = {
+    "a.txt": "市科协召开全委会议。会议部署了全年科普工作，要求各学会加强自身建设。",
+    "b.txt": "科普大篷车开进乡村学校。孩子们参观了机器人展品，体验了虚拟现实设备。",
+}
+NEW = "c.txt", "青少年科技创新大赛在体育馆举行。共有三百名学生参赛，评出一等奖二十项。"
+
+
+def run_index(s, fault: str | None) -> int:
+    env = {**os.environ, "KEXIE_CORPUS_DIR": str(s.corpus_dir), "KEXIE_INDEX_DIR": str(s.index_dir), "HF_HUB_OFFLINE": "1"}
+    env.pop("KEXIE_FAULT", None)
+    if fault:
+        env["KEXIE_FAULT"] = fault
+    return subprocess.run([sys.executable, "-m", "rag.cli", "index"], env=env, cwd=PROJECT_ROOT,
+                          capture_output=True, timeout=300).returncode
+
+
+def counts(s):
+    m = store.Manifest.read(s.index_dir)
+    chunks = store.read_chunks(s.index_dir / m.generation)
+    return len(chunks), len({c.id for c in chunks}), VectorStore.open(s.chroma_dir, s.embedding_model).count(), chunks
+
+
+@pytest.mark.parametrize("fault", ["embed", "chroma", "bm25", "manifest", "gc"])
+def test_sigkill_during_index_keeps_previous_index(tmp_path, embedder, fault):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name, text in DOCS.items():
+        (corpus / name).write_text(text, encoding="utf-8")
+    s = load_settings(env={}, corpus_dir=corpus, index_dir=tmp_path / "index")
+    index_corpus(s, embedder=embedder)
+    before = [h.chunk.id for h in Retriever(s, embedder).search("科普大篷车", 3)]
+
+    (corpus / NEW[0]).write_text(NEW[1], encoding="utf-8")
+    (corpus / "a.txt").unlink()
+    assert run_index(s, fault) == -signal.SIGKILL
+
+    # The previous generation still answers exactly as before.
+    after = [h.chunk.id for h in Retriever(s, embedder).search("科普大篷车", 3)]
+    if fault != "gc":  # "gc" dies after the commit: the new generation is already live
+        assert after == before
+        assert {c.source for c in counts(s)[3]} == {"a.txt", "b.txt"}
+
+    # The next run completes: right counts, no duplicates, both stores agree.
+    assert run_index(s, None) == 0
+    n, unique, vectors, chunks = counts(s)
+    assert {c.source for c in chunks} == {"b.txt", "c.txt"}
+    assert n == unique == vectors
+    assert Retriever(s, embedder).search("青少年科技创新大赛", 1)[0].chunk.source == "c.txt"
+    assert not list((tmp_path / "index").glob("*.partial"))
+
+
+def test_twenty_add_change_delete_cycles_match_a_fresh_rebuild(tmp_path, embedder):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    s = load_settings(env={}, corpus_dir=corpus, index_dir=tmp_path / "index")
+    sentences = ["科协开展第{}次科普讲座。", "学会承接第{}项政府转移职能。", "志愿服务队开展第{}场活动。"]
+    for i in range(20):
+        op = i % 3
+        name = f"doc{i % 5}.txt"
+        if op == 0 or not (corpus / name).exists():
+            (corpus / name).write_text("".join(t.format(i) for t in sentences), encoding="utf-8")
+        elif op == 1:
+            (corpus / name).write_text((corpus / name).read_text(encoding="utf-8") + f"补充说明{i}。", encoding="utf-8")
+        else:
+            (corpus / name).unlink()
+        index_corpus(s, embedder=embedder)
+    n, unique, vectors, chunks = counts(s)
+    fresh = s.replace(index_dir=tmp_path / "fresh")
+    index_corpus(fresh, embedder=embedder)
+    n2, _, vectors2, chunks2 = counts(fresh)
+    assert (n, vectors) == (n2, vectors2) and n == unique
+    assert sorted(c.id for c in chunks) == sorted(c.id for c in chunks2)
