@@ -319,11 +319,14 @@ def run_size(size: int, args, work_root: Path, use_shared: bool, embedder, quest
             b["wall_seconds"], b["peak_rss_mb"] = wall, rss
             res["baseline"] = b
             ours, theirs = b["ours_hybrid_paired"], b["hybrid"]
+            oc, tc = b["ours_hybrid_cached_query_vector"], b["hybrid_cached_query_vector"]
             res["speedup"] = {
                 "paired_questions": theirs["n"],
                 "hybrid_p50_x": theirs["p50_ms"] / ours["p50_ms"] if ours["p50_ms"] else 0.0,
                 "hybrid_p95_x": theirs["p95_ms"] / ours["p95_ms"] if ours["p95_ms"] else 0.0,
                 "ratio_ours_over_baseline_p50": ours["p50_ms"] / theirs["p50_ms"] if theirs["p50_ms"] else 0.0,
+                "retrieval_only_p50_x": tc["p50_ms"] / oc["p50_ms"] if oc["p50_ms"] else 0.0,
+                "retrieval_only_p95_x": tc["p95_ms"] / oc["p95_ms"] if oc["p95_ms"] else 0.0,
             }
         else:
             res["baseline"] = {"error": f"rc {rc} after {wall:.0f} s (timeout {args.baseline_timeout:.0f} s)",

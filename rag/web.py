@@ -92,7 +92,8 @@ def render_citations(settings: Settings, a: Answer | None) -> str:
             f"<div class='cite-meta'>{' · '.join(meta)}</div>"
             f"<div class='cite-text'>{_highlight(text, support)}</div></div>"
         )
-    return "\n".join(cards)
+    # The generation lets load tests check each answer against the index it was served from.
+    return f"<div class='cite-list' data-generation='{html.escape(a.generation)}'>" + "\n".join(cards) + "</div>"
 
 
 def _doc_table(settings: Settings) -> list[list]:

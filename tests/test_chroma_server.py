@@ -1,6 +1,5 @@
 """Server mode: a real `chroma run` on 127.0.0.1, reached through chromadb.HttpClient."""
 
-import shutil
 import socket
 import subprocess
 import sys
@@ -49,10 +48,13 @@ def chroma_server(tmp_path):
 def test_index_and_search_through_chroma_server(tmp_path, chroma_server, embedder):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
-    shutil.copy(Path(__file__).resolve().parent.parent / "corpus" / "连云港市科协_十届三次全委会议讲话和工作报告.txt", corpus)
+    (corpus / "名词解释.txt").write_text(
+        "名词解释\n\n1. “四服务一加强”：服务科技工作者、服务创新驱动发展战略、服务公民科学素质提高、服务党委政府科学决策，加强自身建设；\n\n"
+        "2. “三型”组织：开放型、枢纽型、平台型科协组织。", encoding="utf-8")
+    (corpus / "活动.txt").write_text("科普大篷车开进乡村学校。孩子们体验了虚拟现实设备。", encoding="utf-8")
     s = load_settings(env={}, corpus_dir=corpus, index_dir=tmp_path / "index", chroma_host="127.0.0.1", chroma_port=chroma_server)
     rep = index_corpus(s, embedder=embedder)
-    assert rep.embedded == rep.chunks > 10
+    assert rep.embedded == rep.chunks >= 2
     assert not (tmp_path / "index" / "chroma").exists()  # vectors live in the server, not on local disk
     import chromadb
 

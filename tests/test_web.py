@@ -114,7 +114,7 @@ def ask(page, question: str):
     page.fill("#question textarea", question)
     page.click("#send")
     page.wait_for_function("document.querySelector('#citations').innerText.includes('[1]') || "
-                           "document.querySelector('#citations').innerText.includes('未找到')", timeout=90000)
+                           "document.querySelector('#citations').innerText.includes('未找到')", timeout=240000)
     time.sleep(0.5)
 
 
@@ -174,3 +174,30 @@ def test_upload_reindex_ask_delete(page, app_url, out_dir, tmp_path):
     assert not (app_url[1] / "corpus" / NEW_DOC).exists()
     ask(page, "宁波市科协的科普画廊由谁负责管理")
     assert NEW_DOC not in page.inner_text("#citations")
+
+
+def test_login_required_when_configured(kb_settings):
+    import urllib.parse
+
+    from rag.web import build_app, launch
+
+    s = kb_settings.replace(auth_user="staff", auth_password="pa55-word", port=free_port())
+    demo = build_app(s)
+    launch(s, demo, block=False)
+    try:
+        base = f"http://127.0.0.1:{s.port}"
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(base + "/config")
+        assert e.value.code == 401
+        bad = urllib.parse.urlencode({"username": "staff", "password": "wrong"}).encode()
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(base + "/login", data=bad)
+        assert e.value.code in (400, 401)
+        good = urllib.parse.urlencode({"username": "staff", "password": "pa55-word"}).encode()
+        assert urllib.request.urlopen(base + "/login", data=good).status == 200
+    finally:
+        demo.close()
+
+
+def test_default_bind_is_loopback():
+    assert load_settings(env={}).host == "127.0.0.1"

@@ -1,0 +1,538 @@
+"""Load test: concurrent chat sessions against the real app while one re-index runs.
+
+The app (`python app.py`) serves a copy of the session index on 127.0.0.1. Each simulated user is its own
+`gradio_client.Client` (its own Gradio session, so its own server-side chat history) and asks a short script
+of evals/dev.jsonl questions: answerable, unanswerable, multi-turn follow-ups ("那济宁市呢？", "第二点具体说说")
+and questions about a document that does not exist yet. After a fifth of the requests, the test drops that
+document into the copied corpus and presses "重新索引（增量）" (the `do_reindex` endpoint); the chats keep going.
+
+Checked for every answer: no exception, no "出错了"; the citation HTML names the generation it was served from
+and every cited file is a document of that generation (chunk sources are snapshotted while the test runs, so
+generations the indexer deletes later are still known); every [n] in the answer has its card; each session's
+chat holds exactly its own turns; a session never sees the generation go backwards; requests started after the
+re-index returned see the new generation and find the new document; identical turns served from the same
+generation get identical answers in every session; answers from the old generation equal what a single user
+gets in-process. Re-indexing must not block reading: some chats start and finish inside the re-index window.
+
+Latency p50/p95 before / during / after the re-index is printed and written to test-output/load.json.
+Size and limits: KEXIE_LOAD_SESSIONS (20), KEXIE_LOAD_TURNS (10 per session), KEXIE_LOAD_TIMEOUT (480 s).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import random
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pytest
+
+from conftest import PROJECT_ROOT
+
+pytestmark = pytest.mark.slow
+
+SESSIONS = int(os.environ.get("KEXIE_LOAD_SESSIONS", "20"))
+TURNS = int(os.environ.get("KEXIE_LOAD_TURNS", "10"))  # per session; the last POST_TURNS wait for the re-index
+TIMEOUT_S = float(os.environ.get("KEXIE_LOAD_TIMEOUT", "480"))  # the whole load phase, start to last answer
+POST_TURNS = 3
+REQUEST_TIMEOUT_S = 120.0
+SCRIPTS = max(1, SESSIONS // 2)  # two sessions share each script: same turn + same generation => same answer
+
+NEW_DOC = "舟山市科协海洋科普基地建设管理办法.txt"
+NEW_DOC_TEXT = "\n\n".join([
+    "舟山市科协海洋科普基地建设管理办法",
+    "第一条 为规范舟山市海洋科普基地的建设和管理，发挥海洋科普基地在提升公民科学素质中的作用，制定本办法。",
+    "第二条 舟山市海洋科普基地由舟山市科协统一认定和命名，各县区科协负责辖区内基地的日常管理和年度检查。",
+    "第三条 申报海洋科普基地应当具备以下条件：拥有不少于五百平方米的固定展教场所；配备至少三名专职科普讲解员；"
+    "每年面向公众免费开放不少于一百二十天。",
+    "第四条 海洋科普基地每年至少举办六次海洋主题科普活动，其中面向中小学生的研学活动不少于三次。",
+    "第五条 舟山市科协每两年对海洋科普基地开展一次综合评估，评估结果分为优秀、合格和不合格三个等次。",
+    "第六条 连续两次评估不合格的海洋科普基地，由舟山市科协撤销其命名，三年内不得再次申报。",
+    "第七条 对评估为优秀的海洋科普基地，舟山市科协给予每个基地五万元的科普工作经费补助。",
+    "第八条 海洋科普基地应当建立科普志愿者队伍，鼓励渔民、海洋科研人员担任兼职讲解员。",
+    "第九条 本办法由舟山市科协负责解释，自二〇二四年三月一日起施行。",
+]) + "\n"
+NEW_DOC_QUESTIONS = ["舟山市海洋科普基地由谁负责日常管理？", "申报舟山市海洋科普基地需要具备哪些条件？",
+                     "舟山市海洋科普基地每年至少举办几次海洋主题科普活动？",
+                     "舟山市科协对评估为优秀的海洋科普基地给予多少经费补助？"]
+NEW_DOC_MARKERS = ("舟山", "海洋科普基地")  # words no document of the bundled corpus contains
+CITIES = ["青岛市", "济宁市", "天津市", "聊城市", "连云港市"]
+PRE_PATTERN = ["place", "follow", "unans", "newdoc", "ans", "ordinal", "unans"]
+POST_PATTERN = ["newdoc", "place", "follow"]
+
+GEN_RE = re.compile(r"data-generation='(gen-\d{6})'")
+CARD_RE = re.compile(r"<div class='cite-head'>\[(\d+)\] (.*?) (?:<a\b|</div>)")
+MARK_RE = re.compile(r"\[\[(\d+)\]\]\(#cite-(\d+)\)")
+ERROR_TEXT = "出错了"
+
+
+# -- the app ----------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def quiet_env(**extra: str) -> dict[str, str]:
+    """No telemetry, no Hub, and none of the developer's KEXIE_* settings (the baseline uses the defaults)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEXIE_")}
+    env.update(GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1",
+               DO_NOT_TRACK="1", **extra)
+    return env
+
+
+@pytest.fixture(scope="module")
+def load_app(corpus_index, tmp_path_factory):
+    """The real app on a copy of the session index (nothing is re-embedded), on 127.0.0.1 only."""
+    pytest.importorskip("gradio_client")
+    root = tmp_path_factory.mktemp("load")
+    shutil.copytree(corpus_index.corpus_dir, root / "corpus")
+    shutil.copytree(corpus_index.index_dir, root / "index")
+    (root / "corpus").chmod(0o755)  # the test adds a document to the copy
+    port = free_port()
+    env = quiet_env(KEXIE_CORPUS_DIR=str(root / "corpus"), KEXIE_INDEX_DIR=str(root / "index"),
+                    KEXIE_PORT=str(port), KEXIE_HOST="127.0.0.1")
+    log_path = root / "app.log"
+    log = open(log_path, "w")
+    proc = subprocess.Popen([sys.executable, str(PROJECT_ROOT / "app.py")], env=env, cwd=root, stdout=log,
+                            stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            break
+        except OSError:
+            if proc.poll() is not None:
+                pytest.fail("app exited: " + log_path.read_text())
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("app did not start in 120 s")
+    yield url, root, log_path
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+def make_client(url: str):
+    from gradio_client import Client
+
+    return Client(url, verbose=False, analytics_enabled=False, download_files=False)
+
+
+def endpoint_names(client) -> tuple[str, str]:
+    """The API names of `respond` (the chat handler) and `do_reindex` (the 重新索引 button)."""
+    named = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    respond = sorted(n for n in named if re.fullmatch(r"/respond(_\d+)?", n))
+    assert respond and "/do_reindex" in named, f"endpoints changed: {sorted(named)}"
+    return respond[0], "/do_reindex"
+
+
+# -- generations ------------------------------------------------------------------------------
+class GenerationWatch(threading.Thread):
+    """Snapshots each committed generation's document set while the test runs (old ones get deleted)."""
+
+    def __init__(self, index_dir: Path):
+        super().__init__(daemon=True)
+        self.index_dir = index_dir
+        self.sources: dict[str, frozenset[str]] = {}
+        self.committed: list[tuple[str, float]] = []  # (manifest generation, first seen at)
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.scan()
+
+    def scan(self) -> None:
+        for d in sorted(self.index_dir.glob("gen-*")):
+            if d.name in self.sources or not re.fullmatch(r"gen-\d{6}", d.name):
+                continue  # gen-*.partial is never read: it is renamed into place only when complete
+            try:
+                with open(d / "chunks.jsonl", encoding="utf-8") as f:
+                    srcs = frozenset(json.loads(line)["source"] for line in f)
+            except OSError:
+                continue
+            with self.lock:
+                self.sources[d.name] = srcs
+        try:
+            gen = json.loads((self.index_dir / "manifest.json").read_text(encoding="utf-8"))["generation"]
+        except (OSError, ValueError, KeyError):
+            return
+        with self.lock:
+            if not self.committed or self.committed[-1][0] != gen:
+                self.committed.append((gen, time.perf_counter()))
+
+    def run(self) -> None:
+        while not self.stop.wait(0.05):
+            self.scan()
+
+    def docs(self, gen: str) -> frozenset[str] | None:
+        with self.lock:
+            if gen in self.sources:
+                return self.sources[gen]
+        self.scan()  # an answer may name a generation committed a moment ago
+        with self.lock:
+            return self.sources.get(gen)
+
+
+# -- scripts ----------------------------------------------------------------------------------
+@dataclass
+class Turn:
+    question: str
+    kind: str  # ans | unans | place | follow | ordinal | newdoc
+    post: bool  # sent only after the re-index returned
+
+
+def build_scripts(n_scripts: int, turns: int) -> list[list[Turn]]:
+    rows = [json.loads(line) for line in (PROJECT_ROOT / "evals" / "dev.jsonl").read_text(encoding="utf-8").splitlines()
+            if line.strip()]
+    unans = [r["question"] for r in rows if r["type"] == "unanswerable"]
+    ans = [r["question"] for r in rows if r["type"] != "unanswerable"]
+    placed = [q for q in ans if any(c in q for c in CITIES)]
+    assert len(unans) >= 5 and len(placed) >= 10
+    n_post = min(POST_TURNS, turns - 2)
+    pattern = [PRE_PATTERN[i % len(PRE_PATTERN)] for i in range(turns - n_post)] + POST_PATTERN[:n_post]
+    scripts = []
+    for s in range(n_scripts):
+        rng = random.Random(1000 + s)
+        out: list[Turn] = []
+        for i, kind in enumerate(pattern):
+            post = i >= turns - n_post
+            prev = out[-1].question if out else ""
+            if kind == "follow" and prev and any(c in prev for c in CITIES):
+                other = rng.choice([c for c in CITIES if c not in prev])
+                q = f"那{other}呢？"
+            elif kind == "ordinal" and out:
+                q = "第二点具体说说"
+            elif kind == "newdoc":
+                q = rng.choice(NEW_DOC_QUESTIONS)
+            elif kind == "unans":
+                q = rng.choice(unans)
+            elif kind == "place":
+                q = rng.choice(placed)
+            else:
+                kind, q = "ans", rng.choice(ans)
+            out.append(Turn(q, kind, post))
+        scripts.append(out)
+    return scripts
+
+
+# -- one request ------------------------------------------------------------------------------
+@dataclass
+class Result:
+    session: int
+    script: int
+    turn: int
+    question: str
+    kind: str
+    post: bool
+    t0: float
+    t1: float = 0.0
+    gen: str = ""
+    answer: str = ""  # the answer as the model gave it: "…[1]。" (links removed)
+    sources: list[str] = field(default_factory=list)  # cited file per card, in card order
+    refused: bool = False
+    prev_question: str = ""
+    prev_answer: str = ""
+    error: str = ""
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def latency(self) -> float:
+        return self.t1 - self.t0
+
+
+def message_text(msg: dict) -> str:
+    content = msg.get("content")
+    if isinstance(content, str):
+        return content
+    return "".join(part.get("text", "") for part in content or [] if isinstance(part, dict))
+
+
+def check_reply(r: Result, outputs, n_turn: int) -> list:
+    """Parse (chat, citations html, textbox) and record what is wrong with it; returns the new chat."""
+    chat, cites = outputs[0], outputs[1]
+    if not isinstance(chat, list) or len(chat) != 2 * n_turn:
+        r.problems.append(f"chat has {len(chat) if isinstance(chat, list) else chat!r} messages, expected {2 * n_turn}")
+        return chat if isinstance(chat, list) else []
+    if message_text(chat[-2]).strip() != r.question:
+        r.problems.append(f"last user message is {message_text(chat[-2])!r}: another session's turn?")
+    text = message_text(chat[-1])
+    r.answer = MARK_RE.sub(lambda m: f"[{m.group(1)}]", text)
+    if ERROR_TEXT in text:
+        r.error = text
+        return chat
+    if not isinstance(cites, str):
+        r.problems.append(f"no citation html: {cites!r}")
+        return chat
+    gens = GEN_RE.findall(cites)
+    if len(gens) != 1:
+        r.problems.append(f"citation html names {len(gens)} generations")
+    r.gen = gens[0] if gens else ""
+    cards = [(int(n), html.unescape(src)) for n, src in CARD_RE.findall(cites)]
+    r.sources = [src for _, src in cards]
+    r.refused = "class='refused-note'" in cites
+    if not r.refused:
+        marks = {int(a) for a, b in MARK_RE.findall(text)}
+        if not cards or not marks:
+            r.problems.append("an answer without citations")
+        missing = marks - {n for n, _ in cards}
+        if missing:
+            r.problems.append(f"answer cites [{sorted(missing)}] but has no such card")
+        if any(a != b for a, b in MARK_RE.findall(text)):
+            r.problems.append("a [n] link points at another card")
+    return chat
+
+
+def session_worker(idx: int, script_id: int, script: list[Turn], client, api: str, results: list, lock,
+                   reindexed: threading.Event, deadline: float, start: threading.Event) -> None:
+    chat: list = []
+    prev_q = prev_a = ""
+    start.wait()
+    for i, turn in enumerate(script):
+        if turn.post:  # these turns check freshness: they wait for the re-index to have returned
+            if not reindexed.wait(max(0.0, deadline - time.perf_counter())):
+                return
+        remaining = deadline - time.perf_counter()
+        if remaining <= 0:
+            return
+        r = Result(idx, script_id, i, turn.question, turn.kind, turn.post, time.perf_counter(),
+                   prev_question=prev_q, prev_answer=prev_a)
+        try:
+            out = client.submit(turn.question, chat, api_name=api).result(timeout=min(REQUEST_TIMEOUT_S, remaining))
+            r.t1 = time.perf_counter()
+            chat = check_reply(r, out, i + 1)
+        except Exception as e:  # noqa: BLE001 - every failure is a finding
+            r.t1 = time.perf_counter()
+            r.error = f"{type(e).__name__}: {e}"
+        with lock:
+            results.append(r)
+        if r.error or len(chat) != 2 * (i + 1):
+            return  # this user's conversation is broken; later turns would only repeat the finding
+        prev_q, prev_a = r.question, re.sub(r"\n\n> .*$", "", r.answer, flags=re.S)
+
+
+# -- statistics -------------------------------------------------------------------------------
+def pct(values: list[float], p: float) -> float | None:
+    if not values:
+        return None
+    v = sorted(values)
+    k = max(0, min(len(v) - 1, int(round(p / 100 * len(v) + 0.5)) - 1))  # nearest rank
+    return v[k]
+
+
+def summary(rs: list[Result]) -> dict:
+    lat = [r.latency for r in rs]
+    return {"n": len(rs), "p50_ms": _ms(pct(lat, 50)), "p95_ms": _ms(pct(lat, 95)), "max_ms": _ms(max(lat) if lat else None)}
+
+
+def _ms(x: float | None) -> float | None:
+    return None if x is None else round(x * 1000, 1)
+
+
+# -- the test ---------------------------------------------------------------------------------
+def test_concurrent_chats_during_reindex(load_app, corpus_index, retriever, out_dir):
+    url, root, log_path = load_app
+    index_dir, corpus_dir = root / "index", root / "corpus"
+    assert not (corpus_dir / NEW_DOC).exists()
+    watch = GenerationWatch(index_dir)
+    gen0 = watch.committed[-1][0]
+    assert NEW_DOC not in watch.sources[gen0]
+
+    admin = make_client(url)
+    api, reindex_api = endpoint_names(admin)
+    warm = admin.predict("什么是四服务一加强", [], api_name=api)  # loads the embedder before anything is timed
+    assert ERROR_TEXT not in message_text(warm[0][-1]) and f"data-generation='{gen0}'" in warm[1]
+
+    scripts = build_scripts(SCRIPTS, TURNS)
+    clients = [make_client(url) for _ in range(SESSIONS)]
+    results: list[Result] = []
+    lock = threading.Lock()
+    start, reindexed = threading.Event(), threading.Event()
+    deadline = time.perf_counter() + TIMEOUT_S
+    threads = [threading.Thread(target=session_worker, daemon=True, name=f"chat-{i}",
+                                args=(i, i % SCRIPTS, scripts[i % SCRIPTS], clients[i], api, results, lock,
+                                      reindexed, deadline, start)) for i in range(SESSIONS)]
+    for t in threads:
+        t.start()
+    watch.start()
+    t_start = time.perf_counter()
+    start.set()
+
+    # One re-index, once a fifth of the questions have been answered; the chats keep going.
+    total = SESSIONS * TURNS
+    while len(results) < max(SESSIONS, total // 5) and time.perf_counter() < deadline:
+        if not any(t.is_alive() for t in threads):
+            break
+        time.sleep(0.02)
+    (corpus_dir / NEW_DOC).write_text(NEW_DOC_TEXT, encoding="utf-8")
+    t_submit = time.perf_counter()
+    job = admin.submit(api_name=reindex_api)
+    t_running = None
+    while not job.done() and time.perf_counter() < deadline:
+        if t_running is None and job.status().code.name in ("PROCESSING", "PROGRESS"):
+            t_running = time.perf_counter()
+        time.sleep(0.02)
+    timed_out = not job.done()
+    try:
+        reindex_out = job.result(timeout=max(0.1, deadline - time.perf_counter()))
+        reindex_error = ""
+    except Exception as e:  # noqa: BLE001
+        reindex_out, reindex_error = None, f"{type(e).__name__}: {e}"
+    t_done = time.perf_counter()
+    reindexed.set()
+    ws, we = (t_running or t_submit), t_done
+
+    for t in threads:
+        t.join(max(0.0, deadline - time.perf_counter()) + 1)
+    hung = [t.name for t in threads if t.is_alive()]
+    wall = time.perf_counter() - t_start
+    watch.stop.set()
+    watch.join(2)
+    watch.scan()
+    for c in clients + [admin]:
+        c.close()
+    if hung or timed_out:
+        pytest.fail(f"load phase exceeded its {TIMEOUT_S:.0f} s limit: {len(results)}/{total} answers, "
+                    f"re-index {'unfinished' if timed_out else 'done'}, sessions still waiting: {hung[:5]}")
+
+    # -- what happened -----------------------------------------------------------------------
+    results.sort(key=lambda r: (r.session, r.turn))
+    gens_committed = [g for g, _ in watch.committed]
+    gen1 = gens_committed[-1]
+    t_commit = next((t for g, t in watch.committed if g == gen1), we)
+    failures: list[str] = []
+
+    def fail(r: Result | None, msg: str) -> None:
+        where = f"session {r.session} turn {r.turn} {r.question!r} [{r.gen or '?'}]: " if r else ""
+        failures.append(where + msg)
+
+    if reindex_error:
+        fail(None, f"re-index failed: {reindex_error}")
+    msg = reindex_out[0] if reindex_out else ""
+    if "索引完成" not in msg or "新增 1" not in msg:
+        fail(None, f"re-index summary: {msg!r}")
+    if len(gens_committed) != 2 or gen1 == gen0:
+        fail(None, f"expected exactly one new generation after {gen0}, saw {gens_committed}")
+    if NEW_DOC not in (watch.sources.get(gen1) or ()):
+        fail(None, f"{gen1} does not contain {NEW_DOC}")
+
+    last_gen: dict[int, str] = {}
+    for r in results:
+        if r.error:
+            fail(r, f"error: {r.error}")
+            continue
+        for p in r.problems:
+            fail(r, p)
+        if not r.gen:
+            continue
+        docs = watch.docs(r.gen)
+        if docs is None:
+            fail(r, f"served from {r.gen}, a generation never committed to {index_dir}")
+            continue
+        for src in r.sources:
+            if src not in docs:
+                fail(r, f"cites {src!r}, which is not a document of {r.gen}")
+        if NEW_DOC not in docs and any(m in r.answer for m in NEW_DOC_MARKERS):
+            fail(r, f"answer mentions the new document but {r.gen} does not contain it: {r.answer[:60]}")
+        if r.gen < last_gen.get(r.session, ""):
+            fail(r, f"went back from {last_gen[r.session]} to {r.gen}")
+        last_gen[r.session] = max(r.gen, last_gen.get(r.session, ""))
+        if r.t0 > we and r.gen != gen1:
+            fail(r, f"started after the re-index returned but was served from {r.gen}, not {gen1}")
+        if r.kind == "newdoc" and r.post and (r.refused or NEW_DOC not in r.sources):
+            fail(r, f"after the re-index the new document should answer it: {r.answer[:80]!r} cites {r.sources}")
+
+    # Identical turns (same question after the same previous turn) on the same generation: identical answers.
+    seen: dict[tuple, Result] = {}
+    for r in results:
+        if r.error or not r.gen:
+            continue
+        key = (r.gen, r.question, r.prev_question, r.prev_answer)
+        other = seen.setdefault(key, r)
+        if other is not r and (other.answer, other.sources) != (r.answer, r.sources):
+            fail(r, f"differs from session {other.session}'s answer to the same turn: {r.answer[:60]!r} vs {other.answer[:60]!r}")
+
+    # Old-generation answers equal a single user's, computed in-process on the fixture index (same generation).
+    from rag import store
+    from rag.answer import Assistant
+
+    baseline_checked, t_base = 0, time.perf_counter()
+    fixture_gen = store.Manifest.read(corpus_index.index_dir).generation
+    if fixture_gen == gen0:
+        assistant = Assistant(corpus_index, retriever)
+        expected: dict[tuple[int, int], tuple[str, list[str]]] = {}
+        for r in results:
+            if r.error or r.gen != gen0 or r.turn >= len(scripts[r.script]):
+                continue
+            if (r.script, r.turn) not in expected:
+                hist: list[tuple[str, str]] = []
+                for j, turn in enumerate(scripts[r.script][: r.turn + 1]):
+                    a = assistant.ask(turn.question, hist)
+                    srcs = [h.chunk.source for h in a.retrieved[:3]] if a.refused else [c.source for c in a.citations]
+                    expected[(r.script, j)] = (a.answer, srcs)
+                    hist.append((turn.question, a.answer))
+            want = expected[(r.script, r.turn)]
+            baseline_checked += 1
+            if (r.answer, r.sources) != want:
+                fail(r, f"differs from the single-user answer: {r.answer[:60]!r} {r.sources} vs {want[0][:60]!r} {want[1]}")
+
+    baseline_s = time.perf_counter() - t_base
+
+    log_text = log_path.read_text(encoding="utf-8", errors="replace")
+    if "Traceback" in log_text or re.search(r"^(ERROR|CRITICAL)\b", log_text, re.M):
+        fail(None, "app log has errors:\n" + log_text[-3000:])
+
+    # -- figures -----------------------------------------------------------------------------
+    ok = [r for r in results if not r.error]
+    before = [r for r in ok if r.t1 <= ws]
+    during = [r for r in ok if r.t0 < we and r.t1 > ws]
+    inside = [r for r in ok if r.t0 >= ws and r.t1 <= we]
+    after = [r for r in ok if r.t0 >= we]
+    # The first chats after a commit reload the new generation (the sessions' post-re-index turns start together).
+    first_after = sorted(after, key=lambda r: r.t0)[:SESSIONS]
+    table = {"overall": summary(ok), "before": summary(before), "during": summary(during),
+             "inside": summary(inside), "after": summary(after), "after_1st": summary(first_after)}
+    report = {
+        "sessions": SESSIONS, "turns_per_session": TURNS, "requests_planned": total, "requests": len(results),
+        "errors": sum(1 for r in results if r.error), "problems": len(failures),
+        "refused": sum(1 for r in ok if r.refused), "wall_s": round(wall, 2),
+        "throughput_rps": round(len(results) / wall, 2) if wall else None,
+        "reindex": {"generation_before": gen0, "generation_after": gen1, "submitted_s": round(t_submit - t_start, 3),
+                    "running_s": round(ws - t_start, 3), "committed_seen_s": round(t_commit - t_start, 3),
+                    "returned_s": round(we - t_start, 3), "window_s": round(we - ws, 3), "summary": msg},
+        "served_by_generation": {g: sum(1 for r in ok if r.gen == g) for g in sorted({r.gen for r in ok})},
+        "baseline_checked": baseline_checked, "baseline_s": round(baseline_s, 2),
+        "latency": table,
+        "failures": failures[:50],
+        # t0/t1: seconds since the load started; the window is reindex.running_s .. reindex.returned_s
+        "requests": [{"session": r.session, "turn": r.turn, "kind": r.kind, "t0": round(r.t0 - t_start, 3),
+                      "t1": round(r.t1 - t_start, 3), "gen": r.gen, "refused": r.refused, "error": r.error[:200]}
+                     for r in results],
+    }
+    out_dir.mkdir(exist_ok=True)
+    (out_dir / "load.json").write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
+    print(f"\nload: {SESSIONS} sessions x {TURNS} turns, {len(results)} requests in {wall:.1f} s "
+          f"({report['throughput_rps']} req/s), errors {report['errors']}, refused {report['refused']}, "
+          f"re-index window {we - ws:.2f} s ({gen0} -> {gen1}), baseline-checked {baseline_checked}")
+    print(f"{'phase':<10}{'n':>6}{'p50 ms':>10}{'p95 ms':>10}{'max ms':>10}")
+    for name, row in table.items():
+        print(f"{name:<10}{row['n']:>6}{row['p50_ms'] or '-':>10}{row['p95_ms'] or '-':>10}{row['max_ms'] or '-':>10}")
+
+    assert not failures, f"{len(failures)} problems:\n" + "\n".join(failures[:30])
+    assert len(results) == total, f"only {len(results)} of {total} requests were answered"
+    assert inside, (f"no chat both started and finished during the {we - ws:.2f} s re-index: reading was blocked "
+                    f"(latency during {table['during']})")
+    assert after, "no chat was sent after the re-index"
