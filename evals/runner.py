@@ -11,7 +11,6 @@ from pathlib import Path
 
 from rag.answer import Answer, Assistant
 from rag.indexer import index_corpus
-from rag.models import Hit
 from rag.retrieval import Retriever
 from rag.settings import PROJECT_ROOT, Settings
 

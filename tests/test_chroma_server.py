@@ -1,6 +1,5 @@
 """Server mode: a real `chroma run` on 127.0.0.1, reached through chromadb.HttpClient."""
 
-import socket
 import subprocess
 import sys
 import time
@@ -9,15 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from conftest import free_port
+
 from rag.indexer import index_corpus
 from rag.retrieval import Retriever
 from rag.settings import load_settings
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

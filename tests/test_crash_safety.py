@@ -1,8 +1,6 @@
 """kill -9 at each stage of `kexie index`: the previous index stays usable, the next run finishes the job."""
 
-import json
 import os
-import shutil
 import signal
 import subprocess
 import sys

@@ -5,9 +5,7 @@ import json
 import subprocess
 import sys
 from collections import Counter
-from pathlib import Path
 
-import pytest
 
 from evals.dataset import check_evidence, load_dataset
 from evals.metrics import char_f1, covers, relevance, retrieval_metrics, rouge_l

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 
-import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 

@@ -1,9 +1,8 @@
-from pathlib import Path
 
 import pytest
 
 from rag.loaders import LoadError, Skipped, decode_text, load
-from conftest import shared
+from conftest import shared, make_pdf
 
 TEXT = "中国科协“科创中国”行动。第二句，承接142项任务。"
 
@@ -43,21 +42,6 @@ def test_empty_file_is_skipped(tmp_path):
         load(tmp_path / "e.txt")
 
 
-def make_pdf(path: Path, pages: list[list[str]]) -> None:
-    from reportlab.pdfbase import pdfmetrics
-    from reportlab.pdfbase.cidfonts import UnicodeCIDFont
-    from reportlab.pdfgen import canvas
-
-    pdfmetrics.registerFont(UnicodeCIDFont("STSong-Light"))
-    c = canvas.Canvas(str(path))
-    for lines in pages:
-        c.setFont("STSong-Light", 12)
-        y = 800
-        for line in lines:
-            c.drawString(60, y, line)
-            y -= 20
-        c.showPage()
-    c.save()
 
 
 def test_pdf_made_in_test_keeps_page_numbers(tmp_path):

@@ -1,30 +1,23 @@
 """The web chat end to end in real headless Chromium, plus upload safety rules."""
 
 import os
-import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 from rag import kb
 from rag.settings import load_settings
-from conftest import PROJECT_ROOT, SHARED
+from conftest import PROJECT_ROOT, SHARED, free_port
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 NEW_DOC = "宁波市科协科普画廊管理办法.txt"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # -- upload rules (no browser needed) ---------------------------------------------------------
@@ -169,7 +162,7 @@ def test_upload_reindex_ask_delete(page, app_url, out_dir, tmp_path):
     page.locator("#delete-pick input").fill(NEW_DOC)
     page.keyboard.press("Enter")
     page.click("#delete-btn")
-    page.wait_for_function(f"document.querySelector('#kb-msg').innerText.includes('已删除')", timeout=120000)
+    page.wait_for_function("document.querySelector('#kb-msg').innerText.includes('已删除')", timeout=120000)
     page.wait_for_function("document.querySelector('#kb-msg').innerText.includes('索引完成')", timeout=120000)
     assert not (app_url[1] / "corpus" / NEW_DOC).exists()
     ask(page, "宁波市科协的科普画廊由谁负责管理")
