@@ -27,6 +27,9 @@ _LIST_MARKERS = [
 ]
 _SENTENCE = re.compile(rf"[^{TERMINAL}]*[{TERMINAL}]+[{CLOSERS}]*|[^{TERMINAL}]+$")
 PLAIN_HEADING_MAX = 40
+# Bump when chunking or cleaning rules change: the indexer then re-chunks every file (vectors of
+# chunks whose text did not change are reused).
+CHUNKER_VERSION = "3"
 
 
 @dataclass

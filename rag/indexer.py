@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import store
 from .bm25 import BM25Index
-from .chunking import chunk_document
+from .chunking import CHUNKER_VERSION, chunk_document
 from .cleaning import paragraphs
 from .embeddings import Embedder, load_embedder
 from .loaders import SUPPORTED, LoadError, Skipped, load
@@ -167,6 +167,9 @@ def index_corpus(
             except OSError as e:
                 rep.failed[source] = "没有读取权限" if isinstance(e, PermissionError) else f"无法读取：{e}"
         gone_by_hash = {r.sha1: s for s, r in prev_files.items() if s not in files and r.status == "indexed"}
+        rechunk = prev is not None and prev.chunker != CHUNKER_VERSION
+        if rechunk and prev_files:
+            log.warning("分块规则已更新，重新分块所有文件（未变的段落沿用已有向量）")
         records: dict[str, FileRecord] = {}
         new_chunks: dict[str, list[Chunk]] = {}
         seen_hash: dict[str, str] = {}
@@ -181,7 +184,7 @@ def index_corpus(
                 continue
             seen_hash[digest] = source
             ocr_changed = prev is not None and prev.ocr != settings.ocr and old is not None and old.status != "indexed"
-            if old and old.sha1 == digest and not ocr_changed:
+            if old and old.sha1 == digest and not ocr_changed and not rechunk:
                 records[source] = old
                 if old.status == "indexed":
                     new_chunks[source] = by_source.get(source, [])
@@ -230,7 +233,7 @@ def index_corpus(
         rep.stages["load_chunk"] = time.perf_counter() - t
 
         settled = all(prev_files.get(s) is not None and prev_files[s].status != "indexed" for s in [*rep.failed, *rep.skipped])
-        if prev and not full and same_rules and rep.changes == 0 and settled and prev.ocr == settings.ocr:
+        if prev and not full and same_rules and not rechunk and rep.changes == 0 and settled and prev.ocr == settings.ocr:
             # Nothing to commit; still finish a clean-up that an interrupted run may have left.
             vs = vectors or VectorStore.open(settings.chroma_dir, settings.embedding_model, settings.chroma_host, settings.chroma_port)
             rep.vectors = _collect_garbage(vs, {c.id for c in all_chunks})
@@ -294,6 +297,7 @@ def index_corpus(
             chunk_overlap=settings.chunk_overlap,
             generation=gen,
             tokenizer=signature(),
+            chunker=CHUNKER_VERSION,
             ocr=settings.ocr,
             files=records,
         )

@@ -35,7 +35,7 @@ class Snapshot:
     places: frozenset[str] = frozenset()  # the corpus's place names (answer scoring)
 
     @classmethod
-    def load(cls, index_dir: Path) -> "Snapshot":
+    def load(cls, index_dir: Path, base_tokenizer: Tokenizer | None = None) -> "Snapshot":
         m = store.Manifest.read(index_dir)
         if m is None or not m.generation:
             raise IndexNotReady(f"索引不存在：{index_dir}。请先运行 kexie index")
@@ -44,7 +44,7 @@ class Snapshot:
         by_id: dict[str, list[int]] = {}
         for i, c in enumerate(chunks):
             by_id.setdefault(c.id, []).append(i)
-        return cls(m, chunks, BM25Index.load(gen / "bm25"), Tokenizer(store.read_user_words(gen)), by_id,
+        return cls(m, chunks, BM25Index.load(gen / "bm25"), Tokenizer(store.read_user_words(gen), base=base_tokenizer), by_id,
                    frozenset(store.read_places(gen)))
 
 
@@ -57,37 +57,48 @@ class Retriever:
         self._vectors: VectorStore | None = None
         self._snap: Snapshot | None = None
         self._view = ""  # alias key for Chroma when another process wrote the current generation
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # loading a generation
+        self._vectors_lock = threading.Lock()
+        self._embedder_lock = threading.Lock()
         self.timings: dict[str, float] = {}
 
     # -- lifecycle -----------------------------------------------------------------
-    def snapshot(self) -> Snapshot:
-        """The newest committed generation (cheap check of the manifest on every call)."""
+    def snapshot(self, wait: bool = False) -> Snapshot:
+        """The newest committed generation (a cheap manifest read on every call).
+
+        Loading a new generation takes about a second; meanwhile other threads keep answering from the
+        one they have (`wait=True` blocks until the new one is loaded)."""
         m = store.Manifest.read(self.settings.index_dir)
         if m is None:
             raise IndexNotReady(f"索引不存在：{self.settings.index_dir}。请先运行 kexie index")
         snap = self._snap
-        if snap is None or snap.manifest.generation != m.generation:
-            with self._lock:
-                if self._snap is None or self._snap.manifest.generation != m.generation:
-                    if m.model != self.settings.embedding_model:
-                        raise IndexNotReady(
-                            f"索引由嵌入模型“{m.model}”构建，当前设置为“{self.settings.embedding_model}”。"
-                            "请运行 kexie index 重建索引（向量空间不能混用）"
-                        )
-                    self._snap = Snapshot.load(self.settings.index_dir)
-                    if m.writer != store.writer_id() and not self.settings.chroma_host:
-                        # Another process wrote this generation's vectors: this process's cached HNSW
-                        # cannot see them, so read through a view opened after that commit.
-                        self._view = m.generation
+        if snap is not None and snap.manifest.generation == m.generation:
+            return snap
+        if m.model != self.settings.embedding_model:
+            raise IndexNotReady(
+                f"索引由嵌入模型“{m.model}”构建，当前设置为“{self.settings.embedding_model}”。"
+                "请运行 kexie index 重建索引（向量空间不能混用）"
+            )
+        if not self._lock.acquire(blocking=wait or snap is None):
+            return snap  # another thread is loading the new generation
+        try:
+            if self._snap is None or self._snap.manifest.generation != m.generation:
+                new = Snapshot.load(self.settings.index_dir, self._snap.tokenizer if self._snap else None)
+                if new.manifest.writer != store.writer_id() and not self.settings.chroma_host:
+                    # Another process wrote this generation's vectors: this process's cached HNSW
+                    # cannot see them, so read through a view opened after that commit.
+                    with self._vectors_lock:
+                        self._view = new.manifest.generation
                         self._vectors = None
-                snap = self._snap
-        return snap
+                self._snap = new
+            return self._snap
+        finally:
+            self._lock.release()
 
     @property
     def embedder(self) -> Embedder:
         if self._embedder is None:
-            with self._lock:
+            with self._embedder_lock:
                 if self._embedder is None:
                     s = self.settings
                     self._embedder = load_embedder(s.embedding_model, s.embedding_batch_size, s.query_instruction)
@@ -95,10 +106,15 @@ class Retriever:
 
     @property
     def vectors(self) -> VectorStore:
-        if self._vectors is None:
-            s = self.settings
-            self._vectors = VectorStore.open(s.chroma_dir, s.embedding_model, s.chroma_host, s.chroma_port, self._view)
-        return self._vectors
+        vs = self._vectors
+        if vs is None:
+            # Opening Chroma from several threads at once races inside chromadb: one opener.
+            with self._vectors_lock:
+                if self._vectors is None:
+                    s = self.settings
+                    self._vectors = VectorStore.open(s.chroma_dir, s.embedding_model, s.chroma_host, s.chroma_port, self._view)
+                vs = self._vectors
+        return vs
 
     # -- search --------------------------------------------------------------------
     def bm25_ranking(self, snap: Snapshot, query: str, n: int) -> list[tuple[int, float]]:

@@ -43,6 +43,7 @@ class Manifest:
     chunk_overlap: int
     generation: str = ""
     tokenizer: str = ""  # tokenizer.signature() of the stored BM25 tokens
+    chunker: str = ""  # chunking.CHUNKER_VERSION that produced the chunks
     writer: str = ""  # host:pid of the process that committed this generation
     ocr: bool = False  # whether scanned pages were OCR'd (turning it on re-processes skipped scans)
     files: dict[str, FileRecord] = field(default_factory=dict)

@@ -51,14 +51,24 @@ def signature() -> str:
 class Tokenizer:
     """A private jieba instance (no global state) plus the corpus's user words."""
 
-    def __init__(self, user_words: Iterable[str] = ()):
+    def __init__(self, user_words: Iterable[str] = (), base: "Tokenizer | None" = None):
+        """`base`: copy the loaded dictionary of an existing tokenizer (~0.1 s instead of ~1 s), when
+        its user words are a subset of ours (jieba cannot forget a word)."""
         import jieba
 
         jieba.setLogLevel(logging.WARNING)
+        words = list(user_words)
         self._jieba = jieba.Tokenizer()
-        self._jieba.initialize()
         self.user_words: list[str] = []
-        self.add_words(user_words)
+        if base is not None and set(base.user_words) <= set(words):
+            src = base._jieba
+            self._jieba.FREQ, self._jieba.total = dict(src.FREQ), src.total
+            self._jieba.user_word_tag_tab = dict(src.user_word_tag_tab)
+            self._jieba.initialized = True
+            self.user_words = list(base.user_words)
+        else:
+            self._jieba.initialize()
+        self.add_words(words)
 
     def add_words(self, words: Iterable[str]) -> list[str]:
         """Add words; returns those that were new."""

@@ -138,6 +138,7 @@ def build_app(settings: Settings, assistant: Assistant | None = None) -> gr.Bloc
         with index_lock:
             rep = index_corpus(settings, progress=lambda stage, done, total: progress(done / max(total, 1), desc=stage),
                                embedder=assistant.retriever.embedder, vectors=assistant.retriever.vectors)
+            assistant.retriever.snapshot(wait=True)  # load the new generation before saying "done"
         lines = [f"索引完成：新增 {len(rep.added)}，修改 {len(rep.changed)}，删除 {len(rep.removed)}，"
                  f"失败 {len(rep.failed)}，共 {rep.chunks} 个段落，用时 {rep.seconds:.1f} 秒。"]
         lines += [f"- 失败：{s}（{r}）" for s, r in rep.failed.items()]

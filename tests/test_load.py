@@ -11,16 +11,17 @@ Checked for every answer: no exception, no "出错了"; the citation HTML names 
 and every cited file is a document of that generation (chunk sources are snapshotted while the test runs, so
 generations the indexer deletes later are still known); every [n] in the answer has its card; each session's
 chat holds exactly its own turns; a session never sees the generation go backwards; requests started after the
-re-index finished see the new generation and find the new document; identical turns served from the same
+re-index finished see the new generation (after the CLI, within CLI_STALE_GRACE_S) and find the new document;
+answers that name the new document come only from generations that contain it; identical turns served from the same
 generation get identical answers in every session; answers from the old generation equal what a single user
 gets in-process. Re-indexing must not block reading: some chats start and finish inside the re-index window.
 
 Latency p50/p95 before / during / after the re-index is printed and written to test-output/load.json.
-Size and limits: KEXIE_LOAD_SESSIONS (20), KEXIE_LOAD_TURNS (10 per session), KEXIE_LOAD_TIMEOUT (480 s a run).
+Size and limits: KEXIE_LOAD_SESSIONS (20), KEXIE_LOAD_TURNS (10 per session), KEXIE_LOAD_TIMEOUT (240 s a run),
+KEXIE_LOAD_BASELINE_SCRIPTS (5: how many of the scripts are compared with a single user's answers).
 
-Known app bug (reported, not fixed here): `Retriever.vectors` opens Chroma lazily without a lock, so concurrent
-first requests (a cold app, or the first requests after another process committed a generation) race inside
-chromadb and answer "出错了". When every failure of a run is exactly that, the run is marked xfail, not passed.
+Regression: `Retriever.vectors` used to open Chroma without a lock, so concurrent first requests (a cold app,
+or the first requests after another process committed) raced inside chromadb and answered "出错了".
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ import os
 import random
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -43,14 +43,18 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PROJECT_ROOT
+from conftest import PROJECT_ROOT, free_port
 
 pytestmark = pytest.mark.slow
 
 SESSIONS = int(os.environ.get("KEXIE_LOAD_SESSIONS", "20"))
 TURNS = int(os.environ.get("KEXIE_LOAD_TURNS", "10"))  # per session; the last POST_TURNS wait for the re-index
-TIMEOUT_S = float(os.environ.get("KEXIE_LOAD_TIMEOUT", "480"))  # one load run, first question to last answer
+TIMEOUT_S = float(os.environ.get("KEXIE_LOAD_TIMEOUT", "240"))  # each load run (two of them: <= 8 min in all)
+BASELINE_SCRIPTS = int(os.environ.get("KEXIE_LOAD_BASELINE_SCRIPTS", "5"))  # scripts re-asked in-process (~0.3 s a turn)
 POST_TURNS = 3
+# After another process commits, the app notices on its next request and loads the new generation; requests that
+# arrive during that load may be answered from the previous committed generation. After the UI button, never.
+CLI_STALE_GRACE_S = 10.0
 REQUEST_TIMEOUT_S = 120.0
 SCRIPTS = max(1, SESSIONS // 2)  # two sessions share each script: same turn + same generation => same answer
 
@@ -87,11 +91,6 @@ REPORT: dict[str, dict] = {}  # test-output/load.json: one entry per run
 
 
 # -- the app ----------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def quiet_env(**extra: str) -> dict[str, str]:
     """No telemetry, no Hub, and none of the developer's KEXIE_* settings (the baseline uses the defaults)."""
@@ -368,9 +367,16 @@ def pct(values: list[float], p: float) -> float | None:
     return v[max(0, min(len(v) - 1, math.ceil(len(v) * p / 100) - 1))]  # nearest rank
 
 
-def summary(rs: list[Result]) -> dict:
+def summary(rs: list[Result], span: tuple[float, float] | None = None, every: list[Result] = ()) -> dict:
+    """Latency of `rs`; with `span`, also the mean number of chats in flight and completions/s in that interval."""
     lat = [r.latency for r in rs]
-    return {"n": len(rs), "p50_ms": _ms(pct(lat, 50)), "p95_ms": _ms(pct(lat, 95)), "max_ms": _ms(max(lat) if lat else None)}
+    row = {"n": len(rs), "p50_ms": _ms(pct(lat, 50)), "p95_ms": _ms(pct(lat, 95)), "max_ms": _ms(max(lat) if lat else None),
+           "in_flight": None, "done_per_s": None}
+    if span and span[1] > span[0]:
+        a, b = span
+        row["in_flight"] = round(sum(max(0.0, min(r.t1, b) - max(r.t0, a)) for r in every) / (b - a), 1)
+        row["done_per_s"] = round(sum(1 for r in every if a <= r.t1 < b) / (b - a), 1)
+    return row
 
 
 def _ms(x: float | None) -> float | None:
@@ -379,9 +385,10 @@ def _ms(x: float | None) -> float | None:
 
 def print_table(title: str, table: dict[str, dict]) -> None:
     print(f"\n{title}")
-    print(f"{'phase':<10}{'n':>6}{'p50 ms':>10}{'p95 ms':>10}{'max ms':>10}")
+    print(f"{'phase':<10}{'n':>6}{'p50 ms':>10}{'p95 ms':>10}{'max ms':>10}{'in flight':>11}{'done/s':>8}")
     for name, row in table.items():
-        print(f"{name:<10}{row['n']:>6}{row['p50_ms'] or '-':>10}{row['p95_ms'] or '-':>10}{row['max_ms'] or '-':>10}")
+        cells = [row[k] if row.get(k) is not None else "-" for k in ("p50_ms", "p95_ms", "max_ms", "in_flight", "done_per_s")]
+        print(f"{name:<10}{row['n']:>6}{cells[0]:>10}{cells[1]:>10}{cells[2]:>10}{cells[3]:>11}{cells[4]:>8}")
 
 
 def write_report(out_dir: Path, name: str, report: dict) -> None:
@@ -403,16 +410,6 @@ def app_log_problems(log_text: str) -> tuple[int, list[str]]:
     return race, other
 
 
-def xfail_if_only_known_race(failures: list[tuple[str, str]], log_text: str) -> None:
-    """All failures are "出错了" answers whose logged cause is the Chroma-open race: a known bug, xfail."""
-    race, other = app_log_problems(log_text)
-    errors = [m for kind, m in failures if kind == "error"]
-    if race and not other and errors and all(kind in ("error", "incomplete", "log") for kind, _ in failures) \
-            and all(ERROR_TEXT in m for m in errors) and len(errors) <= race:
-        pytest.xfail(f"known app bug: {len(errors)} chats answered 出错了 because concurrent requests opened Chroma "
-                     f"at once (Retriever.vectors has no lock; {race} tracebacks in the app log)")
-
-
 # -- the tests --------------------------------------------------------------------------------
 _BASELINE: dict[tuple[str, int, int], tuple[str, list[str]]] = {}  # (generation, script, turn) -> answer, sources
 
@@ -432,7 +429,8 @@ def baseline(corpus_index, retriever, gen: str, scripts: list[list[Turn]], scrip
     return _BASELINE[(gen, script, turn)]
 
 
-@pytest.mark.parametrize("reindex", ["ui", "cli"])
+@pytest.mark.parametrize("reindex", ["ui", pytest.param("cli", marks=pytest.mark.skipif(
+    not os.environ.get("KEXIE_LOAD_ALL"), reason="second re-index mode (external `kexie index`): set KEXIE_LOAD_ALL=1"))])
 def test_concurrent_chats_during_reindex(reindex, start_app, corpus_index, retriever, out_dir):
     app = start_app()
     assert not (app.corpus / NEW_DOC).exists()
@@ -554,10 +552,11 @@ def test_concurrent_chats_during_reindex(reindex, start_app, corpus_index, retri
         if r.gen < last_gen.get(r.session, ""):
             fail(r, f"went back from {last_gen[r.session]} to {r.gen}")
         last_gen[r.session] = max(r.gen, last_gen.get(r.session, ""))
-        if r.t0 > we and r.gen != gen1:
-            fail(r, f"started after the re-index finished but was served from {r.gen}, not {gen1}")
-        if r.kind == "newdoc" and r.post and (r.refused or NEW_DOC not in r.sources):
-            fail(r, f"after the re-index the new document should answer it: {r.answer[:80]!r} cites {r.sources}")
+        grace = CLI_STALE_GRACE_S if reindex == "cli" else 0.0
+        if r.t0 > we + grace and r.gen != gen1 or r.t0 > we and r.gen not in (gen0, gen1):
+            fail(r, f"started {r.t0 - we:.2f} s after the re-index finished but was served from {r.gen}, not {gen1}")
+        if r.kind == "newdoc" and r.post and NEW_DOC in docs and (r.refused or NEW_DOC not in r.sources):
+            fail(r, f"the new document should answer it: {r.answer[:80]!r} cites {r.sources}")
 
     # Identical turns (same question after the same previous turn) on the same generation: identical answers.
     seen: dict[tuple, Result] = {}
@@ -575,7 +574,7 @@ def test_concurrent_chats_during_reindex(reindex, start_app, corpus_index, retri
     baseline_checked, t_base = 0, time.perf_counter()
     if store.Manifest.read(corpus_index.index_dir).generation == gen0:
         for r in results:
-            if r.error or r.gen != gen0:
+            if r.error or r.gen != gen0 or r.script >= BASELINE_SCRIPTS:
                 continue
             want = baseline(corpus_index, retriever, gen0, scripts, r.script, r.turn)
             baseline_checked += 1
@@ -589,6 +588,9 @@ def test_concurrent_chats_during_reindex(reindex, start_app, corpus_index, retri
     if race or other_log:
         fail(None, f"app log: {race} Chroma-open race tracebacks, {len(other_log)} other errors\n"
                    + "\n".join(other_log[:2]), "log")
+    fresh = [r for r in results if r.kind == "newdoc" and r.post and r.gen == gen1]
+    if not fresh:
+        fail(None, f"no question about the new document was answered from {gen1}")
     if len(results) != total:
         fail(None, f"only {len(results)} of {total} requests were answered", "incomplete")
 
@@ -600,8 +602,10 @@ def test_concurrent_chats_during_reindex(reindex, start_app, corpus_index, retri
     after = [r for r in ok if r.t0 >= we]
     # The first chats after a commit load the new generation (all sessions' post-re-index turns start together).
     first_after = sorted(after, key=lambda r: r.t0)[:SESSIONS]
-    table = {"overall": summary(ok), "before": summary(before), "during": summary(during),
-             "inside": summary(inside), "after": summary(after), "after_1st": summary(first_after)}
+    t_end = max((r.t1 for r in results), default=we)
+    table = {"overall": summary(ok, (t_start, t_end), ok), "before": summary(before, (t_start, ws), ok),
+             "during": summary(during, (ws, we), ok), "inside": summary(inside), "after": summary(after, (we, t_end), ok),
+             "after_1st": summary(first_after)}
     report = {
         "reindex_by": "do_reindex endpoint (in the app)" if reindex == "ui" else "python -m rag.cli index (subprocess)",
         "sessions": SESSIONS, "turns_per_session": TURNS, "requests_planned": total, "requests": len(results),
@@ -626,8 +630,6 @@ def test_concurrent_chats_during_reindex(reindex, start_app, corpus_index, retri
                 f"({report['throughput_rps']} req/s), errors {report['errors']}, refused {report['refused']}, "
                 f"re-index window {we - ws:.2f} s ({gen0} -> {gen1}), baseline-checked {baseline_checked}", table)
 
-    if failures:
-        xfail_if_only_known_race(failures, log_text)
     assert not failures, f"{len(failures)} problems:\n" + "\n".join(m for _, m in failures[:30])
     assert inside, (f"no chat both started and finished during the {we - ws:.2f} s re-index: reading was blocked "
                     f"(latency during {table['during']})")
@@ -679,6 +681,4 @@ def test_cold_start_concurrent_first_questions(start_app, out_dir):
                                          "errors": sum(1 for r in results if r.error), "latency": table,
                                          "failures": [m for _, m in failures[:50]]})
     print_table(f"cold start: {SESSIONS} first questions at once, errors {sum(1 for r in results if r.error)}", table)
-    if failures:
-        xfail_if_only_known_race(failures, log_text)
     assert not failures, f"{len(failures)} problems:\n" + "\n".join(m for _, m in failures[:30])
