@@ -53,11 +53,11 @@ def child_env() -> dict[str, str]:
     return env
 
 
-def run_child(cmd: list[str], timeout: float, cwd: Path) -> tuple[int, float, float, str]:
+def run_child(cmd: list[str], timeout: float, cwd: Path, stdout=None) -> tuple[int, float, float, str]:
     """(returncode, wall seconds, peak RSS MB, stderr tail); killed after `timeout` seconds (rc -9)."""
     t = time.perf_counter()
     with tempfile.TemporaryFile() as err:
-        p = subprocess.Popen(cmd, cwd=cwd, env=child_env(), stdout=subprocess.DEVNULL, stderr=err)
+        p = subprocess.Popen(cmd, cwd=cwd, env=child_env(), stdout=stdout or subprocess.DEVNULL, stderr=err)
         deadline = t + timeout
         try:
             while True:
@@ -188,24 +188,24 @@ def stage_cold_start(settings, question: str, runs: int, timeout: float) -> dict
            "--corpus", str(settings.corpus_dir), "--index", str(settings.index_dir)]
     cwd = settings.index_dir.parent  # no kexie.toml there
     times: list[float] = []
-    rss = 0.0
+    rss: list[float] = []
     ok = True
     for _ in range(runs):
-        t = time.perf_counter()
-        p = subprocess.run(cmd, cwd=cwd, env=child_env(), capture_output=True, timeout=timeout)
-        times.append(time.perf_counter() - t)
-        try:
-            ok &= p.returncode == 0 and "answer" in json.loads(p.stdout)
-        except ValueError:
-            ok = False
-    # Peak RSS of one such process.
-    rc, _wall, rss, _ = run_child(cmd, timeout, cwd)
+        with tempfile.TemporaryFile() as out:
+            rc, wall, peak, _err = run_child(cmd, timeout, cwd, stdout=out)
+            out.seek(0)
+            try:
+                ok &= rc == 0 and "answer" in json.loads(out.read())
+            except ValueError:
+                ok = False
+        times.append(wall)
+        rss.append(peak)
     s = latency_summary(times)
     return {"runs": runs, "first_s": times[0], "median_s": s["p50_ms"] / 1000, "max_s": s["max_ms"] / 1000,
-            "ok": ok and rc == 0, "peak_rss_mb": rss, "command": "python -m rag.cli ask QUESTION --json"}
+            "ok": ok, "peak_rss_mb": max(rss), "command": "python -m rag.cli ask QUESTION --json"}
 
 
-def stage_reindex(settings, embedder, use_shared: bool) -> dict:
+def stage_reindex(settings, embedder, use_shared: bool, added_paragraphs: int = 30) -> dict:
     from rag.indexer import index_corpus
 
     corpus = settings.corpus_dir
@@ -231,7 +231,7 @@ def stage_reindex(settings, embedder, use_shared: bool) -> dict:
     changed.write_text("\n\n".join(paras), encoding="utf-8")
     measure("changed", "changed")
     (corpus / "new").mkdir(exist_ok=True)
-    (corpus / "new" / "added.txt").write_text(bc.derived_document(1, paragraphs=30, use_shared=use_shared), encoding="utf-8")
+    (corpus / "new" / "added.txt").write_text(bc.derived_document(1, paragraphs=added_paragraphs, use_shared=use_shared), encoding="utf-8")
     measure("added", "added")
     deleted.unlink()
     measure("deleted", "removed")
@@ -263,8 +263,10 @@ def run_size(size: int, args, work_root: Path, use_shared: bool, embedder, quest
     res.update({"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
                 "shared": use_shared, "git": git_state(), "env": dict(args.env)})
     res.setdefault("phases_env", {})
+    res.setdefault("phases_git", {})
     for ph in phases:
         res["phases_env"][ph] = dict(args.env)
+        res["phases_git"][ph] = res["git"]
     res.setdefault("loadavg_start", loadavg())
     t_size = time.perf_counter()
 
@@ -340,7 +342,7 @@ def run_size(size: int, args, work_root: Path, use_shared: bool, embedder, quest
 
     if "reindex" in phases and size <= args.reindex_max:
         log(f"size {size}: incremental re-index (unchanged, changed, added, deleted)")
-        res["reindex"] = stage_reindex(settings, embedder, use_shared)
+        res["reindex"] = stage_reindex(settings, embedder, use_shared, args.added_paragraphs)
         # The corpus no longer matches the generated one: a later --reuse must rebuild.
         (work / "index" / store.MANIFEST).unlink(missing_ok=True)
     res["loadavg_end"] = loadavg()
@@ -364,6 +366,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline-timeout", type=float, default=480.0, help="seconds before the baseline is killed")
     ap.add_argument("--reindex-max", type=int, default=10000, help="largest size at which re-indexing is measured")
     ap.add_argument("--cold-runs", type=int, default=3, help="cold-start repetitions")
+    ap.add_argument("--added-paragraphs", type=int, default=30,
+                    help="size of the new file in the re-index measurement, in paragraphs (= chunks)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--work", type=Path, help="scratch directory (default: a temp dir, removed afterwards)")
     ap.add_argument("--keep", action="store_true", help="keep corpora and indexes in the scratch directory")

@@ -57,10 +57,15 @@ def run_retrieval(name: str, search, items: list[Item], gold_sources: bool) -> R
     return run
 
 
+def passage(heading: str, text: str) -> str:
+    """What a hit shows: its heading path (bylines, article numbers) and its text."""
+    return f"{heading}\n{text}" if heading else text
+
+
 def ours(retriever: Retriever, mode: str):
     def search(q: str):
         hits = retriever.search(q, 10, mode)
-        return [h.chunk.text for h in hits], [h.chunk.source for h in hits]
+        return [passage(h.chunk.heading, h.chunk.text) for h in hits], [h.chunk.source for h in hits]
 
     return search
 
@@ -85,7 +90,7 @@ def langchain_baseline(retriever: Retriever):
             return emb.embed_query(text).tolist()
 
     snap = retriever.snapshot()
-    docs = [Document(page_content=c.text, metadata={"source": c.source}) for c in snap.chunks]
+    docs = [Document(page_content=passage(c.heading, c.text), metadata={"source": c.source}) for c in snap.chunks]
     bm25 = BM25Retriever.from_documents(docs, preprocess_func=jieba.lcut, k=10)
     store = Chroma(collection_name=f"lc-baseline-{int(time.time() * 1000)}", embedding_function=Wrapped())
     store.add_documents(docs)
@@ -110,7 +115,8 @@ def summarize_retrieval(run: Run) -> dict:
 
 # ---------------------------------------------------------------------------------------------
 def cited_ok(c, item: Item) -> bool:
-    return any(covers(c.text, e) for e in item.evidence) or (bool(item.must_include) and contains_all(c.text, item.must_include[:1]))
+    text = passage(c.heading, c.text)
+    return any(covers(text, e) for e in item.evidence) or (bool(item.must_include) and contains_all(text, item.must_include[:1]))
 
 
 def answer_record(item: Item, a: Answer) -> dict:
@@ -144,7 +150,7 @@ def answer_metrics(items: list[Item], answers: list[Answer]) -> tuple[dict, dict
         rl.append(rouge_l(a.answer if not a.refused else "", it.answer))
         if not a.refused and a.citations:
             cprec.append(sum(cited_ok(c, it) for c in a.citations) / len(a.citations))
-            covered = {j for c in a.citations for j, e in enumerate(it.evidence) if covers(c.text, e)}
+            covered = {j for c in a.citations for j, e in enumerate(it.evidence) if covers(passage(c.heading, c.text), e)}
             crec.append(len(covered) / max(len(it.evidence), 1))
         elif not a.refused:
             cprec.append(0.0)

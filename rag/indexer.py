@@ -286,7 +286,7 @@ def index_corpus(
         # 4. Commit: generation files, then the manifest (the atomic switch), then clean up.
         t = time.perf_counter()
         gen = store.next_generation_name(settings.index_dir)
-        places = gazetteer(f"{c.title} {c.heading} {c.text}" for c in all_chunks)
+        places = gazetteer(c.index_text for c in all_chunks)  # title + heading + text, already normalised
         fault_point("bm25")
         store.write_generation(settings.index_dir, gen, all_chunks, tokens, tok.user_words, bm25, places)
         fault_point("manifest")

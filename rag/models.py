@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -34,7 +34,7 @@ class Chunk:
     ocr: bool = False
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return dict(self.__dict__)  # flat fields: much cheaper than dataclasses.asdict at 100k chunks
 
 
 @dataclass

@@ -56,6 +56,7 @@ class Retriever:
         self._embedder = embedder
         self._vectors: VectorStore | None = None
         self._snap: Snapshot | None = None
+        self._manifest_cache: tuple | None = None
         self._view = ""  # alias key for Chroma when another process wrote the current generation
         self._lock = threading.Lock()  # loading a generation
         self._vectors_lock = threading.Lock()
@@ -68,7 +69,7 @@ class Retriever:
 
         Loading a new generation takes about a second; meanwhile other threads keep answering from the
         one they have (`wait=True` blocks until the new one is loaded)."""
-        m = store.Manifest.read(self.settings.index_dir)
+        m = self._manifest()
         if m is None:
             raise IndexNotReady(f"索引不存在：{self.settings.index_dir}。请先运行 kexie index")
         snap = self._snap
@@ -94,6 +95,21 @@ class Retriever:
             return self._snap
         finally:
             self._lock.release()
+
+    def _manifest(self) -> store.Manifest | None:
+        """The manifest, parsed again only when the file changed (it is replaced atomically on commit)."""
+        p = self.settings.index_dir / store.MANIFEST
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            return None
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        cached = self._manifest_cache
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        m = store.Manifest.read(self.settings.index_dir)
+        self._manifest_cache = (key, m)
+        return m
 
     @property
     def embedder(self) -> Embedder:
@@ -126,7 +142,7 @@ class Retriever:
         self.timings["embed_query"] = time.perf_counter() - t
         out: list[tuple[int, float]] = []
         # Chroma may hold vectors of an uncommitted or newer generation: keep only ours.
-        for cid, sim in self.vectors.query(q, n + 10):
+        for cid, sim in self.vectors.query(q, min(n + 10, len(snap.by_id))):
             for i in snap.by_id.get(cid, ()):
                 out.append((i, sim))
         return out[:n]

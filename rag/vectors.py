@@ -88,10 +88,15 @@ class VectorStore:
 
     def query(self, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
         """(id, cosine similarity) best first."""
-        n = self.count()
-        if n == 0:
+        if k <= 0:
             return []
-        res = self._col.query(query_embeddings=[vector], n_results=min(k, n), include=["distances"])
+        try:  # the caller caps k at its generation's size: no count() round trip per query
+            res = self._col.query(query_embeddings=[vector], n_results=k, include=["distances"])
+        except Exception:
+            n = self.count()  # fewer stored vectors than asked for (e.g. an interrupted first run)
+            if n == 0:
+                return []
+            res = self._col.query(query_embeddings=[vector], n_results=min(k, n), include=["distances"])
         return [(i, 1.0 - float(d)) for i, d in zip(res["ids"][0], res["distances"][0])]
 
     def drop_other_collections(self) -> list[str]:

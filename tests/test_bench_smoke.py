@@ -31,7 +31,8 @@ def bench_result(tmp_path_factory):
     cmd = [
         sys.executable, str(PROJECT_ROOT / "bench" / "run.py"),
         "--sizes", str(SIZE), "--questions", "12", "--encode-sample", "8", "--skip-baseline",
-        "--cold-runs", "1", "--query-budget", "20", "--out", str(out), "--work", str(work),
+        "--cold-runs", "1", "--added-paragraphs", "3", "--query-budget", "20",
+        "--out", str(out), "--work", str(work),
     ]
     p = subprocess.run(cmd, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
