@@ -233,7 +233,8 @@ def evaluate(settings: Settings, items: list[Item], configs: list[str], gold_sou
     primary = settings.retrieval_mode if settings.retrieval_mode in runs else next(iter(runs), None)
     doc["config"] = primary
     if primary:
-        doc.update(doc["comparison"][primary])  # the primary configuration's figures at the top level
+        # The primary configuration's figures at the top level ("questions" stays the dataset's count).
+        doc.update({k: v for k, v in doc["comparison"][primary].items() if k != "questions"})
     if "answer" in doc:
         doc.update({k: v for k, v in doc["answer"].items()})
     return {"metrics": doc, "records": records}
