@@ -104,6 +104,8 @@ def page(app_url):
 def ask(page, question: str):
     page.get_by_role("tab", name="问答").click()
     page.click("#clear")
+    # Let the clear land first: a late clear would wipe the new answer's citation cards.
+    page.wait_for_function("document.querySelector('#citations').innerText.includes('回答的引用出处')", timeout=60000)
     page.fill("#question textarea", question)
     page.click("#send")
     page.wait_for_function("document.querySelector('#citations').innerText.includes('[1]') || "
