@@ -235,7 +235,7 @@ def index_corpus(
         settled = all(prev_files.get(s) is not None and prev_files[s].status != "indexed" for s in [*rep.failed, *rep.skipped])
         if prev and not full and same_rules and not rechunk and rep.changes == 0 and settled and prev.ocr == settings.ocr:
             # Nothing to commit; still finish a clean-up that an interrupted run may have left.
-            vs = vectors or VectorStore.open(settings.chroma_dir, settings.embedding_model, settings.chroma_host, settings.chroma_port)
+            vs = vectors or _open_vectors(settings)
             rep.vectors = _collect_garbage(vs, {c.id for c in all_chunks})
             rep.generation = prev.generation
             rep.seconds = time.perf_counter() - t0
@@ -244,7 +244,7 @@ def index_corpus(
         # 2. Embed chunks whose vectors are not stored yet (content-addressed ids).
         t = time.perf_counter()
         # A long-running app passes its retriever's store, so its reads see its own writes.
-        vs = vectors or VectorStore.open(settings.chroma_dir, settings.embedding_model, settings.chroma_host, settings.chroma_port)
+        vs = vectors or _open_vectors(settings)
         known = {c.id for c in prev_chunks}
         unique: dict[str, Chunk] = {}
         for c in all_chunks:
@@ -286,7 +286,7 @@ def index_corpus(
         # 4. Commit: generation files, then the manifest (the atomic switch), then clean up.
         t = time.perf_counter()
         gen = store.next_generation_name(settings.index_dir)
-        places = gazetteer(c.index_text for c in all_chunks)  # title + heading + text, already normalised
+        places = gazetteer((c.index_text for c in all_chunks), tok)  # title + heading + text
         fault_point("bm25")
         store.write_generation(settings.index_dir, gen, all_chunks, tokens, tok.user_words, bm25, places)
         fault_point("manifest")
@@ -311,6 +311,10 @@ def index_corpus(
         store.remove_stale_generations(settings.index_dir, gen)
     rep.seconds = time.perf_counter() - t0
     return rep
+
+
+def _open_vectors(settings: Settings) -> VectorStore:
+    return VectorStore.open(settings.chroma_dir, settings.embedding_model, settings.chroma_host, settings.chroma_port)
 
 
 def _collect_garbage(vs: VectorStore, live: set[str]) -> int:

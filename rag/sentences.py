@@ -73,7 +73,7 @@ _PLACE_Q = re.compile(r"([\u4e00-\u9fff]{2,3}?)(?:市|省)")
 _NOT_PLACE_END = set("全本我该各在和省市县区")
 
 
-def gazetteer(texts) -> list[str]:
+def gazetteer(texts, tokenizer) -> list[str]:
     """Place names the corpus itself uses for a 科协 ("青岛市科协" -> 青岛), to tell 青岛's figures from 济宁's.
 
     Before each "市科协/省科协" the 2- or 3-character name is the one the corpus uses most often
@@ -95,25 +95,8 @@ def gazetteer(texts) -> list[str]:
         shorter = [d for d in candidates if len(d) < len(c) and c.endswith(d) and count[d] > 1.5 * count[c]]
         if not longer and not shorter:
             names.add(c)
-    return sorted(n for n in names if _is_place_word(n))
-
-
-def _is_place_word(word: str) -> bool:
-    """jieba's part-of-speech tag says place or proper name ("代表", "年度" before "市科协" are not)."""
-    import logging
-
-    import jieba
-    import jieba.posseg
-
-    jieba.setLogLevel(logging.WARNING)
-    global _POS
-    if _POS is None:
-        _POS = jieba.posseg.POSTokenizer(jieba.Tokenizer())
-    tags = _POS.lcut(word)
-    return len(tags) == 1 and tags[0].flag in ("ns", "nr", "nrt", "nz")
-
-
-_POS = None  # jieba's POS tokenizer, loaded on first use (index time only)
+    # jieba's part-of-speech tags keep places and proper names ("代表", "年度" before "市科协" are not).
+    return sorted(n for n in names if tokenizer.is_place_word(n))
 
 
 def places_in(text: str, gaz: frozenset[str]) -> set[str]:

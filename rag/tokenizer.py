@@ -80,6 +80,13 @@ class Tokenizer:
         self.user_words.extend(new)
         return new
 
+    def is_place_word(self, word: str) -> bool:
+        """One jieba word tagged as a place or proper name (ns/nr/nrt/nz), from the loaded dictionary."""
+        import jieba.posseg
+
+        tags = jieba.posseg.POSTokenizer(self._jieba).lcut(word)
+        return len(tags) == 1 and tags[0].flag in ("ns", "nr", "nrt", "nz")
+
     def tokens(self, text: str) -> list[str]:
         t = normalize(normalize_quotes(text)).lower()
         return [
