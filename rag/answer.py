@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from .cleaning import normalize
+from .llm import ChatModels
 from .models import Hit
 from .retrieval import Retriever
 from .sentences import (Scorer, coverage, place_mismatch, question_places, question_type, sentence_score,
@@ -113,6 +114,7 @@ class Assistant:
     def __init__(self, settings: Settings, retriever: Retriever | None = None):
         self.settings = settings
         self.retriever = retriever or Retriever(settings)
+        self.llms = ChatModels()  # LLM clients and loaded GGUF models, reused across questions
 
     def _scorer(self) -> Scorer:
         snap = self.retriever.snapshot()
@@ -154,7 +156,7 @@ class Assistant:
             from .llm import rewrite_with_llm
 
             try:
-                standalone = rewrite_with_llm(llm, question, history, backend) or standalone
+                standalone = rewrite_with_llm(self.llms, llm, question, history, backend) or standalone
             except Exception as e:  # the rule-based rewrite stands
                 log.warning("LLM rewrite failed: %s", e)
         timings["rewrite"] = time.perf_counter() - t
@@ -179,7 +181,7 @@ class Assistant:
 
         try:
             text = ""
-            for token in generate_stream(llm, backend, standalone, hits):
+            for token in generate_stream(self.llms, llm, backend, standalone, hits):
                 text += token
                 base.answer = text
                 yield base

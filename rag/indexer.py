@@ -123,10 +123,12 @@ def index_corpus(
     progress: Progress | None = None,
     max_file_mb: int = 100,
     vectors: VectorStore | None = None,
+    tokenizer: Tokenizer | None = None,
 ) -> IndexReport:
     """Bring the index in line with the corpus directory. Safe to interrupt at any point.
 
-    `vectors`: an open store to write through (a long-running app passes its retriever's)."""
+    A long-running app passes what it already holds: `vectors`, its retriever's open store (so its
+    reads see its own writes), and `tokenizer`, a loaded jieba to copy instead of loading a new one."""
     t0 = time.perf_counter()
     rep = IndexReport()
     with index_lock(settings.index_dir):
@@ -270,7 +272,7 @@ def index_corpus(
         # 3. Tokenise (reusing stored tokens) and build BM25.
         t = time.perf_counter()
         words = quoted_terms(c.text for c in all_chunks)
-        tok = Tokenizer(words)
+        tok = Tokenizer.reuse(words, tokenizer)
         changed_words = set(words) ^ set(prev_words)
         tokens: list[list[str]] = []
         for n, c in enumerate(all_chunks, 1):

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import re
+import threading
+import warnings
 from collections.abc import Iterator
+from contextlib import nullcontext
+from pathlib import Path
 
 from .models import Hit
 from .settings import Settings
@@ -40,6 +45,7 @@ def build_messages(question: str, hits: list[Hit]) -> list[tuple[str, str]]:
 
 
 def chat_model(settings: Settings, backend: str):
+    """A LangChain chat model for the backend; LLMUnavailable (with a reason users can act on) if it cannot be built."""
     if backend == "openai":
         if not settings.llm_base_url or not settings.llm_model:
             raise LLMUnavailable("未配置 llm_base_url / llm_model")
@@ -52,24 +58,72 @@ def chat_model(settings: Settings, backend: str):
             timeout=settings.llm_timeout,
             max_retries=1,
             temperature=settings.llm_temperature,
+            max_tokens=settings.llm_max_tokens,
         )
     if backend == "llamacpp":
         if not settings.gguf_path:
             raise LLMUnavailable("未配置 gguf_path（本地 GGUF 模型文件路径）")
+        path = Path(settings.gguf_path).expanduser()
+        if not path.is_file():
+            raise LLMUnavailable(f"GGUF 模型文件不存在：{path}")
         try:
-            from langchain_community.chat_models import ChatLlamaCpp
+            with warnings.catch_warnings():
+                # langchain-community is being sunset, but its ChatLlamaCpp is still LangChain's only chat
+                # model over in-process llama-cpp-python (the new packages talk to llama-server over HTTP,
+                # which the openai backend already covers).
+                warnings.simplefilter("ignore", DeprecationWarning)
+                from langchain_community.chat_models import ChatLlamaCpp
         except ImportError as e:
             raise LLMUnavailable(f"未安装本地模型支持（pip install -e '.[local-llm]'）：{e}") from None
         try:
-            return ChatLlamaCpp(model_path=settings.gguf_path, temperature=settings.llm_temperature, n_ctx=8192, verbose=False)
+            return ChatLlamaCpp(
+                model_path=str(path),
+                n_ctx=settings.gguf_context,
+                n_batch=512,  # LangChain's default of 8 makes reading a 2,000-token prompt ~10x slower
+                n_threads=settings.gguf_threads or None,
+                max_tokens=settings.llm_max_tokens,
+                temperature=settings.llm_temperature,
+                repeat_penalty=1.0,  # citations and figures legitimately repeat the passages' words
+                verbose=False,
+            )
+        except ImportError as e:
+            raise LLMUnavailable(f"未安装本地模型支持（pip install -e '.[local-llm]'）：{e}") from None
         except Exception as e:
-            raise LLMUnavailable(f"无法加载 GGUF 模型：{type(e).__name__}") from None
+            raise LLMUnavailable(f"无法加载 GGUF 模型 {path.name}：{type(e).__name__}") from None
     raise LLMUnavailable(f"未知的回答后端：{backend}")
+
+
+class ChatModels:
+    """Chat models built once per configuration and reused: a GGUF file is loaded once, not per question.
+
+    A llama.cpp model is one context that cannot serve two requests at once, so each model comes with
+    a lock that callers hold while it generates; only the latest GGUF stays loaded (memory)."""
+
+    def __init__(self):
+        self._models: dict[tuple, tuple[object, threading.Lock]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, settings: Settings, backend: str) -> tuple[object, threading.Lock]:
+        key = (backend, settings.llm_base_url, settings.llm_model, settings.llm_api_key, settings.llm_timeout,
+               settings.llm_temperature, settings.llm_max_tokens)
+        if backend == "llamacpp":
+            key += (settings.gguf_path, settings.gguf_context, settings.gguf_threads)
+        with self._lock:
+            if key not in self._models:
+                if backend == "llamacpp":
+                    for k in [k for k in self._models if k[0] == "llamacpp"]:
+                        del self._models[k]
+                self._models[key] = (chat_model(settings, backend), threading.Lock())
+            return self._models[key]
 
 
 def _describe(e: Exception) -> str:
     """An error message safe to show: type and a short reason, never headers or keys."""
     name = type(e).__name__
+    if "context window" in str(e):  # llama-cpp: "Requested tokens (N) exceed context window of M"
+        n = re.findall(r"\d+", str(e))
+        size = f"（需要 {n[0]} 个词元，上限 {n[-1]}）" if len(n) >= 2 else ""
+        return f"资料超出本地模型的上下文长度{size}，请增大 gguf_context 或减小 top_k"
     if "Timeout" in name:
         return "请求超时"
     if "Connection" in name:
@@ -81,21 +135,24 @@ def _describe(e: Exception) -> str:
     return name
 
 
-def generate_stream(settings: Settings, backend: str, question: str, hits: list[Hit]) -> Iterator[str]:
-    model = chat_model(settings, backend)
-    try:
-        for chunk in model.stream(build_messages(question, hits)):
-            if chunk.content:
-                yield chunk.content if isinstance(chunk.content, str) else str(chunk.content)
-    except LLMUnavailable:
-        raise
-    except Exception as e:
-        raise LLMUnavailable(_describe(e)) from None
+def generate_stream(models: ChatModels, settings: Settings, backend: str, question: str, hits: list[Hit]) -> Iterator[str]:
+    model, lock = models.get(settings, backend)
+    # Only llama.cpp needs the lock: one HTTP client serves concurrent requests fine.
+    with lock if backend == "llamacpp" else nullcontext():
+        try:
+            for chunk in model.stream(build_messages(question, hits)):
+                if chunk.content:
+                    yield chunk.content if isinstance(chunk.content, str) else str(chunk.content)
+        except LLMUnavailable:
+            raise
+        except Exception as e:
+            raise LLMUnavailable(_describe(e)) from None
 
 
-def rewrite_with_llm(settings: Settings, question: str, history: list[tuple[str, str]], backend: str) -> str:
-    model = chat_model(settings, backend)
+def rewrite_with_llm(models: ChatModels, settings: Settings, question: str, history: list[tuple[str, str]], backend: str) -> str:
+    model, lock = models.get(settings, backend)
     convo = "\n".join(f"用户：{q}\n助手：{a[:300]}" for q, a in history[-3:])
-    msg = model.invoke([("system", REWRITE_PROMPT), ("human", f"对话历史：\n{convo}\n\n最后的问题：{question}")])
+    with lock if backend == "llamacpp" else nullcontext():
+        msg = model.invoke([("system", REWRITE_PROMPT), ("human", f"对话历史：\n{convo}\n\n最后的问题：{question}")])
     text = str(msg.content).strip().splitlines()[0] if msg.content else ""
     return text[:200]

@@ -44,7 +44,7 @@ class Snapshot:
         by_id: dict[str, list[int]] = {}
         for i, c in enumerate(chunks):
             by_id.setdefault(c.id, []).append(i)
-        return cls(m, chunks, BM25Index.load(gen / "bm25"), Tokenizer(store.read_user_words(gen), base=base_tokenizer), by_id,
+        return cls(m, chunks, BM25Index.load(gen / "bm25"), Tokenizer.reuse(store.read_user_words(gen), base_tokenizer), by_id,
                    frozenset(store.read_places(gen)))
 
 
@@ -95,6 +95,10 @@ class Retriever:
             return self._snap
         finally:
             self._lock.release()
+
+    def loaded_tokenizer(self) -> Tokenizer | None:
+        """The tokenizer of the generation in memory, if any (an indexer in this process copies it)."""
+        return self._snap.tokenizer if self._snap else None
 
     def _manifest(self) -> store.Manifest | None:
         """The manifest, parsed again only when the file changed (it is replaced atomically on commit)."""

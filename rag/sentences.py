@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass
 
 from .cleaning import CLOSERS, TERMINAL, normalize
@@ -69,6 +70,7 @@ def coverage(weights: dict[str, float], text: str) -> float:
 
 
 _PLACE_ORG = re.compile(r"(?:回族|壮族|维吾尔)?(?:市|省|自治区)(?:科协|科学技术协会)")
+_PLACE_SUFFIX = re.compile(r"市|省|回族|壮族|维吾尔")
 _PLACE_Q = re.compile(r"([\u4e00-\u9fff]{2,3}?)(?:市|省)")
 _NOT_PLACE_END = set("全本我该各在和省市县区")
 
@@ -86,7 +88,13 @@ def gazetteer(texts, tokenizer) -> list[str]:
             pre = text[max(0, i - n) : i]
             if len(pre) == n and re.fullmatch(r"[\u4e00-\u9fff]+", pre) and pre[-1] not in _NOT_PLACE_END:
                 candidates.add(pre)
-    count = {c: len(re.findall(re.escape(c) + "(?:市|省|回族|壮族|维吾尔)", text)) for c in candidates}
+    # How often each candidate stands right before 市/省/…: one pass over those suffixes, not one regex per candidate.
+    before: Counter[str] = Counter()
+    for m in _PLACE_SUFFIX.finditer(text):
+        i = m.start()
+        before[text[max(0, i - 2) : i]] += 1
+        before[text[max(0, i - 3) : i]] += 1
+    count = {c: before[c] for c in candidates}
     names = set()
     for c in candidates:
         if count[c] < 2:

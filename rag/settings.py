@@ -52,7 +52,10 @@ class Settings:
     llm_api_key: str = ""
     llm_timeout: float = 60.0
     llm_temperature: float = 0.1
-    gguf_path: str = ""
+    llm_max_tokens: int = 512  # longest answer the model may write
+    gguf_path: str = ""  # llamacpp backend: path of a local GGUF model file
+    gguf_context: int = 8192  # llamacpp context window (tokens): system prompt + passages + answer
+    gguf_threads: int = 0  # llamacpp CPU threads; 0 = llama.cpp's default
 
     # Web app.
     host: str = "127.0.0.1"
@@ -108,6 +111,10 @@ def validate(s: Settings) -> Settings:
         raise ValueError(f"chunk_overlap 必须在 0 与 chunk_size 之间（当前 {s.chunk_overlap}）")
     if s.top_k < 1:
         raise ValueError("top_k 必须 ≥ 1")
+    if s.answer_backend not in ("extractive", "openai", "llamacpp"):
+        raise ValueError(f"未知的回答后端：{s.answer_backend}（可选 extractive / openai / llamacpp）")
+    if s.llm_max_tokens < 16 or s.gguf_context < 512:
+        raise ValueError("llm_max_tokens 必须 ≥ 16，gguf_context 必须 ≥ 512")
     if s.retrieval_mode not in ("hybrid", "bm25", "vector"):
         raise ValueError(f"未知的检索模式：{s.retrieval_mode}（可选 hybrid / bm25 / vector）")
     return s

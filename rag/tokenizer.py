@@ -70,6 +70,15 @@ class Tokenizer:
             self._jieba.initialize()
         self.add_words(words)
 
+    @classmethod
+    def reuse(cls, user_words: Iterable[str], base: "Tokenizer | None") -> "Tokenizer":
+        """`base` itself when it has exactly these user words (tokenising only reads the dictionary, so
+        sharing is thread-safe), else a new tokenizer copying what it can from `base`."""
+        words = list(user_words)
+        if base is not None and set(base.user_words) == set(words):
+            return base
+        return cls(words, base=base)
+
     def add_words(self, words: Iterable[str]) -> list[str]:
         """Add words; returns those that were new."""
         known = set(self.user_words)

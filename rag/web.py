@@ -137,7 +137,8 @@ def build_app(settings: Settings, assistant: Assistant | None = None) -> gr.Bloc
     def reindex(progress=gr.Progress()):
         with index_lock:
             rep = index_corpus(settings, progress=lambda stage, done, total: progress(done / max(total, 1), desc=stage),
-                               embedder=assistant.retriever.embedder, vectors=assistant.retriever.vectors)
+                               embedder=assistant.retriever.embedder, vectors=assistant.retriever.vectors,
+                               tokenizer=assistant.retriever.loaded_tokenizer())
             assistant.retriever.snapshot(wait=True)  # load the new generation before saying "done"
         lines = [f"索引完成：新增 {len(rep.added)}，修改 {len(rep.changed)}，删除 {len(rep.removed)}，"
                  f"失败 {len(rep.failed)}，共 {rep.chunks} 个段落，用时 {rep.seconds:.1f} 秒。"]
@@ -215,6 +216,9 @@ def build_app(settings: Settings, assistant: Assistant | None = None) -> gr.Bloc
                 k = gr.Slider(1, 20, value=settings.top_k, step=1, label="检索条数 top-k")
                 mode = gr.Radio(list(MODES), value=default_mode, label="检索模式")
                 backend = gr.Dropdown(list(BACKENDS), value=default_backend, label="回答后端")
+                # The GGUF path is configuration only: a web form must not make the server open arbitrary files.
+                gguf = Path(settings.gguf_path).name if settings.gguf_path else "未配置（在 kexie.toml 或环境变量 KEXIE_GGUF_PATH 中设置 gguf_path）"
+                gr.Markdown(f"本地 GGUF 模型：{gguf}", elem_id="gguf-info")
                 base_url = gr.Textbox(value=settings.llm_base_url, label="OpenAI 兼容接口地址（base URL）")
                 model = gr.Textbox(value=settings.llm_model, label="模型名称")
                 api_key = gr.Textbox(value="", type="password", label="API Key（留空则使用配置中的值）")
