@@ -28,7 +28,8 @@ class BM25Index:
 
         if not corpus_tokens:
             return cls(None, 0)
-        r = bm25s.BM25(k1=k1, b=b, method="atire", idf_method="robertson")
+        # scipy's CSC construction is ~30% faster than bm25s' numpy one (0.54 vs 0.75 s at 10k chunks).
+        r = bm25s.BM25(k1=k1, b=b, method="atire", idf_method="robertson", csc_backend="scipy")
         # An empty chunk (all stop words) still needs a row: bm25s maps it to the empty token.
         r.index([t if t else [""] for t in corpus_tokens], show_progress=False)
         return cls(r, len(corpus_tokens))

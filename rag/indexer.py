@@ -288,9 +288,11 @@ def index_corpus(
         # 4. Commit: generation files, then the manifest (the atomic switch), then clean up.
         t = time.perf_counter()
         gen = store.next_generation_name(settings.index_dir)
-        places = gazetteer((c.index_text for c in all_chunks), tok)  # title + heading + text
+        # Decisions made with the same dictionary stay valid.
+        checks = store.read_place_checks(prev_gen) if prev_gen and not full and same_rules and not changed_words else {}
+        places = gazetteer((c.index_text for c in all_chunks), tok, checks)  # title + heading + text
         fault_point("bm25")
-        store.write_generation(settings.index_dir, gen, all_chunks, tokens, tok.user_words, bm25, places)
+        store.write_generation(settings.index_dir, gen, all_chunks, tokens, tok.user_words, bm25, places, checks)
         fault_point("manifest")
         manifest = Manifest(
             model=settings.embedding_model,
@@ -312,6 +314,19 @@ def index_corpus(
             vs.drop_other_collections()
         store.remove_stale_generations(settings.index_dir, gen)
     rep.seconds = time.perf_counter() - t0
+    return rep
+
+
+def reindex_live(retriever, progress: Progress | None = None) -> IndexReport:
+    """Re-index from a running app and return once its `retrieval.Retriever` answers from the new generation.
+
+    Reuses what the app already holds: the loaded model, the open Chroma store, the loaded dictionary."""
+    rep = index_corpus(retriever.settings, progress=progress, embedder=retriever.embedder,
+                       vectors=retriever.vectors, tokenizer=retriever.loaded_tokenizer())
+    t = time.perf_counter()
+    retriever.snapshot(wait=True)
+    rep.stages["reload"] = time.perf_counter() - t
+    rep.seconds += rep.stages["reload"]
     return rep
 
 

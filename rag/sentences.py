@@ -75,8 +75,11 @@ _PLACE_Q = re.compile(r"([\u4e00-\u9fff]{2,3}?)(?:市|省)")
 _NOT_PLACE_END = set("全本我该各在和省市县区")
 
 
-def gazetteer(texts, tokenizer) -> list[str]:
+def gazetteer(texts, tokenizer, checked: dict[str, bool] | None = None) -> list[str]:
     """Place names the corpus itself uses for a 科协 ("青岛市科协" -> 青岛), to tell 青岛's figures from 济宁's.
+
+    `checked`: part-of-speech decisions already made with the same dictionary (read, and extended
+    with new ones), so a re-index does not load jieba's tagger for names it has judged before.
 
     Before each "市科协/省科协" the 2- or 3-character name is the one the corpus uses most often
     in front of 市/省 ("连云港" over "云港", "青岛" over "程青岛" from "新征程青岛市")."""
@@ -104,7 +107,11 @@ def gazetteer(texts, tokenizer) -> list[str]:
         if not longer and not shorter:
             names.add(c)
     # jieba's part-of-speech tags keep places and proper names ("代表", "年度" before "市科协" are not).
-    return sorted(n for n in names if tokenizer.is_place_word(n))
+    checked = {} if checked is None else checked
+    for n in names:
+        if n not in checked:
+            checked[n] = tokenizer.is_place_word(n)
+    return sorted(n for n in names if checked[n])
 
 
 def places_in(text: str, gaz: frozenset[str]) -> set[str]:

@@ -2,7 +2,8 @@
 
 index/
   manifest.json        the commit point (written to a temp file, fsynced, then os.replace'd)
-  gen-000007/          chunks.jsonl, tokens.jsonl, userdict.txt, bm25/  (never modified once written)
+  gen-000007/          chunks.jsonl, tokens.jsonl, userdict.txt, places.txt, place_checks.txt, bm25/
+                       (never modified once written)
   chroma/              vectors keyed by chunk id (may hold extra ids after an interrupted run;
                        readers only trust ids listed in their generation)
 """
@@ -94,6 +95,7 @@ def _fsync_dir(path: Path) -> None:
 def write_generation(
     index_dir: Path, name: str, chunks: list[Chunk], tokens: list[list[str]], user_words: list[str], bm25: BM25Index,
     places: list[str] = (),
+    place_checks: dict[str, bool] | None = None,
 ) -> Path:
     """Write a complete generation under a temp name, then rename it into place."""
     final = index_dir / name
@@ -108,6 +110,8 @@ def write_generation(
             f.write(json.dumps([c.id, " ".join(t)], ensure_ascii=False) + "\n")
     (tmp / "userdict.txt").write_text("\n".join(user_words), encoding="utf-8")
     (tmp / "places.txt").write_text("\n".join(places), encoding="utf-8")
+    checks = sorted((place_checks or {}).items())
+    (tmp / "place_checks.txt").write_text("".join(f"{w}\t{int(ok)}\n" for w, ok in checks), encoding="utf-8")
     bm25.save(tmp / "bm25")
     for p in tmp.rglob("*"):
         if p.is_file():
@@ -141,6 +145,11 @@ def read_user_words(gen_dir: Path) -> list[str]:
 
 def read_places(gen_dir: Path) -> list[str]:
     return _read_lines(gen_dir / "places.txt")
+
+
+def read_place_checks(gen_dir: Path) -> dict[str, bool]:
+    """Place-word decisions of a generation (see sentences.gazetteer); empty for older generations."""
+    return {w: ok == "1" for w, _, ok in (line.partition("\t") for line in _read_lines(gen_dir / "place_checks.txt"))}
 
 
 def _read_lines(p: Path) -> list[str]:

@@ -59,6 +59,7 @@ class Tokenizer:
         jieba.setLogLevel(logging.WARNING)
         words = list(user_words)
         self._jieba = jieba.Tokenizer()
+        self._tagger = None
         self.user_words: list[str] = []
         if base is not None and set(base.user_words) <= set(words):
             src = base._jieba
@@ -91,10 +92,20 @@ class Tokenizer:
 
     def is_place_word(self, word: str) -> bool:
         """One jieba word tagged as a place or proper name (ns/nr/nrt/nz), from the loaded dictionary."""
-        import jieba.posseg
-
-        tags = jieba.posseg.POSTokenizer(self._jieba).lcut(word)
+        tags = self._pos_tagger().lcut(word)
         return len(tags) == 1 and tags[0].flag in ("ns", "nr", "nrt", "nz")
+
+    def _pos_tagger(self):
+        if self._tagger is None:
+            import jieba.posseg
+
+            # POSTokenizer(self._jieba) would re-read the whole dictionary file for its tag table (~0.4 s per
+            # call); jieba.posseg's own tagger already holds that table for the default dictionary ours uses.
+            tagger = object.__new__(jieba.posseg.POSTokenizer)
+            tagger.tokenizer = self._jieba
+            tagger.word_tag_tab = dict(jieba.posseg.dt.word_tag_tab)
+            self._tagger = tagger
+        return self._tagger
 
     def tokens(self, text: str) -> list[str]:
         t = normalize(normalize_quotes(text)).lower()

@@ -13,7 +13,7 @@ import gradio as gr
 
 from . import kb
 from .answer import Answer, Assistant
-from .indexer import index_corpus
+from .indexer import reindex_live
 from .settings import Settings
 
 log = logging.getLogger("kexie.web")
@@ -136,10 +136,8 @@ def build_app(settings: Settings, assistant: Assistant | None = None) -> gr.Bloc
 
     def reindex(progress=gr.Progress()):
         with index_lock:
-            rep = index_corpus(settings, progress=lambda stage, done, total: progress(done / max(total, 1), desc=stage),
-                               embedder=assistant.retriever.embedder, vectors=assistant.retriever.vectors,
-                               tokenizer=assistant.retriever.loaded_tokenizer())
-            assistant.retriever.snapshot(wait=True)  # load the new generation before saying "done"
+            # Returns once the chat answers from the new generation, so "done" means searchable.
+            rep = reindex_live(assistant.retriever, lambda stage, done, total: progress(done / max(total, 1), desc=stage))
         lines = [f"索引完成：新增 {len(rep.added)}，修改 {len(rep.changed)}，删除 {len(rep.removed)}，"
                  f"失败 {len(rep.failed)}，共 {rep.chunks} 个段落，用时 {rep.seconds:.1f} 秒。"]
         lines += [f"- 失败：{s}（{r}）" for s, r in rep.failed.items()]

@@ -102,6 +102,25 @@ def test_incremental_add_rename_change_delete(tmp_path, embedder):
     assert base.chunks == n0
 
 
+def test_incremental_places_match_a_fresh_build(tmp_path, embedder):
+    """The place gazetteer reuses earlier part-of-speech decisions; the result must equal a fresh build's."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("青岛市科协组建科技志愿服务队。青岛市科协开展科普活动。年度市科协工作总结。", encoding="utf-8")
+    s = load_settings(env={}, corpus_dir=corpus, index_dir=tmp_path / "index")
+    index_corpus(s, embedder=embedder)
+    (corpus / "b.txt").write_text("济宁市科协举办学术年会。济宁市科协服务科技工作者。代表市科协发言。", encoding="utf-8")
+    index_corpus(s, embedder=embedder)
+    (corpus / "a.txt").unlink()
+    index_corpus(s, embedder=embedder)
+    gen = s.index_dir / store.Manifest.read(s.index_dir).generation
+    fresh = s.replace(index_dir=tmp_path / "fresh")
+    index_corpus(fresh, embedder=embedder)
+    fresh_gen = fresh.index_dir / store.Manifest.read(fresh.index_dir).generation
+    assert store.read_places(gen) == store.read_places(fresh_gen) == ["济宁"]
+    assert store.read_place_checks(gen)["青岛"] is True  # remembered, though no longer in the corpus
+
+
 def test_bad_file_reported_others_indexed_and_old_version_kept(tmp_path, embedder):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
