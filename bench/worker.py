@@ -216,9 +216,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
 
 def paired_latency(ours, ensemble, questions: list[str], budget: float) -> tuple[list[float], list[float]]:
     """Alternate ours and the baseline question by question, so machine noise hits both alike."""
@@ -236,3 +233,7 @@ def paired_latency(ours, ensemble, questions: list[str], budget: float) -> tuple
         if time.perf_counter() > end:
             break
     return lat_o, lat_b
+
+
+if __name__ == "__main__":
+    sys.exit(main())

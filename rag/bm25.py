@@ -41,7 +41,15 @@ class BM25Index:
         ids = self._r.get_tokens_ids([t for t in query_tokens if t])
         if not ids:
             return np.zeros(self.size, dtype=np.float32)
-        return self._r.get_scores_from_ids(ids)
+        # Sum each query term's column of the precomputed score matrix (CSC: a term's postings are
+        # contiguous). np.bincount does in one pass what bm25s' numpy backend does with np.add.at,
+        # several times slower on long posting lists (bench/README.md).
+        m = self._r.scores
+        data, indices, indptr = m["data"], m["indices"], m["indptr"]
+        spans = [slice(indptr[t], indptr[t + 1]) for t in ids]
+        docs = np.concatenate([indices[s] for s in spans])
+        weights = np.concatenate([data[s] for s in spans])
+        return np.bincount(docs, weights=weights, minlength=self.size).astype(np.float32)
 
     def doc_freq(self, token: str) -> int:
         """Number of chunks containing the token (0 if unknown)."""

@@ -240,21 +240,18 @@ def _emit(chunks: list[Chunk], sents: list[_Sent], fresh: int, title: str, sourc
         text += ("\n" if text and s.para_start else "") + s.text
     new = sents[len(sents) - fresh :]
     heading = _common_heading([s.heading for s in new])
-    index_text = normalize(f"{title} {heading}\n{text}")
-    digest = hashlib.sha1(index_text.encode("utf-8")).hexdigest()[:20]
-    chunks.append(
-        Chunk(
-            id=digest,
-            source=source,
-            title=title,
-            heading=heading,
-            page=new[0].page,
-            position=len(chunks),
-            text=text.strip(),
-            index_text=index_text,
-            ocr=any(s.ocr for s in sents),
-        )
+    chunk = Chunk(
+        id="",
+        source=source,
+        title=title,
+        heading=heading,
+        page=new[0].page,
+        position=len(chunks),
+        text=text.strip(),
+        ocr=any(s.ocr for s in sents),
     )
+    chunk.id = hashlib.sha1(chunk.index_text.encode("utf-8")).hexdigest()[:20]
+    chunks.append(chunk)
 
 
 def ensure_unique_ids(chunks: list[Chunk]) -> None:

@@ -107,13 +107,28 @@ def scan_corpus(corpus_dir: Path) -> tuple[dict[str, Path], dict[str, str]]:
     return files, skipped
 
 
-def chunk_file(path: Path, source: str, settings: Settings) -> tuple[list[Chunk], list[str]]:
-    doc = load(path, source, ocr=settings.ocr)
-    paras = paragraphs(doc.pages, pdf=path.suffix.lower() == ".pdf")
-    chunks = chunk_document(paras, source, settings.chunk_size, settings.chunk_overlap)
+def chunk_file(path: Path, source: str, settings: Settings, stages: dict[str, float] | None = None) -> tuple[list[Chunk], list[str]]:
+    """Load, clean and chunk one file; adds the seconds of each step to `stages`."""
+    stages = {} if stages is None else stages
+    with timed(stages, "load"):
+        doc = load(path, source, ocr=settings.ocr)
+    with timed(stages, "clean"):
+        paras = paragraphs(doc.pages, pdf=path.suffix.lower() == ".pdf")
+    with timed(stages, "chunk"):
+        chunks = chunk_document(paras, source, settings.chunk_size, settings.chunk_overlap)
     if not chunks:
         raise Skipped("文件中没有可索引的文字")
     return chunks, doc.warnings
+
+
+@contextmanager
+def timed(stages: dict[str, float], name: str):
+    """Add the block's wall time to stages[name]."""
+    t = time.perf_counter()
+    try:
+        yield
+    finally:
+        stages[name] = stages.get(name, 0.0) + time.perf_counter() - t
 
 
 def index_corpus(
@@ -146,10 +161,11 @@ def index_corpus(
             rep.rebuilt = "按要求重建"
         full = bool(rep.rebuilt) or prev is None
         prev_gen = settings.index_dir / prev.generation if prev and prev.generation else None
-        prev_chunks = store.read_chunks(prev_gen) if prev_gen and not full else []
         same_rules = bool(prev) and prev.tokenizer == signature()
-        prev_tokens = store.read_tokens(prev_gen) if prev_gen and not full and same_rules else {}
-        prev_words = store.read_user_words(prev_gen) if prev_gen and not full else []
+        with timed(rep.stages, "read_previous"):
+            prev_chunks = store.read_chunks(prev_gen) if prev_gen and not full else []
+            prev_tokens = store.read_tokens(prev_gen) if prev_gen and not full and same_rules else {}
+            prev_words = store.read_user_words(prev_gen) if prev_gen and not full else []
         prev_files = prev.files if prev and not full else {}
         by_source: dict[str, list[Chunk]] = {}
         for c in prev_chunks:
@@ -201,7 +217,7 @@ def index_corpus(
             try:
                 if size > max_file_mb * 2**20:
                     raise Skipped(f"文件过大（{size / 2**20:.0f} MB，上限 {max_file_mb} MB）")
-                chunks, rec.warnings = chunk_file(path, source, settings)
+                chunks, rec.warnings = chunk_file(path, source, settings, rep.stages)
                 new_chunks[source] = chunks
                 rec.chunks = len(chunks)
                 if old and old.status == "indexed":
@@ -232,7 +248,7 @@ def index_corpus(
         rep.removed = sorted(s for s, r in prev_files.items() if s not in files and r.status == "indexed" and s not in renamed_from)
         all_chunks = [c for s in sorted(new_chunks) for c in new_chunks[s]]
         rep.chunks = len(all_chunks)
-        rep.stages["load_chunk"] = time.perf_counter() - t
+        rep.stages["scan"] = time.perf_counter() - t - sum(rep.stages.get(k, 0.0) for k in ("load", "clean", "chunk"))
 
         settled = all(prev_files.get(s) is not None and prev_files[s].status != "indexed" for s in [*rep.failed, *rep.skipped])
         if prev and not full and same_rules and not rechunk and rep.changes == 0 and settled and prev.ocr == settings.ocr:
@@ -244,30 +260,33 @@ def index_corpus(
             return rep
 
         # 2. Embed chunks whose vectors are not stored yet (content-addressed ids).
-        t = time.perf_counter()
-        # A long-running app passes its retriever's store, so its reads see its own writes.
-        vs = vectors or _open_vectors(settings)
+        with timed(rep.stages, "write_chroma"):  # opening the store and asking what it holds count as writing
+            # A long-running app passes its retriever's store, so its reads see its own writes.
+            vs = vectors or _open_vectors(settings)
         known = {c.id for c in prev_chunks}
         unique: dict[str, Chunk] = {}
         for c in all_chunks:
             unique.setdefault(c.id, c)
         candidates = [i for i in unique if i not in known]
         # An explicit --rebuild re-embeds everything; otherwise stored vectors of identical text are reused.
-        present = vs.existing(candidates) if candidates and not rebuild else set()
+        with timed(rep.stages, "write_chroma"):
+            present = vs.existing(candidates) if candidates and not rebuild else set()
         missing = [i for i in candidates if i not in present]
         if missing:
-            embedder = embedder or load_embedder(settings.embedding_model, settings.embedding_batch_size, settings.query_instruction)
+            with timed(rep.stages, "embed"):
+                embedder = embedder or load_embedder(settings.embedding_model, settings.embedding_batch_size, settings.query_instruction)
             step = max(settings.embedding_batch_size, 1) * 4
             for i in range(0, len(missing), step):
                 ids = missing[i : i + step]
-                vecs = embedder.embed_passages([unique[x].index_text for x in ids])
+                with timed(rep.stages, "embed"):
+                    vecs = embedder.embed_passages([unique[x].index_text for x in ids])
                 fault_point("embed")
-                vs.add(ids, vecs)  # written per batch, so an interrupted run keeps its progress
+                with timed(rep.stages, "write_chroma"):
+                    vs.add(ids, vecs)  # written per batch, so an interrupted run keeps its progress
                 fault_point("chroma")
                 if progress:
                     progress("生成向量", min(i + step, len(missing)), len(missing))
         rep.embedded = len(missing)
-        rep.stages["embed_write"] = time.perf_counter() - t
 
         # 3. Tokenise (reusing stored tokens) and build BM25.
         t = time.perf_counter()
@@ -282,17 +301,20 @@ def index_corpus(
             tokens.append(cached)
             if progress and n % 500 == 0:
                 progress("分词", n, len(all_chunks))
-        bm25 = BM25Index.build(tokens)
-        rep.stages["tokenize_bm25"] = time.perf_counter() - t
+        rep.stages["tokenize"] = time.perf_counter() - t
+        with timed(rep.stages, "build_bm25"):
+            bm25 = BM25Index.build(tokens)
 
         # 4. Commit: generation files, then the manifest (the atomic switch), then clean up.
+        with timed(rep.stages, "places"):
+            # Decisions made with the same dictionary stay valid.
+            checks = store.read_place_checks(prev_gen) if prev_gen and not full and same_rules and not changed_words else {}
+            places = gazetteer((c.index_text for c in all_chunks), tok, checks)  # title + heading + text
         t = time.perf_counter()
         gen = store.next_generation_name(settings.index_dir)
-        # Decisions made with the same dictionary stay valid.
-        checks = store.read_place_checks(prev_gen) if prev_gen and not full and same_rules and not changed_words else {}
-        places = gazetteer((c.index_text for c in all_chunks), tok, checks)  # title + heading + text
         fault_point("bm25")
-        store.write_generation(settings.index_dir, gen, all_chunks, tokens, tok.user_words, bm25, places, checks)
+        with timed(rep.stages, "write_bm25"):  # the generation: BM25 matrices, chunk and token stores
+            store.write_generation(settings.index_dir, gen, all_chunks, tokens, tok.user_words, bm25, places, checks)
         fault_point("manifest")
         manifest = Manifest(
             model=settings.embedding_model,
@@ -306,7 +328,7 @@ def index_corpus(
             files=records,
         )
         manifest.write(settings.index_dir)
-        rep.stages["commit"] = time.perf_counter() - t
+        rep.stages["commit"] = time.perf_counter() - t - rep.stages["write_bm25"]
         rep.generation = gen
 
         rep.vectors = _collect_garbage(vs, set(unique))

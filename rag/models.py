@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 
 
@@ -30,11 +31,27 @@ class Chunk:
     page: int | None
     position: int  # chunk number within its document
     text: str  # original text, for display and citation
-    index_text: str  # normalised text with title/heading context, for BM25 and embeddings
     ocr: bool = False
+
+    @property
+    def index_text(self) -> str:
+        """Normalised text with title/heading context, for BM25 and embeddings.
+
+        Derived on demand rather than stored, so a loaded index holds each passage's text once."""
+        from .cleaning import normalize  # cleaning imports this module
+
+        return normalize(f"{self.title} {self.heading}\n{self.text}")
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)  # flat fields: much cheaper than dataclasses.asdict at 100k chunks
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Chunk":
+        d.pop("index_text", None)  # stored by indexes written before it was derived
+        # Every chunk of a document repeats its source, title and headings: share one string each.
+        for k in ("source", "title", "heading"):
+            d[k] = sys.intern(d[k])
+        return cls(**d)
 
 
 @dataclass

@@ -78,12 +78,14 @@ _NOT_PLACE_END = set("全本我该各在和省市县区")
 def gazetteer(texts, tokenizer, checked: dict[str, bool] | None = None) -> list[str]:
     """Place names the corpus itself uses for a 科协 ("青岛市科协" -> 青岛), to tell 青岛's figures from 济宁's.
 
+    `texts` are in indexing form (`Chunk.index_text`, already normalised).
+
     `checked`: part-of-speech decisions already made with the same dictionary (read, and extended
     with new ones), so a re-index does not load jieba's tagger for names it has judged before.
 
     Before each "市科协/省科协" the 2- or 3-character name is the one the corpus uses most often
     in front of 市/省 ("连云港" over "云港", "青岛" over "程青岛" from "新征程青岛市")."""
-    text = "\n".join(normalize(t) for t in texts)
+    text = "\n".join(texts)
     candidates: set[str] = set()
     for m in _PLACE_ORG.finditer(text):
         i = m.start()

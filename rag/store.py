@@ -125,7 +125,7 @@ def write_generation(
 
 def read_chunks(gen_dir: Path) -> list[Chunk]:
     with open(gen_dir / "chunks.jsonl", encoding="utf-8") as f:
-        return [Chunk(**json.loads(line)) for line in f]
+        return [Chunk.from_dict(json.loads(line)) for line in f]
 
 
 def read_tokens(gen_dir: Path) -> dict[str, list[str]]:

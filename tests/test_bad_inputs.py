@@ -387,9 +387,9 @@ def run(bad_corpus, embedder) -> Run:
     loaded: list[str] = []
     real = indexer.chunk_file
 
-    def spy(path, source, settings):
+    def spy(path, source, settings, *rest):
         loaded.append(source)
-        return real(path, source, settings)
+        return real(path, source, settings, *rest)
 
     t = time.perf_counter()
     with pytest.MonkeyPatch.context() as mp:
