@@ -2,7 +2,7 @@
 
 No timing assertions: latencies depend on the machine. Without ../shared the harness builds its corpus
 from corpus/ alone and asks only evals/dev.jsonl questions, so the test still runs; only the
-assertions about the ../shared sources are skipped. The LangChain baseline runs too (on 300 chunks it
+assertions about the ../shared sources are skipped. The LangChain baseline runs too (on 1,000 chunks it
 takes seconds), so the child process it runs in is exercised.
 """
 
@@ -19,7 +19,7 @@ from conftest import PROJECT_ROOT, SHARED
 
 pytestmark = pytest.mark.slow
 
-SIZE = 300
+SIZE = 1000  # the issue: "a smoke test runs the bench at the 1k size"
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def bench_result(tmp_path_factory):
         "--cold-runs", "1", "--added-paragraphs", "3", "--query-budget", "20",
         "--out", str(out), "--work", str(work),
     ]
-    p = subprocess.run(cmd, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    p = subprocess.run(cmd, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     return json.loads((out / f"bench-{SIZE}.json").read_text(encoding="utf-8")), out
 

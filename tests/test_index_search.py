@@ -27,6 +27,16 @@ def chunk_counts(s):
     return len(chunks), bm.size, vs.count(), chunks
 
 
+def small_corpus(tmp_path, files: dict[str, str | bytes]):
+    """Settings for a corpus of the given files under tmp_path, index beside it."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name, content in files.items():
+        p = corpus / name
+        p.write_bytes(content) if isinstance(content, bytes) else p.write_text(content, encoding="utf-8")
+    return load_settings(env={}, corpus_dir=corpus, index_dir=tmp_path / "index")
+
+
 def test_glossary_definition_found_first(retriever):
     hits = retriever.search("什么是四服务一加强", 5)
     assert hits[0].chunk.source.startswith("连云港")
@@ -104,10 +114,8 @@ def test_incremental_add_rename_change_delete(tmp_path, embedder):
 
 def test_incremental_places_match_a_fresh_build(tmp_path, embedder):
     """The place gazetteer reuses earlier part-of-speech decisions; the result must equal a fresh build's."""
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    (corpus / "a.txt").write_text("青岛市科协组建科技志愿服务队。青岛市科协开展科普活动。年度市科协工作总结。", encoding="utf-8")
-    s = load_settings(env={}, corpus_dir=corpus, index_dir=tmp_path / "index")
+    s = small_corpus(tmp_path, {"a.txt": "青岛市科协组建科技志愿服务队。青岛市科协开展科普活动。年度市科协工作总结。"})
+    corpus = s.corpus_dir
     index_corpus(s, embedder=embedder)
     (corpus / "b.txt").write_text("济宁市科协举办学术年会。济宁市科协服务科技工作者。代表市科协发言。", encoding="utf-8")
     index_corpus(s, embedder=embedder)
@@ -122,12 +130,9 @@ def test_incremental_places_match_a_fresh_build(tmp_path, embedder):
 
 
 def test_bad_file_reported_others_indexed_and_old_version_kept(tmp_path, embedder):
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    (corpus / "好.txt").write_text("市科协举办科普活动。活动共吸引三百人参加。", encoding="utf-8")
-    (corpus / "坏.pdf").write_bytes(b"%PDF-1.4 broken")
-    (corpus / "旧.doc").write_bytes(b"\xd0\xcf\x11\xe0")
-    s = load_settings(env={}, corpus_dir=corpus, index_dir=tmp_path / "index")
+    s = small_corpus(tmp_path, {"好.txt": "市科协举办科普活动。活动共吸引三百人参加。", "坏.pdf": b"%PDF-1.4 broken",
+                                "旧.doc": b"\xd0\xcf\x11\xe0"})
+    corpus = s.corpus_dir
     rep = index_corpus(s, embedder=embedder)
     assert rep.added == ["好.txt"]
     assert "坏.pdf" in rep.failed and ".doc" in rep.skipped["旧.doc"]
@@ -139,10 +144,7 @@ def test_bad_file_reported_others_indexed_and_old_version_kept(tmp_path, embedde
 
 
 def test_model_change_is_refused_at_query_and_rebuilt_at_index(tmp_path, embedder):
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    (corpus / "a.txt").write_text("市科协召开全委会议。会议部署全年工作。", encoding="utf-8")
-    s = load_settings(env={}, corpus_dir=corpus, index_dir=tmp_path / "index")
+    s = small_corpus(tmp_path, {"a.txt": "市科协召开全委会议。会议部署全年工作。"})
     index_corpus(s, embedder=embedder)
     other = s.replace(embedding_model="some-other-model")
     with pytest.raises(IndexNotReady, match="重建"):
