@@ -91,7 +91,8 @@ class SentenceTransformerEmbedder:
             raise RuntimeError(
                 f"无法离线加载嵌入模型“{model}”：请在设置 embedding_model 中填写本地模型目录（{type(e).__name__}: {e}）"
             ) from None
-        self.dim = int(self._m.get_sentence_embedding_dimension() or len(self._m.encode(["x"])[0]))
+        dim_of = getattr(self._m, "get_embedding_dimension", None) or self._m.get_sentence_embedding_dimension  # renamed in v5
+        self.dim = int(dim_of() or len(self._m.encode(["x"])[0]))
         prompts = getattr(self._m, "prompts", None) or {}
         # The model's own query instruction wins; else the configured one (bge-zh: "为这个句子生成表示以用于检索相关文章：").
         self._query_prompt_name = "query" if "query" in prompts else None
