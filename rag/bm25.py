@@ -44,6 +44,8 @@ class BM25Index:
         # Sum each query term's column of the precomputed score matrix (CSC: a term's postings are
         # contiguous). np.bincount does in one pass what bm25s' numpy backend does with np.add.at,
         # several times slower on long posting lists (bench/README.md).
+        # Valid for BM25 variants without a non-occurrence term (atire, as built above; not bm25l/bm25+).
+        assert self._r.method not in ("bm25l", "bm25+"), self._r.method
         m = self._r.scores
         data, indices, indptr = m["data"], m["indices"], m["indptr"]
         spans = [slice(indptr[t], indptr[t + 1]) for t in ids]

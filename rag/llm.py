@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 import threading
 import warnings
+from collections import OrderedDict
 from collections.abc import Iterator
-from contextlib import nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 
 from .models import Hit
@@ -96,25 +97,54 @@ def chat_model(settings: Settings, backend: str):
 class ChatModels:
     """Chat models built once per configuration and reused: a GGUF file is loaded once, not per question.
 
-    A llama.cpp model is one context that cannot serve two requests at once, so each model comes with
-    a lock that callers hold while it generates; only the latest GGUF stays loaded (memory)."""
+    A llama.cpp model is one context that cannot serve two requests at once: it comes with a lock
+    that callers hold while it generates, and only the latest GGUF stays loaded (memory). OpenAI
+    clients are cheap but hold a key and a connection pool: the last few configurations are kept."""
+
+    MAX_CLIENTS = 4
 
     def __init__(self):
-        self._models: dict[tuple, tuple[object, threading.Lock]] = {}
+        self._models: OrderedDict[tuple, tuple[object, threading.Lock]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, settings: Settings, backend: str) -> tuple[object, threading.Lock]:
-        key = (backend, settings.llm_base_url, settings.llm_model, settings.llm_api_key, settings.llm_timeout,
-               settings.llm_temperature, settings.llm_max_tokens)
+    @staticmethod
+    def key(settings: Settings, backend: str) -> tuple:
+        """Only the settings the backend uses: the web form's endpoint fields must not reload a GGUF."""
+        common = (settings.llm_temperature, settings.llm_max_tokens)
         if backend == "llamacpp":
-            key += (settings.gguf_path, settings.gguf_context, settings.gguf_threads)
+            return (backend, settings.gguf_path, settings.gguf_context, settings.gguf_threads, *common)
+        return (backend, settings.llm_base_url, settings.llm_model, settings.llm_api_key, settings.llm_timeout, *common)
+
+    def get(self, settings: Settings, backend: str) -> tuple[object, threading.Lock]:
+        key = self.key(settings, backend)
         with self._lock:
-            if key not in self._models:
-                if backend == "llamacpp":
-                    for k in [k for k in self._models if k[0] == "llamacpp"]:
-                        del self._models[k]
-                self._models[key] = (chat_model(settings, backend), threading.Lock())
-            return self._models[key]
+            if key in self._models:
+                self._models.move_to_end(key)
+                return self._models[key]
+        # Built outside the lock: loading a GGUF takes seconds and must not hold up other backends.
+        entry = (chat_model(settings, backend), threading.Lock())
+        with self._lock:
+            if key in self._models:  # another thread built it meanwhile
+                return self._models[key]
+            same_kind = [k for k in self._models if k[0] == backend]
+            for k in same_kind[: len(same_kind) - (0 if backend == "llamacpp" else self.MAX_CLIENTS - 1)]:
+                del self._models[k]
+            self._models[key] = entry
+            return entry
+
+
+@contextmanager
+def _exclusive(lock: threading.Lock, backend: str, wait: float):
+    """Hold a llama.cpp model's lock while it generates; give up after `wait` seconds (the caller falls back)."""
+    if backend != "llamacpp":
+        yield  # one HTTP client serves concurrent requests
+        return
+    if not lock.acquire(timeout=wait):
+        raise LLMUnavailable("本地模型正忙（其他问题正在生成），请稍后再试")
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _describe(e: Exception) -> str:
@@ -137,8 +167,7 @@ def _describe(e: Exception) -> str:
 
 def generate_stream(models: ChatModels, settings: Settings, backend: str, question: str, hits: list[Hit]) -> Iterator[str]:
     model, lock = models.get(settings, backend)
-    # Only llama.cpp needs the lock: one HTTP client serves concurrent requests fine.
-    with lock if backend == "llamacpp" else nullcontext():
+    with _exclusive(lock, backend, settings.llm_timeout):
         try:
             for chunk in model.stream(build_messages(question, hits)):
                 if chunk.content:
@@ -152,7 +181,7 @@ def generate_stream(models: ChatModels, settings: Settings, backend: str, questi
 def rewrite_with_llm(models: ChatModels, settings: Settings, question: str, history: list[tuple[str, str]], backend: str) -> str:
     model, lock = models.get(settings, backend)
     convo = "\n".join(f"用户：{q}\n助手：{a[:300]}" for q, a in history[-3:])
-    with lock if backend == "llamacpp" else nullcontext():
+    with _exclusive(lock, backend, settings.llm_timeout):
         msg = model.invoke([("system", REWRITE_PROMPT), ("human", f"对话历史：\n{convo}\n\n最后的问题：{question}")])
     text = str(msg.content).strip().splitlines()[0] if msg.content else ""
     return text[:200]

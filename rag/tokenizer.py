@@ -44,7 +44,11 @@ def signature() -> str:
     """Changes whenever tokenisation rules change, so stored tokens are recomputed (vectors are kept)."""
     import hashlib
 
-    rules = " ".join(sorted(STOPWORDS)) + _INTERROGATIVE.pattern + _PUNCT.pattern + "cut_for_search-v1 places-v2"
+    import jieba
+
+    # jieba's version too: its dictionary decides both the tokens and the part-of-speech tags of place names.
+    rules = (" ".join(sorted(STOPWORDS)) + _INTERROGATIVE.pattern + _PUNCT.pattern + "cut_for_search-v1 places-v2"
+             + f" jieba-{getattr(jieba, '__version__', '?')}")
     return hashlib.sha1(rules.encode("utf-8")).hexdigest()[:12]
 
 
@@ -103,7 +107,9 @@ class Tokenizer:
             # call); jieba.posseg's own tagger already holds that table for the default dictionary ours uses.
             tagger = object.__new__(jieba.posseg.POSTokenizer)
             tagger.tokenizer = self._jieba
-            tagger.word_tag_tab = dict(jieba.posseg.dt.word_tag_tab)
+            # Shared, not copied: POSTokenizer only writes to it when the tokenizer has tagged user words,
+            # and ours are added without tags.
+            tagger.word_tag_tab = jieba.posseg.dt.word_tag_tab
             self._tagger = tagger
         return self._tagger
 

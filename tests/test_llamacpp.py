@@ -118,15 +118,16 @@ def test_missing_model_file_falls_back_with_reason(corpus_index, retriever, tmp_
 def test_broken_model_file_falls_back_with_reason(corpus_index, retriever, tmp_path):
     pytest.importorskip("llama_cpp", reason="llama-cpp-python 未安装")
     junk = tmp_path / "broken.gguf"
-    junk.write_bytes(b"GGUF" + os.urandom(4096))
+    junk.write_bytes(b"GGUF" + bytes(range(256)) * 16)  # the magic, then no valid header
     a = Assistant(corpus_index.replace(answer_backend="llamacpp", gguf_path=str(junk)), retriever).ask(QUESTION)
     assert a.backend == "extractive" and "无法加载 GGUF 模型 broken.gguf" in a.notice and not a.refused
 
 
 def test_cli_ask_with_local_model(scripted):
     settings, sentence, _, _ = scripted
-    env = {**os.environ, "KEXIE_CORPUS_DIR": str(settings.corpus_dir), "KEXIE_INDEX_DIR": str(settings.index_dir),
-           "KEXIE_GGUF_PATH": settings.gguf_path, "KEXIE_GGUF_CONTEXT": "16384"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEXIE_")}
+    env.update({"KEXIE_CORPUS_DIR": str(settings.corpus_dir), "KEXIE_INDEX_DIR": str(settings.index_dir),
+                "KEXIE_GGUF_PATH": settings.gguf_path, "KEXIE_GGUF_CONTEXT": "16384"})
     out = subprocess.run([sys.executable, "-m", "rag.cli", "ask", QUESTION, "--backend", "llamacpp", "--json"],
                          cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
