@@ -68,10 +68,14 @@ def rows(runs: list[dict]) -> list[tuple[str, list[str]]]:
         ("build measured: s (chunks/s)", [_fmt("{:.1f} ({:.0f})", _g(r, "build", "seconds"),
                                                _g(r, "build_derived", "measured_chunks_per_s")) for r in runs]),
     ]
+    def stage(r, st):
+        sec = _g(r, "build_derived", "stages", st, "seconds")
+        if sec is not None and sec < 0.01:  # a rate over a few microseconds means nothing
+            return _fmt("{:.2f}", sec)
+        return _fmt("{:.2f} ({:.0f})", sec, _g(r, "build_derived", "stages", st, "chunks_per_s"))
+
     for st in STAGES:
-        lines.append((f"  stage {st}: s (chunks/s)", [
-            _fmt("{:.2f} ({:.0f})", _g(r, "build_derived", "stages", st, "seconds"),
-                 _g(r, "build_derived", "stages", st, "chunks_per_s")) for r in runs]))
+        lines.append((f"  stage {st}: s (chunks/s)", [stage(r, st) for r in runs]))
     lines += [
         ("  non-model pipeline time, s", f("{:.1f}", "build_derived", "pipeline_overhead_seconds")),
         ("build peak RSS, MB", f("{:.0f}", "build", "peak_rss_mb")),
@@ -182,7 +186,7 @@ def plot(runs: list[dict], path: Path) -> bool:
     ax.set_xlabel("corpus size (chunks)")
     ax.set_ylabel("hybrid query latency, ms")
     day = runs[-1].get("date", "")[:10]
-    ax.set_title(f"Hybrid retrieval latency vs corpus size ({day}, {runs[-1]['machine']['cores']} shared cores)\n"
+    ax.set_title(f"Hybrid retrieval latency vs corpus size ({day}, {runs[-1]['machine']['cores']} cores)\n"
                  "both systems timed in one process, alternating question by question", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)

@@ -134,3 +134,19 @@ def test_cli_ask_with_local_model(scripted):
     data = json.loads(out.stdout)
     assert sentence in data["answer"] and not data["refused"]
     assert data["citations"] and {"n", "source", "page", "heading", "text"} <= set(data["citations"][0])
+
+
+def test_endpoint_fields_do_not_reload_the_local_model(scripted, local_assistant):
+    settings = scripted[0]
+    first = local_assistant.llms.get(settings, "llamacpp")[0]
+    # What the web form's OpenAI fields change must not throw the loaded GGUF away.
+    other = settings.replace(llm_base_url="http://127.0.0.1:1/v1", llm_model="x", llm_api_key="sk-x")
+    assert local_assistant.llms.get(other, "llamacpp")[0] is first
+
+
+def test_busy_local_model_falls_back_after_waiting(scripted, local_assistant):
+    settings = scripted[0].replace(llm_timeout=0.5)
+    _, lock = local_assistant.llms.get(settings, "llamacpp")
+    with lock:  # another question is generating
+        a = local_assistant.ask(QUESTION, llm=settings)
+    assert a.backend == "extractive" and "本地模型正忙" in a.notice and "加强自身建设" in a.answer
