@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from .cleaning import normalize
-from .llm import ChatModels
+from .llm import ChatModels, LLMUnavailable, generate_stream, rewrite_with_llm
 from .models import Hit
 from .retrieval import Retriever
 from .sentences import (Scorer, coverage, place_mismatch, question_places, question_type, sentence_score,
@@ -116,15 +116,15 @@ class Assistant:
         self.retriever = retriever or Retriever(settings)
         self.llms = ChatModels()  # LLM clients and loaded GGUF models, reused across questions
 
-    def _scorer(self) -> Scorer:
-        snap = self.retriever.snapshot()
+    @staticmethod
+    def _scorer(snap) -> Scorer:
         return Scorer(snap.tokenizer, snap.bm25.doc_freq, len(snap.chunks))
 
     def evidence_strength(self, question: str, hits: list[Hit], scorer: Scorer | None = None) -> float:
         """How well the best retrieved passages cover the question's terms (IDF-weighted, 0..1)."""
         if not hits:
             return 0.0
-        scorer = scorer or self._scorer()
+        scorer = scorer or self._scorer(self.retriever.snapshot())
         w = scorer.weights(question)
         return max(coverage(w, h.chunk.index_text) for h in hits[:3])
 
@@ -153,8 +153,6 @@ class Assistant:
         t = time.perf_counter()
         standalone = rewrite_followup(question, history or [])
         if backend != "extractive" and history:
-            from .llm import rewrite_with_llm
-
             try:
                 standalone = rewrite_with_llm(self.llms, llm, question, history, backend) or standalone
             except Exception as e:  # the rule-based rewrite stands
@@ -164,7 +162,7 @@ class Assistant:
         snap = self.retriever.snapshot()  # one generation for the whole answer, even if a re-index commits meanwhile
         hits = self.retriever.search(standalone, k or max(self.settings.top_k, 5), mode, snap=snap)
         timings["retrieve"] = time.perf_counter() - t
-        scorer = Scorer(snap.tokenizer, snap.bm25.doc_freq, len(snap.chunks))
+        scorer = self._scorer(snap)
         strength = self.evidence_strength(standalone, hits, scorer)
         base = Answer(question, "", False, [], hits, standalone, backend, evidence=strength, timings=timings,
                       generation=snap.manifest.generation)
@@ -177,8 +175,6 @@ class Assistant:
             timings["generate"] = time.perf_counter() - t
             yield result
             return
-        from .llm import LLMUnavailable, generate_stream
-
         try:
             text = ""
             for token in generate_stream(self.llms, llm, backend, standalone, hits):
@@ -214,12 +210,14 @@ class Assistant:
             c = h.chunk
             # A sentence inherits its document's context ("市科协" in the 青岛 report is 青岛市科协).
             context = f"{c.title} {c.heading}"
+            title = normalize(c.title)
             label = c.heading.rsplit(" > ", 1)[-1]
             # The nearest heading is content too: bylines such as "曾能建 福建省科协党组书记" answer "谁".
             units = ([(-1, label)] if label and label not in c.title else []) + list(enumerate(split_sentences(c.text)))
             for i, s in units:
                 s = _trim(s, w, qt, context)
-                if len(normalize(s)) < 4 or normalize(s) in normalize(c.title):
+                norm = normalize(s)
+                if len(norm) < 4 or norm in title:
                     continue  # a document's own title is not an answer
                 sc = sentence_score(s, w, qt, context)
                 if place_mismatch(qplaces, s, c.heading, c.title, gaz):

@@ -126,8 +126,10 @@ def question_places(q: str, gaz: frozenset[str]) -> set[str]:
     found = places_in(q, gaz)
     for m in _PLACE_Q.finditer(normalize(q)):
         name = m.group(1)
-        if not any(name.endswith(g) or g.endswith(name) for g in found) and name not in ("全", "本", "我", "各", "该"):
-            found.add(name[-2:])
+        # "我省" "全市" "各市" name no place, as in the gazetteer ("请问我省…" must not yield "问我").
+        if name[-1] in _NOT_PLACE_END or any(name.endswith(g) or g.endswith(name) for g in found):
+            continue
+        found.add(name[-2:])
     return found
 
 

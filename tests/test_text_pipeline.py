@@ -113,3 +113,14 @@ def test_quoted_terms_become_whole_tokens():
     toks = tok.tokens("什么是四服务一加强？")
     assert "四服务一加强" in toks
     assert "什么" not in toks and "？" not in toks  # question and stop words dropped
+
+
+def test_question_places_known_unknown_and_deictic():
+    from rag.sentences import question_places
+
+    gaz = frozenset({"青岛", "济宁", "连云港"})
+    assert question_places("青岛市科协组建了多少支科技志愿服务队", gaz) == {"青岛"}
+    assert question_places("烟台市科协2023年的预算", gaz) == {"烟台"}  # not in the corpus, still a place
+    # "我省" "本市" "各市" refer to no particular place.
+    for q in ("请问我省科协有多少会员", "请问本市有多少学会", "各市科协开展了什么活动"):
+        assert question_places(q, gaz) == set(), q
