@@ -20,6 +20,24 @@ def test_bm25_scores_equal_rank_bm25_okapi(tmp_path):
     assert again.search(["词5"], 5) == ours.search(["词5"], 5)
 
 
+def test_bm25_search_is_the_top_k_of_its_scores():
+    rnd = random.Random(2)
+    vocab = [f"词{i}" for i in range(200)]
+    idx = BM25Index.build([rnd.choices(vocab, k=rnd.randint(3, 40)) for _ in range(500)])
+    for q in (["词1", "词2", "词3"], ["词150"], ["词4", "没有这个词"]):
+        s = idx.scores(q)
+        matching = int((s > 0).sum())
+        for k in (1, 5, matching, matching + 10):
+            got = idx.search(q, k)
+            assert len(got) == min(k, matching)
+            assert all(sc > 0 for _, sc in got)
+            assert [sc for _, sc in got] == sorted((sc for _, sc in got), reverse=True)
+            # The k best scores, and each hit's score is its chunk's score.
+            assert np.allclose([sc for _, sc in got], np.sort(s[s > 0])[::-1][:k])
+            assert all(np.isclose(s[i], sc) for i, sc in got)
+    assert idx.search(["词1"], 0) == []
+
+
 def test_bm25_unknown_query_and_empty_index():
     idx = BM25Index.build([["科协"], ["学会"]])
     assert idx.search(["不存在"], 3) == []
