@@ -14,7 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every index build at DEBUG
+
+def _bm25s():
+    import bm25s
+
+    # bm25s sets its own logger to DEBUG when imported, so every build would print a DEBUG line in the CLI.
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    return bm25s
 
 
 class BM25Index:
@@ -24,8 +30,7 @@ class BM25Index:
 
     @classmethod
     def build(cls, corpus_tokens: list[list[str]], k1: float = 1.5, b: float = 0.75) -> "BM25Index":
-        import bm25s
-
+        bm25s = _bm25s()
         if not corpus_tokens:
             return cls(None, 0)
         # scipy's CSC construction is ~30% faster than bm25s' numpy one (0.54 vs 0.75 s at 10k chunks).
@@ -84,8 +89,7 @@ class BM25Index:
 
     @classmethod
     def load(cls, path: Path) -> "BM25Index":
-        import bm25s
-
+        bm25s = _bm25s()
         size = int((path / "size").read_text())
         if size == 0:
             return cls(None, 0)

@@ -1,3 +1,4 @@
+import logging
 import random
 
 import numpy as np
@@ -49,3 +50,11 @@ def test_rrf_rewards_agreement_and_respects_weights():
     assert [d for d, _ in fused][:2] == [1, 3]
     assert rrf([[1], [2]], weights=[2.0, 1.0])[0][0] == 1
     assert rrf([[1], [2]], weights=[1.0, 2.0])[0][0] == 2
+
+
+def test_bm25_build_and_load_log_nothing_below_warning(caplog, tmp_path):
+    caplog.set_level(logging.DEBUG)
+    idx = BM25Index.build([["科协"], ["学会"]])
+    idx.save(tmp_path / "b")
+    BM25Index.load(tmp_path / "b")
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("bm25s")] == []
