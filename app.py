@@ -8,17 +8,17 @@ import sys
 
 def main() -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from rag import store
-    from rag.settings import load_settings
+    from rag.index import store
+    from rag.settings import find_config, load_settings
 
-    settings = load_settings()
+    settings = load_settings(find_config())
     if store.Manifest.read(settings.index_dir) is None:
-        from rag.indexer import index_corpus, tty_progress
+        from rag.index.indexer import index_corpus, tty_progress
 
         print(f"首次启动：正在索引 {settings.corpus_dir} …", flush=True)
         rep = index_corpus(settings, progress=tty_progress())
         print(f"索引完成：{rep.chunks} 个段落，用时 {rep.seconds:.1f} 秒", flush=True)
-    from rag.web import build_app, launch
+    from rag.serve.web import build_app, launch
 
     demo = build_app(settings)
     print(f"科协问答已启动：http://{settings.host}:{settings.port}", flush=True)

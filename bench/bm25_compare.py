@@ -1,4 +1,4 @@
-"""rank-bm25 vs bm25s (our rag.bm25 wrapper): same tokens, same Okapi scores, query latency.
+"""rank-bm25 vs bm25s (our rag.index.bm25 wrapper): same tokens, same Okapi scores, query latency.
 
     .venv/bin/python bench/bm25_compare.py [--sizes 0,20000,100000]
 
@@ -24,9 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from rag import store  # noqa: E402
-from rag.bm25 import BM25Index  # noqa: E402
+from rag.index.bm25 import BM25Index  # noqa: E402
 from rag.settings import load_settings  # noqa: E402
-from rag.tokenizer import Tokenizer  # noqa: E402
+from rag.index.tokenizer import Tokenizer  # noqa: E402
 
 
 def sentences() -> list[str]:

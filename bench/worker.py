@@ -26,8 +26,8 @@ def peak_rss_mb() -> float:
 
 def cmd_build(a: argparse.Namespace) -> dict:
     from bench.sampled import SampledEmbedder
-    from rag.embeddings import load_embedder
-    from rag.indexer import index_corpus
+    from rag.index.embeddings import load_embedder
+    from rag.index.indexer import index_corpus
     from rag.settings import load_settings
 
     t0 = time.perf_counter()
@@ -57,13 +57,13 @@ def _chunks_and_vectors(index_dir: Path):
     import chromadb
     from chromadb.config import Settings as ChromaSettings
 
-    from rag import store
-    from rag.vectors import collection_name
+    from rag.index import store
+    from rag.index.vectors import collection_name
 
     m = store.Manifest.read(index_dir)
     chunks = store.read_chunks(index_dir / m.generation)
     client = chromadb.PersistentClient(path=str(index_dir / "chroma"), settings=ChromaSettings(anonymized_telemetry=False))
-    col = client.get_collection(collection_name(m.model))
+    col = client.get_collection(collection_name(m.model, m.kb_id))
     vec: dict = {}
     ids = [c.id for c in chunks]
     for i in range(0, len(ids), 4000):
@@ -118,8 +118,8 @@ def cmd_baseline(a: argparse.Namespace) -> dict:
     from langchain_core.documents import Document
     from langchain_core.embeddings import Embeddings
 
-    from rag.embeddings import load_embedder
-    from rag.retrieval import Retriever
+    from rag.index.embeddings import load_embedder
+    from rag.search.retrieval import Retriever
     from rag.settings import load_settings
 
     jieba.setLogLevel(60)

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rag.cleaning import normalize
+from rag.text import normalize
 
 LIST_FIELDS = ("evidence", "source", "must_include")
 

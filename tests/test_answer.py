@@ -8,10 +8,10 @@ import sys
 
 import pytest
 
-from rag.answer import REFUSAL, Assistant, rewrite_followup
-from rag.indexer import index_corpus
-from rag.llm import build_messages
-from rag.retrieval import Retriever
+from rag.answer.assistant import REFUSAL, Assistant, rewrite_followup
+from rag.index.indexer import index_corpus
+from rag.answer.llm import build_messages
+from rag.search.retrieval import Retriever
 from rag.settings import load_settings
 from conftest import PROJECT_ROOT
 from llm_server import FakeLLM

@@ -24,8 +24,9 @@ from typing import Callable
 import pytest
 
 from conftest import SHARED, make_pdf
-from rag.loaders import LoadError, Skipped, decode_text, load
-from rag.settings import PROJECT_ROOT, load_settings
+from rag.ingest.loaders import LoadError, Skipped, decode_text, load
+from rag.settings import load_settings
+from conftest import PROJECT_ROOT
 
 CJK_FONT = Path("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc")
 COLOPHON = SHARED / "fixtures" / "pdf" / "simplified_chinese_colophon.pdf"
@@ -380,8 +381,8 @@ def bad_corpus(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def run(bad_corpus, embedder) -> Run:
-    import rag.indexer as indexer
-    from rag.retrieval import Snapshot
+    import rag.index.indexer as indexer
+    from rag.search.retrieval import Snapshot
 
     s = load_settings(env={}, corpus_dir=bad_corpus, index_dir=bad_corpus.parent / "index")
     loaded: list[str] = []
@@ -432,7 +433,7 @@ def test_each_case_gets_a_clear_result(run, c):
 
 
 def test_run_finishes_and_good_files_are_searchable(run, embedder):
-    from rag.retrieval import Retriever
+    from rag.search.retrieval import Retriever
 
     rep = run.report
     assert GOOD_A in rep.added and GOOD_B in rep.added
@@ -465,7 +466,7 @@ def test_oversized_file_is_never_loaded(run):
 
 
 def test_warnings_are_kept_in_the_manifest(run):
-    from rag.store import Manifest
+    from rag.index.store import Manifest
 
     if not COLOPHON.exists():
         pytest.skip(f"../shared not present: {COLOPHON}")
@@ -560,7 +561,7 @@ def test_aes_pdf_without_cryptography_says_so(tmp_path, algorithm):
     assert "AES" in "".join(x.text for x in load(p).pages)  # with cryptography: opens without a password
     code = (
         "import sys; sys.modules['cryptography'] = None\n"  # as if not installed
-        "from pathlib import Path\nfrom rag.loaders import load, LoadError\n"
+        "from pathlib import Path\nfrom rag.ingest.loaders import load, LoadError\n"
         f"try:\n    load(Path({str(p)!r}))\nexcept LoadError as e:\n    print(e)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60)
@@ -603,11 +604,11 @@ def test_one_broken_pdf_page_does_not_lose_the_others(tmp_path, monkeypatch):
 
 
 def test_ocr_enabled_but_not_installed_says_how_to_install(tmp_path, monkeypatch):
-    import rag.ocr
+    import rag.ingest.ocr
 
     p = tmp_path / "scan.pdf"
     make_image_pdf(p, ["扫描件"])
-    monkeypatch.setattr(rag.ocr, "_engine", None)
+    monkeypatch.setattr(rag.ingest.ocr, "_engine", None)
     monkeypatch.setitem(sys.modules, "rapidocr_onnxruntime", None)  # import fails
     with pytest.raises(LoadError, match=r"OCR.*pip install"):
         load(p, ocr=True)
@@ -628,7 +629,7 @@ def test_ocr_reads_a_generated_scan(tmp_path, out_dir):
     _need_ocr()
     from collections import Counter
 
-    from rag.ocr import _get_engine, ocr_pdf_page
+    from rag.ingest.ocr import _get_engine, ocr_pdf_page
 
     p = tmp_path / "scan.pdf"
     make_image_pdf(p, OCR_LINES)
@@ -646,8 +647,8 @@ def test_ocr_reads_a_generated_scan(tmp_path, out_dir):
 
 def test_index_with_ocr_enabled(tmp_path, embedder):
     _need_ocr()
-    from rag.indexer import index_corpus
-    from rag.retrieval import Snapshot
+    from rag.index.indexer import index_corpus
+    from rag.search.retrieval import Snapshot
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()

@@ -3,8 +3,8 @@ import random
 
 import numpy as np
 
-from rag.bm25 import BM25Index
-from rag.fusion import rrf
+from rag.index.bm25 import BM25Index
+from rag.search.fusion import rrf
 
 
 def test_bm25_scores_equal_rank_bm25_okapi(tmp_path):

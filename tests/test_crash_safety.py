@@ -7,11 +7,11 @@ import sys
 
 import pytest
 
-from rag import store
-from rag.indexer import index_corpus
-from rag.retrieval import Retriever
+from rag.index import store
+from rag.index.indexer import index_corpus
+from rag.search.retrieval import Retriever
 from rag.settings import load_settings
-from rag.vectors import VectorStore
+from rag.index.vectors import VectorStore
 from conftest import PROJECT_ROOT
 
 DOCS = {

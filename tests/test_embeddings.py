@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from rag.embeddings import load_embedder
-from rag.indexer import index_corpus
-from rag.retrieval import Retriever
+from rag.index.embeddings import load_embedder
+from rag.index.indexer import index_corpus
+from rag.search.retrieval import Retriever
 from rag.settings import load_settings
 
 

@@ -9,9 +9,10 @@ import re
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from rag.chunking import chunk_document
-from rag.cleaning import CLOSERS, TERMINAL, normalize, paragraphs
-from rag.loaders import LoadError, _common_share, decode_text
+from rag.ingest.chunking import chunk_document
+from rag.ingest.cleaning import paragraphs
+from rag.text import CLOSERS, TERMINAL, normalize
+from rag.ingest.loaders import LoadError, _common_share, decode_text
 from rag.models import Page
 
 # FUZZ_EXAMPLES=5000 for a longer hunt; the default keeps the suite fast.

@@ -7,11 +7,11 @@ import sys
 
 import pytest
 
-from rag import store
-from rag.indexer import index_corpus
-from rag.retrieval import IndexNotReady, Retriever
+from rag.index import store
+from rag.index.indexer import index_corpus
+from rag.search.retrieval import IndexNotReady, Retriever
 from rag.settings import load_settings
-from rag.vectors import VectorStore
+from rag.index.vectors import VectorStore
 from conftest import CORPUS, PROJECT_ROOT, shared
 
 GLOSSARY_DEF = "服务科技工作者、服务创新驱动发展战略、服务公民科学素质提高、服务党委政府科学决策"
@@ -20,7 +20,7 @@ GLOSSARY_DEF = "服务科技工作者、服务创新驱动发展战略、服务�
 def chunk_counts(s):
     m = store.Manifest.read(s.index_dir)
     chunks = store.read_chunks(s.index_dir / m.generation)
-    from rag.bm25 import BM25Index
+    from rag.index.bm25 import BM25Index
 
     bm = BM25Index.load(s.index_dir / m.generation / "bm25")
     vs = VectorStore.open(s.chroma_dir, s.embedding_model)
@@ -165,7 +165,7 @@ def test_model_change_is_refused_at_query_and_rebuilt_at_index(tmp_path, embedde
 
 
 def test_langchain_retriever(retriever):
-    from rag.lc import KexieRetriever
+    from rag.search.lc import KexieRetriever
 
     docs = KexieRetriever(retriever=retriever, k=3).invoke("什么是四服务一加强")
     assert len(docs) == 3 and docs[0].metadata["source"].startswith("连云港")

@@ -1,9 +1,11 @@
-"""The local GGUF backend: the real llama.cpp engine (llama-cpp-python) through LangChain's ChatLlamaCpp.
+"""The local GGUF backend: the real llama.cpp engine (llama-cpp-python) in a worker process.
 
 No Chinese instruction model can be had offline, so the GGUF is written here (tests/tiny_gguf.py): a
-one-layer llama that answers any prompt with a fixed script. What is tested is everything around the
-model: loading the file named in the settings once, the chat template, the passages reaching the
-model's context, streaming, citation verification of what it wrote, and clear fallbacks.
+one-layer llama that answers any prompt with a fixed script, quantised to Q4_K_M by llama.cpp's own
+quantize API so the k-quant kernels real models use are the ones that run. What is tested is
+everything around the model: loading the file named in the settings once, the chat template, the
+passages reaching the model's context, streaming, citation verification of what it wrote, a crashing
+worker, and clear fallbacks.
 """
 
 import json
@@ -11,12 +13,13 @@ import os
 import re
 import subprocess
 import sys
+import threading
 
 import pytest
 
-from rag.answer import Assistant
-from rag.llm import SYSTEM_PROMPT
-from rag.verify import SUPPORTED, support
+from rag.answer.assistant import Assistant
+from rag.answer.llm import SYSTEM_PROMPT
+from rag.answer.verify import SUPPORTED, support
 from conftest import PROJECT_ROOT
 
 QUESTION = "什么是四服务一加强"
@@ -28,7 +31,7 @@ def scripted(corpus_index, retriever, tmp_path_factory):
     """A GGUF whose script quotes a retrieved sentence under a wrong [n], then adds an unsupported sentence."""
     pytest.importorskip("llama_cpp", reason="llama-cpp-python 未安装（可选依赖：pip install -e '.[local-llm]'）")
     pytest.importorskip("gguf")
-    from tiny_gguf import pieces, write_script_model
+    from tiny_gguf import pieces, script_model, tensor_types
 
     hits = retriever.search(QUESTION, max(corpus_index.top_k, 5))
     texts = [h.chunk.text for h in hits]
@@ -45,7 +48,8 @@ def scripted(corpus_index, retriever, tmp_path_factory):
     assert choice, "no retrieved sentence that some other passage does not support"
     sentence, wrong_n = choice
     script = [*pieces(sentence), f"[{wrong_n}]。", *pieces(UNSUPPORTED), f"[{1 if wrong_n != 1 else 2}]。"]
-    path = write_script_model(tmp_path_factory.mktemp("gguf") / "script.gguf", script)
+    path = script_model(tmp_path_factory.mktemp("gguf"), "script", script)
+    assert {"Q4_K", "Q6_K"} <= tensor_types(path)
     settings = corpus_index.replace(answer_backend="llamacpp", gguf_path=str(path), gguf_context=16384)
     return settings, sentence, wrong_n, texts
 
@@ -84,9 +88,8 @@ def test_passages_reach_the_model_context(scripted, local_assistant):
     settings = scripted[0]
     a = local_assistant.ask(QUESTION)
     model, _ = local_assistant.llms.get(settings, "llamacpp")
-    llama = model.client
     # What the engine actually evaluated: the templated prompt followed by the generated tokens.
-    seen = llama.detokenize(llama.input_ids[: llama.n_tokens].tolist(), special=True).decode("utf-8", "replace")
+    seen = model.evaluated_text()
     assert seen.startswith("<|im_start|>system\n" + SYSTEM_PROMPT)
     assert "<|im_start|>user\n<资料>" in seen and f"问题：{QUESTION}" in seen and "<|im_start|>assistant\n" in seen
     for n, h in enumerate(a.retrieved, 1):
@@ -150,3 +153,85 @@ def test_busy_local_model_falls_back_after_waiting(scripted, local_assistant):
     with lock:  # another question is generating
         a = local_assistant.ask(QUESTION, llm=settings)
     assert a.backend == "extractive" and "本地模型正忙" in a.notice and "加强自身建设" in a.answer
+
+
+def test_portable_build():
+    """The Makefile builds llama.cpp without AVX-512/AMX kernels (they crash on real Q4_K models here)."""
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python 未安装")
+    info = llama_cpp.llama_print_system_info().decode()
+    assert "AVX2 = 1" in info
+    for flag in ("AVX512 = 1", "AVX512_VNNI = 1", "AMX_INT8 = 1", "AMX_BF16 = 1"):
+        assert flag not in info, info
+
+
+def test_worker_crash_is_a_message_and_the_next_question_restarts_it(scripted, retriever, monkeypatch):
+    settings, sentence, _, _ = scripted
+    a = Assistant(settings, retriever)
+    first = a.ask(QUESTION)
+    assert first.backend == "llamacpp" and sentence in first.answer
+    monkeypatch.setenv("KEXIE_FAULT", "llm_decode")  # the worker gets SIGSEGV while decoding, as with bad kernels
+    crashed = a.ask(QUESTION)
+    monkeypatch.delenv("KEXIE_FAULT")
+    assert crashed.backend == "extractive" and "异常退出" in crashed.notice and "SIGSEGV" in crashed.notice
+    assert "加强自身建设" in crashed.answer  # the offline answer, in this process that is still alive
+    again = a.ask(QUESTION)
+    assert again.backend == "llamacpp" and sentence in again.answer and not again.notice
+    a.llms.close()
+
+
+def test_concurrent_first_questions_start_one_worker(scripted, retriever):
+    from rag.answer.local_llm import LocalModel
+
+    settings = scripted[0]
+    a = Assistant(settings, retriever)
+    before = LocalModel.starts
+    answers, errors = [], []
+
+    def ask():
+        try:
+            answers.append(a.ask(QUESTION, llm=settings.replace(llm_timeout=120)))
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(300)
+    assert not errors and len(answers) == 8
+    assert LocalModel.starts - before == 1
+    assert all(x.backend == "llamacpp" for x in answers)
+    a.llms.close()
+
+
+@pytest.mark.parametrize("script, check", [
+    # Only a placeholder: nothing a user could read, so never shown as the answer.
+    (["[编号]", "。"], lambda a: a.backend == "extractive" and "没有给出可用的回答" in a.notice and a.answer),
+    # Empty output.
+    ([], lambda a: a.backend == "extractive" and a.answer and not a.answer.isspace()),
+])
+def test_unusable_model_output_never_reaches_the_user(corpus_index, retriever, tmp_path, script, check):
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python 未安装")
+    from tiny_gguf import script_model
+
+    path = script_model(tmp_path, "empty", script or ["\u200b"])
+    settings = corpus_index.replace(answer_backend="llamacpp", gguf_path=str(path), gguf_context=16384)
+    a = Assistant(settings, retriever)
+    result = a.ask(QUESTION)
+    assert check(result), (result.answer, result.notice)
+    a.llms.close()
+
+
+def test_placeholders_removed_and_invented_figures_dropped(scripted, retriever, tmp_path):
+    from tiny_gguf import pieces, script_model
+
+    settings, sentence, _, _ = scripted
+    invented = "截至目前共有987654名会员"
+    script = [*pieces(sentence), "[资料]", "[编号]。", *pieces(invented), "[1]。"]
+    path = script_model(tmp_path, "placeholders", script)
+    a = Assistant(settings.replace(gguf_path=str(path)), retriever)
+    result = a.ask(QUESTION)
+    assert result.backend == "llamacpp" and sentence in result.answer
+    assert "[编号]" not in result.answer and "[资料]" not in result.answer
+    assert "987654" not in result.answer and "资料中没有的数字" in result.notice
+    a.llms.close()

@@ -416,7 +416,7 @@ _BASELINE: dict[tuple[str, int, int], tuple[str, list[str]]] = {}  # (generation
 
 def baseline(corpus_index, retriever, gen: str, scripts: list[list[Turn]], script: int, turn: int):
     """A single user's answer, in-process on the fixture index (the copy's first generation)."""
-    from rag.answer import Assistant
+    from rag.answer.assistant import Assistant
 
     if (gen, script, turn) not in _BASELINE:
         assistant = Assistant(corpus_index, retriever)
@@ -569,8 +569,7 @@ def test_concurrent_chats_during_reindex(reindex, start_app, corpus_index, retri
                     f"{r.answer[:60]!r} vs {other.answer[:60]!r}")
 
     # Old-generation answers equal a single user's, computed in-process on the fixture index (same generation).
-    from rag import store
-
+    from rag.index import store
     baseline_checked, t_base = 0, time.perf_counter()
     if store.Manifest.read(corpus_index.index_dir).generation == gen0:
         for r in results:

@@ -2,10 +2,11 @@
 
 import re
 
-from rag.chunking import chunk_document, document_context
-from rag.cleaning import TERMINAL, normalize, paragraphs
+from rag.ingest.chunking import chunk_document, document_context
+from rag.ingest.cleaning import paragraphs
+from rag.text import TERMINAL, normalize
 from rag.models import Page
-from rag.tokenizer import Tokenizer, quoted_terms
+from rag.index.tokenizer import Tokenizer, quoted_terms
 from conftest import CORPUS
 
 
@@ -116,7 +117,7 @@ def test_quoted_terms_become_whole_tokens():
 
 
 def test_question_places_known_unknown_and_deictic():
-    from rag.sentences import question_places
+    from rag.ingest.places import question_places
 
     gaz = frozenset({"青岛", "济宁", "连云港"})
     assert question_places("青岛市科协组建了多少支科技志愿服务队", gaz) == {"青岛"}

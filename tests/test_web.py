@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from rag import kb
+from rag.serve import kb
 from rag.settings import load_settings
 from conftest import PROJECT_ROOT, SHARED, free_port
 
@@ -174,7 +174,7 @@ def test_upload_reindex_ask_delete(page, app_url, out_dir, tmp_path):
 def test_login_required_when_configured(kb_settings):
     import urllib.parse
 
-    from rag.web import build_app, launch
+    from rag.serve.web import build_app, launch
 
     s = kb_settings.replace(auth_user="staff", auth_password="pa55-word", port=free_port())
     demo = build_app(s)

@@ -26,7 +26,7 @@ def pieces(text: str, size: int = 8) -> list[str]:
     return [text[i : i + size] for i in range(0, len(text), size)]
 
 
-def write_script_model(path: Path, script: list[str], n_embd: int = 128) -> Path:
+def write_script_model(path: Path, script: list[str], n_embd: int = 256) -> Path:
     """A GGUF that answers every prompt with "".join(script); pieces must be distinct tokens of ≤ 32 bytes."""
     import gguf
 
@@ -89,3 +89,31 @@ def write_script_model(path: Path, script: list[str], n_embd: int = 128) -> Path
     w.write_tensors_to_file()
     w.close()
     return path
+
+
+def quantize(src: Path, dst: Path, ftype: str = "Q4_K_M") -> Path:
+    """Quantise with llama.cpp's own quantize API, so tests run the k-quant kernels real models use
+    (n_embd must be a multiple of 256, the k-quant block size)."""
+    import ctypes
+
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{ftype}")
+    params.nthread = 2
+    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
+    if rc != 0:
+        raise RuntimeError(f"llama_model_quantize failed ({rc})")
+    return dst
+
+
+def script_model(directory: Path, name: str, script: list[str]) -> Path:
+    """A Q4_K_M script model in `directory`."""
+    f32 = write_script_model(directory / f"{name}.f32.gguf", script)
+    return quantize(f32, directory / f"{name}.gguf")
+
+
+def tensor_types(path: Path) -> set[str]:
+    import gguf
+
+    return {t.tensor_type.name for t in gguf.GGUFReader(str(path)).tensors}

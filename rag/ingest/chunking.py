@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections import Counter
 from dataclasses import dataclass
 
-from .cleaning import CLOSERS, TERMINAL, Para, normalize
-from .models import Chunk
+from rag.ingest.cleaning import Para
+from rag.ingest.places import dominant_place, place_counts
+from rag.text import CLOSERS, TERMINAL, has_han, is_han, normalize
+from rag.models import Chunk
 
 _NUM = "一二三四五六七八九十百零〇"
 _MD = re.compile(r"^(#{1,6})\s+(.*)$")
@@ -29,7 +30,7 @@ _SENTENCE = re.compile(rf"[^{TERMINAL}]*[{TERMINAL}]+[{CLOSERS}]*|[^{TERMINAL}]+
 PLAIN_HEADING_MAX = 40
 # Bump when chunking or cleaning rules change: the indexer then re-chunks every file (vectors of
 # chunks whose text did not change are reused).
-CHUNKER_VERSION = "3"
+CHUNKER_VERSION = "4"
 
 
 @dataclass
@@ -67,57 +68,42 @@ def _heading_of(text: str) -> tuple[int, str, bool] | None:
     return None
 
 
+def _headlines(paras: list[Para]) -> list[str]:
+    """The document's first one or two heading lines (its headline and subtitle)."""
+    lines: list[str] = []
+    for p in paras[:6]:
+        h = _heading_of(p.text)
+        if h and h[2] and len(lines) < 2:
+            lines.append(h[1])
+        elif lines or len(p.text) > PLAIN_HEADING_MAX:
+            break
+    return lines
+
+
+def _with_place(context: str, paras: list[Para]) -> str:
+    if place_counts(context):
+        return context
+    place = dominant_place(" ".join(p.text for p in paras))
+    if not place:
+        return context
+    return f"{place}｜{context}" if context else place
+
+
 def document_context(paras: list[Para], source: str) -> str:
     """Title/place context carried by every chunk, since documents often say only "市科协":
     the file name (when it reads as a name), the document's headline, and its dominant place name."""
-    title_lines: list[str] = []
-    for p in paras[:6]:
-        h = _heading_of(p.text)
-        if h and h[2] and len(title_lines) < 2:
-            title_lines.append(h[1])
-        elif title_lines or len(p.text) > PLAIN_HEADING_MAX:
-            break
     stem = re.sub(r"[_\s]+", " ", source.rsplit("/", 1)[-1].rsplit(".", 1)[0]).strip()
-    parts = [stem] if re.search(r"[\u4e00-\u9fff]", stem) else []
-    for line in title_lines:
+    parts = [stem] if has_han(stem) else []
+    for line in _headlines(paras):
         if normalize(line) not in normalize(" ".join(parts)):
             parts.append(line)
-    context = " ".join(parts)
-    if not place_counts(context):
-        place = dominant_place(" ".join(p.text for p in paras))
-        if place:
-            context = f"{place}｜{context}" if context else place
-    return context  # a file name like "000_1a2b.txt" says nothing; better no context than noise
+    return _with_place(" ".join(parts), paras)  # a file name like "000_1a2b.txt" says nothing: no noise
 
 
-_NOT_PLACES = {"城市", "全市", "本市", "该市", "各市", "县市", "超市", "上市", "股市", "门市", "我市", "省市", "强市",
-               "全省", "本省", "我省", "各省", "外省", "该省", "分省", "强省", "代表市", "发挥市"}
-
-
-def place_counts(text: str) -> Counter[str]:
-    """Counts of 'XX市'/'XX省' candidates (2-3 characters before 市/省), common words excluded."""
-    t = normalize(text)
-    counts: Counter[str] = Counter()
-    for m in re.finditer(r"[市省](?!场|民|委|政府|级|区|县)", t):
-        i = m.start()
-        for n in (2, 3):
-            cand = t[i - n : i + 1]
-            if len(cand) == n + 1 and re.fullmatch(r"[\u4e00-\u9fff]+", cand) and cand not in _NOT_PLACES and cand[-2:] not in _NOT_PLACES:
-                counts[cand] += 1
-    return counts
-
-
-def dominant_place(text: str) -> str:
-    """Most frequent place name in the text (at least 3 times), or ''."""
-    counts = place_counts(text)
-    if not counts:
-        return ""
-    top = counts.most_common(1)[0][1]
-    if top < 3:
-        return ""
-    # "连云港市" and "云港市" tie: the longest near-top candidate is the full name.
-    best = max((c for c, n in counts.items() if n >= 0.9 * top), key=lambda c: (len(c), counts[c]))
-    return best
+def content_context(paras: list[Para]) -> str:
+    """The same context from the text alone (headline, dominant place): what the vectors embed, so
+    renaming a file re-embeds nothing."""
+    return _with_place(" ".join(_headlines(paras)), paras)
 
 
 def _blocks(paras: list[Para]) -> list[_Block]:
@@ -178,6 +164,7 @@ def chunk_document(paras: list[Para], source: str, size: int = 300, overlap: int
     unless longer than `size`; the last sentences of a chunk (up to `overlap` chars) open the next one
     within a section."""
     title = document_context(paras, source)
+    context = content_context(paras)
     groups: list[tuple[str, list[_Sent]]] = []  # (section, sentences); chunks never cross sections
     for b in _blocks(paras):
         if b.hard or not groups or groups[-1][0] != b.section:
@@ -195,7 +182,7 @@ def chunk_document(paras: list[Para], source: str, size: int = 300, overlap: int
             # Keep a paragraph (a clause, a list item) whole when it fits in a chunk of its own.
             need = item.para_len if item.para_start and item.para_len <= size else len(item.text)
             if cur and fresh and length + need > size:
-                _emit(chunks, cur, fresh, title, source)
+                _emit(chunks, cur, fresh, title, context, source)
                 tail: list[_Sent] = []
                 # A chunk that ends mid-paragraph hands its last sentences on as overlap;
                 # one that ends at a paragraph boundary starts the next cleanly.
@@ -208,7 +195,7 @@ def chunk_document(paras: list[Para], source: str, size: int = 300, overlap: int
             cur.append(item)
             fresh += 1
         if cur and fresh:
-            _emit(chunks, cur, fresh, title, source)
+            _emit(chunks, cur, fresh, title, context, source)
     ensure_unique_ids(chunks)
     return chunks
 
@@ -234,7 +221,7 @@ def _common_heading(headings: list[str]) -> str:
     return " > ".join(common)
 
 
-def _emit(chunks: list[Chunk], sents: list[_Sent], fresh: int, title: str, source: str) -> None:
+def _emit(chunks: list[Chunk], sents: list[_Sent], fresh: int, title: str, context: str, source: str) -> None:
     text = ""
     for s in sents:
         text += ("\n" if text and s.para_start else "") + s.text
@@ -249,8 +236,10 @@ def _emit(chunks: list[Chunk], sents: list[_Sent], fresh: int, title: str, sourc
         position=len(chunks),
         text=text.strip(),
         ocr=any(s.ocr for s in sents),
+        context=context,
     )
-    chunk.id = hashlib.sha1(chunk.index_text.encode("utf-8")).hexdigest()[:20]
+    # Content-addressed by what is embedded: unchanged text keeps its vector, whatever the file is called.
+    chunk.id = hashlib.sha1(chunk.vector_text.encode("utf-8")).hexdigest()[:20]
     chunks.append(chunk)
 
 

@@ -11,16 +11,17 @@ from urllib.parse import quote
 
 import gradio as gr
 
-from . import kb
-from .answer import Answer, Assistant
-from .indexer import reindex_live
-from .settings import Settings
+from rag.serve import kb
+from rag.answer.assistant import Assistant
+from rag.models import Answer, Backend, RetrievalMode
+from rag.index.indexer import reindex_live
+from rag.settings import Settings
 
 log = logging.getLogger("kexie.web")
 
 EXAMPLES = ["什么是四服务一加强", "青岛市科协组建了多少支科技志愿服务队", "聊城市科普大篷车开进了哪些地方", "连云港市科协2017年开展了哪些学术活动"]
-BACKENDS = {"离线抽取（默认）": "extractive", "OpenAI 兼容接口": "openai", "本地 GGUF 模型": "llamacpp"}
-MODES = {"混合检索": "hybrid", "仅 BM25": "bm25", "仅向量": "vector"}
+BACKENDS = {"离线抽取（默认）": Backend.EXTRACTIVE.value, "OpenAI 兼容接口": Backend.OPENAI.value, "本地 GGUF 模型": Backend.LLAMACPP.value}
+MODES = {"混合检索": RetrievalMode.HYBRID.value, "仅 BM25": RetrievalMode.BM25.value, "仅向量": RetrievalMode.VECTOR.value}
 
 CSS = """
 .cite-card {border:1px solid #d0d7de; border-radius:8px; padding:10px 12px; margin:8px 0; background:#fafbfc;}

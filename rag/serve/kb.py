@@ -10,8 +10,8 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import store
-from .settings import Settings
+from rag.index import store
+from rag.settings import Settings
 
 
 class UploadRejected(Exception):

@@ -6,15 +6,16 @@ import logging
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
-from .cleaning import normalize
-from .llm import ChatModels, LLMUnavailable, generate_stream, rewrite_with_llm
-from .models import Hit
-from .retrieval import Retriever
-from .sentences import (Scorer, coverage, place_mismatch, question_places, question_type, sentence_score,
+from rag.text import HAN, normalize
+from rag.answer.llm import ChatModels, LLMError, LLMUnavailable, generate_stream, rewrite_with_llm
+from rag.answer.verify import has_content, strip_placeholders, verify_citations
+from rag.models import Answer, Backend, Citation, Hit
+from rag.search.retrieval import Retriever
+from rag.ingest.places import place_mismatch, question_places
+from rag.answer.sentences import (Scorer, coverage, question_type, sentence_score,
                         split_sentences)
-from .settings import Settings
+from rag.settings import Settings
 
 log = logging.getLogger("kexie.answer")
 
@@ -22,48 +23,11 @@ REFUSAL = "根据现有资料未找到与该问题相关的内容。"
 MAX_ANSWER_CHARS = 260
 
 
-@dataclass
-class Citation:
-    n: int
-    source: str
-    page: int | None
-    heading: str
-    text: str  # the passage as indexed
-    support: list[str] = field(default_factory=list)  # sentences of the passage the answer relies on
-
-    def to_json(self) -> dict:
-        return {"n": self.n, "source": self.source, "page": self.page, "heading": self.heading, "text": self.text}
-
-
-@dataclass
-class Answer:
-    question: str
-    answer: str
-    refused: bool
-    citations: list[Citation]
-    retrieved: list[Hit]
-    standalone: str = ""
-    backend: str = "extractive"
-    notice: str = ""  # e.g. "LLM unreachable, fell back to offline answer"
-    evidence: float = 0.0  # IDF-weighted coverage of the question by the best passages
-    confidence: float = 0.0  # extractive: score of the best answering sentence
-    generation: str = ""  # the index generation the answer was served from
-    timings: dict[str, float] = field(default_factory=dict)
-
-    def to_json(self) -> dict:
-        return {
-            "answer": self.answer,
-            "refused": self.refused,
-            "citations": [c.to_json() for c in self.citations],
-            "retrieved": [h.to_json() for h in self.retrieved],
-        }
-
-
 # ---------------------------------------------------------------------------------------------
 # Multi-turn: rewrite a follow-up into a standalone question.
 _FOLLOWUP = re.compile(r"^(?:那|那么|那个|还有|另外|再说说|再问一下|同样地?)?(.{1,12}?)(?:呢|怎么样|如何|的情况|又如何)?[？?。!！]*$")
 _ORDINAL = re.compile(r"第([一二三四五六七八九十\d]+)(?:点|条|项|个)")
-_PLACE_IN_Q = re.compile(r"([\u4e00-\u9fff]{2,4}?)(市|省|县|区)")
+_PLACE_IN_Q = re.compile(f"([{HAN}]{{2,4}}?)(市|省|县|区)")
 _CN_DIGITS = {c: i for i, c in enumerate("零一二三四五六七八九十")}
 
 
@@ -147,12 +111,12 @@ class Assistant:
         """Yield partial Answers while an LLM streams; the last one is final and verified.
 
         `k`, `mode` and `llm` (endpoint settings) override the defaults for this question only."""
-        backend = backend or self.settings.answer_backend
+        backend = Backend.from_str(backend or self.settings.answer_backend).value
         llm = llm or self.settings
         timings: dict[str, float] = {}
         t = time.perf_counter()
         standalone = rewrite_followup(question, history or [])
-        if backend != "extractive" and history:
+        if backend != Backend.EXTRACTIVE and history:
             try:
                 standalone = rewrite_with_llm(self.llms, llm, question, history, backend) or standalone
             except Exception as e:  # the rule-based rewrite stands
@@ -160,8 +124,10 @@ class Assistant:
         timings["rewrite"] = time.perf_counter() - t
         t = time.perf_counter()
         snap = self.retriever.snapshot()  # one generation for the whole answer, even if a re-index commits meanwhile
-        hits = self.retriever.search(standalone, k or max(self.settings.top_k, 5), mode, snap=snap)
+        found = self.retriever.retrieve(standalone, k or max(self.settings.top_k, 5), mode, snap=snap)
+        hits = found.hits
         timings["retrieve"] = time.perf_counter() - t
+        timings.update({f"retrieve_{name}": sec for name, sec in found.timings.items()})
         scorer = self._scorer(snap)
         strength = self.evidence_strength(standalone, hits, scorer)
         base = Answer(question, "", False, [], hits, standalone, backend, evidence=strength, timings=timings,
@@ -170,7 +136,7 @@ class Assistant:
             yield self._refuse(base)
             return
         t = time.perf_counter()
-        if backend == "extractive":
+        if backend == Backend.EXTRACTIVE:
             result = self._extractive(base, scorer, snap.places)
             timings["generate"] = time.perf_counter() - t
             yield result
@@ -183,15 +149,24 @@ class Assistant:
                 yield base
             timings["generate"] = time.perf_counter() - t
             t = time.perf_counter()
-            final = self._from_llm_text(base, text, scorer)
+            final = self._from_llm_text(base, text)
             timings["verify"] = time.perf_counter() - t
+            if final is None:  # an empty answer never reaches the user
+                final = self._fallback(base, scorer, snap.places, "大模型没有给出可用的回答，已改用离线抽取式回答")
             yield final
         except LLMUnavailable as e:
-            fallback = self._extractive(base, scorer, snap.places)
-            fallback.backend = "extractive"
-            fallback.notice = f"大模型服务不可用（{e}），已改用离线抽取式回答"
             timings["generate"] = time.perf_counter() - t
-            yield fallback
+            yield self._fallback(base, scorer, snap.places, f"大模型服务不可用（{e}），已改用离线抽取式回答")
+        except LLMError as e:
+            timings["generate"] = time.perf_counter() - t
+            yield self._fallback(base, scorer, snap.places, f"{e}，已改用离线抽取式回答")
+
+    def _fallback(self, a: Answer, scorer: Scorer, gaz: frozenset[str], notice: str) -> Answer:
+        a.answer, a.citations, a.refused = "", [], False
+        out = self._extractive(a, scorer, gaz)
+        out.backend = Backend.EXTRACTIVE.value
+        out.notice = notice
+        return out
 
     # -- backends ---------------------------------------------------------------------------
     def _refuse(self, a: Answer) -> Answer:
@@ -258,13 +233,19 @@ class Assistant:
         a.citations = list(cites.values())
         return a
 
-    def _from_llm_text(self, a: Answer, text: str, scorer: Scorer) -> Answer:
-        from .verify import verify_citations
-
-        text = text.strip()
-        if not text or REFUSAL[:8] in text or "未找到" in text[:20]:
+    def _from_llm_text(self, a: Answer, text: str) -> Answer | None:
+        """The verified answer, the model's own refusal, or None when nothing usable is left."""
+        text = strip_placeholders(text).strip()
+        if REFUSAL[:8] in text or "未找到" in text[:20]:
             return self._refuse(a)
-        a.answer, a.citations = verify_citations(text, a.retrieved)
+        if not has_content(text):
+            return None
+        v = verify_citations(text, a.retrieved)
+        if not has_content(v.text):
+            return None
+        a.answer, a.citations = v.text, v.citations
+        if v.dropped:
+            a.notice = f"已删除 {len(v.dropped)} 句含有资料中没有的数字的内容"
         return a
 
 

@@ -7,16 +7,22 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import store
-from .bm25 import BM25Index
-from .embeddings import Embedder, load_embedder
-from .fusion import rrf
-from .models import Chunk, Hit
-from .settings import Settings
-from .tokenizer import Tokenizer
-from .vectors import VectorStore
+from rag.index import store
+from rag.index.bm25 import BM25Index
+from rag.index.embeddings import Embedder, load_embedder
+from rag.search.fusion import rrf
+from rag.models import Chunk, Hit, RetrievalMode
+from rag.settings import Settings
+from rag.index.tokenizer import Tokenizer
+from rag.index.vectors import StoreClosed, VectorStore
 
-MODES = ("hybrid", "bm25", "vector")
+
+@dataclass
+class Retrieval:
+    """One search's hits and the seconds each stage took (per call: concurrent searches never share)."""
+
+    hits: list[Hit]
+    timings: dict[str, float]
 
 
 class IndexNotReady(Exception):
@@ -61,7 +67,6 @@ class Retriever:
         self._lock = threading.Lock()  # loading a generation
         self._vectors_lock = threading.Lock()
         self._embedder_lock = threading.Lock()
-        self.timings: dict[str, float] = {}
 
     # -- lifecycle -----------------------------------------------------------------
     def snapshot(self, wait: bool = False) -> Snapshot:
@@ -87,14 +92,24 @@ class Retriever:
                 new = Snapshot.load(self.settings.index_dir, self._snap.tokenizer if self._snap else None)
                 if new.manifest.writer != store.writer_id() and not self.settings.chroma_host:
                     # Another process wrote this generation's vectors: this process's cached HNSW
-                    # cannot see them, so read through a view opened after that commit.
+                    # cannot see them, so read through a view opened after that commit. The old view
+                    # closes once the queries still running on it finish.
                     with self._vectors_lock:
                         self._view = new.manifest.generation
-                        self._vectors = None
+                        old, self._vectors = self._vectors, None
+                    if old is not None:
+                        old.retire()
                 self._snap = new
             return self._snap
         finally:
             self._lock.release()
+
+    def close(self) -> None:
+        """Release the vector store (and its alias link); the retriever reopens it if used again."""
+        with self._vectors_lock:
+            old, self._vectors = self._vectors, None
+        if old is not None:
+            old.close()
 
     def loaded_tokenizer(self) -> Tokenizer | None:
         """The tokenizer of the generation in memory, if any (an indexer in this process copies it)."""
@@ -131,8 +146,9 @@ class Retriever:
             # Opening Chroma from several threads at once races inside chromadb: one opener.
             with self._vectors_lock:
                 if self._vectors is None:
-                    s = self.settings
-                    self._vectors = VectorStore.open(s.chroma_dir, s.embedding_model, s.chroma_host, s.chroma_port, self._view)
+                    s, m = self.settings, self._manifest()
+                    self._vectors = VectorStore.open(s.chroma_dir, s.embedding_model, s.chroma_host, s.chroma_port,
+                                                     self._view, kb_id=m.kb_id if m else "")
                 vs = self._vectors
         return vs
 
@@ -140,41 +156,49 @@ class Retriever:
     def bm25_ranking(self, snap: Snapshot, query: str, n: int) -> list[tuple[int, float]]:
         return snap.bm25.search(snap.tokenizer.tokens(query), n)
 
-    def vector_ranking(self, snap: Snapshot, query: str, n: int) -> list[tuple[int, float]]:
+    def vector_ranking(self, snap: Snapshot, query: str, n: int, timings: dict[str, float] | None = None) -> list[tuple[int, float]]:
         t = time.perf_counter()
         q = self.embedder.embed_query(query)
-        self.timings["embed_query"] = time.perf_counter() - t
+        if timings is not None:
+            timings["embed_query"] = time.perf_counter() - t
+        k = min(n + 10, len(snap.by_id))
+        try:
+            found = self.vectors.query(q, k)
+        except StoreClosed:  # a newer view replaced the store between picking it up and querying it
+            found = self.vectors.query(q, k)
         out: list[tuple[int, float]] = []
         # Chroma may hold vectors of an uncommitted or newer generation: keep only ours.
-        for cid, sim in self.vectors.query(q, min(n + 10, len(snap.by_id))):
+        for cid, sim in found:
             for i in snap.by_id.get(cid, ()):
                 out.append((i, sim))
         return out[:n]
 
     def search(self, query: str, k: int | None = None, mode: str | None = None, snap: Snapshot | None = None) -> list[Hit]:
+        """The k best chunks, best first (see `retrieve` for the per-stage timings too)."""
+        return self.retrieve(query, k, mode, snap).hits
+
+    def retrieve(self, query: str, k: int | None = None, mode: str | None = None, snap: Snapshot | None = None) -> Retrieval:
+        """Hits and this call's timings. `Hit.score` is the fused (RRF) score in every mode, so it means
+        the same thing whichever retrievers ran; each retriever's own score is in bm25_score / vector_score."""
         s = self.settings
         k = k or s.top_k
-        mode = mode or s.retrieval_mode
-        if mode not in MODES:
-            raise ValueError(f"未知的检索模式：{mode}（可选：{' / '.join(MODES)}）")
+        mode = RetrievalMode.from_str(mode or s.retrieval_mode)
         snap = snap or self.snapshot()
+        timings: dict[str, float] = {}
         if not snap.chunks or not query.strip():
-            return []
+            return Retrieval([], timings)
         n = max(s.candidates, k)
         t = time.perf_counter()
-        bm = self.bm25_ranking(snap, query, n) if mode in ("hybrid", "bm25") else []
-        self.timings["bm25"] = time.perf_counter() - t
+        bm = self.bm25_ranking(snap, query, n) if mode in (RetrievalMode.HYBRID, RetrievalMode.BM25) else []
+        timings["bm25"] = time.perf_counter() - t
         t = time.perf_counter()
-        vec = self.vector_ranking(snap, query, n) if mode in ("hybrid", "vector") else []
-        self.timings["vector"] = time.perf_counter() - t
+        vec = self.vector_ranking(snap, query, n, timings) if mode in (RetrievalMode.HYBRID, RetrievalMode.VECTOR) else []
+        timings["vector"] = time.perf_counter() - t
         bm_rank = {i: (r, sc) for r, (i, sc) in enumerate(bm, 1)}
         vec_rank = {i: (r, sc) for r, (i, sc) in enumerate(vec, 1)}
-        if mode == "bm25":
-            fused = bm
-        elif mode == "vector":
-            fused = vec
-        else:
-            fused = rrf([[i for i, _ in bm], [i for i, _ in vec]], k=s.rrf_k, weights=[s.bm25_weight, s.vector_weight])
+        runs = {RetrievalMode.HYBRID: [(bm, s.bm25_weight), (vec, s.vector_weight)],
+                RetrievalMode.BM25: [(bm, s.bm25_weight)], RetrievalMode.VECTOR: [(vec, s.vector_weight)]}[mode]
+        fused = rrf([[i for i, _ in ranking] for ranking, _ in runs], k=s.rrf_k, weights=[w for _, w in runs])
         hits = []
         for rank, (i, score) in enumerate(fused[:k], 1):
             b, v = bm_rank.get(i), vec_rank.get(i)
@@ -182,4 +206,4 @@ class Retriever:
                 Hit(snap.chunks[i], score, b[0] if b else None, v[0] if v else None,
                     b[1] if b else None, v[1] if v else None, rank)
             )
-        return hits
+        return Retrieval(hits, timings)

@@ -17,11 +17,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .bm25 import BM25Index
-from .models import Chunk
+from rag.index.bm25 import BM25Index
+from rag.models import Chunk
 
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
+# 2: the manifest names the knowledge base (kb_id), whose id is part of its Chroma collection's name.
+FORMAT_VERSION = 2
+IDENTITY = "kb_id"
 
 
 @dataclass
@@ -34,6 +36,8 @@ class FileRecord:
     chunks: int = 0
     indexed_at: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    scanned_pages: list[int] = field(default_factory=list)  # pages without text, left out while OCR was off
+    ocr_pages: int = 0  # pages whose text came from OCR
 
 
 @dataclass
@@ -50,6 +54,7 @@ class Manifest:
     files: dict[str, FileRecord] = field(default_factory=dict)
     version: int = FORMAT_VERSION
     updated_at: float = 0.0
+    kb_id: str = ""  # this knowledge base's identity: its vectors live in collections named after it
 
     @classmethod
     def read(cls, index_dir: Path) -> "Manifest | None":
@@ -66,6 +71,30 @@ class Manifest:
         data = dict(self.__dict__)
         data["files"] = {k: v.__dict__ for k, v in sorted(self.files.items())}
         atomic_write(index_dir / MANIFEST, json.dumps(data, ensure_ascii=False, indent=1))
+
+
+def kb_identity(index_dir: Path, create: bool = False) -> str:
+    """The knowledge base's identity, so bases sharing one Chroma server never touch each other's vectors.
+
+    Written to its own file before the first vector (an interrupted first run keeps it); the manifest
+    records it at every commit. '' when there is none and `create` is false."""
+    p = index_dir / IDENTITY
+    if p.is_file():
+        kb = p.read_text(encoding="utf-8").strip()
+        if kb:
+            return kb
+    m = Manifest.read(index_dir)
+    if m and m.kb_id:
+        atomic_write(p, m.kb_id)  # a copied index without its id file keeps the manifest's
+        return m.kb_id
+    if not create:
+        return ""
+    import uuid
+
+    index_dir.mkdir(parents=True, exist_ok=True)
+    kb = uuid.uuid4().hex[:16]
+    atomic_write(p, kb)
+    return kb
 
 
 def writer_id() -> str:
@@ -107,7 +136,7 @@ def write_generation(
             f.write(json.dumps(c.to_dict(), ensure_ascii=False) + "\n")
     with open(tmp / "tokens.jsonl", "w", encoding="utf-8") as f:
         for c, t in zip(chunks, tokens):
-            f.write(json.dumps([c.id, " ".join(t)], ensure_ascii=False) + "\n")
+            f.write(json.dumps([c.token_key, " ".join(t)], ensure_ascii=False) + "\n")
     (tmp / "userdict.txt").write_text("\n".join(user_words), encoding="utf-8")
     (tmp / "places.txt").write_text("\n".join(places), encoding="utf-8")
     checks = sorted((place_checks or {}).items())
@@ -148,7 +177,7 @@ def read_places(gen_dir: Path) -> list[str]:
 
 
 def read_place_checks(gen_dir: Path) -> dict[str, bool]:
-    """Place-word decisions of a generation (see sentences.gazetteer); empty for older generations."""
+    """Place-word decisions of a generation (see places.gazetteer); empty for older generations."""
     return {w: ok == "1" for w, _, ok in (line.partition("\t") for line in _read_lines(gen_dir / "place_checks.txt"))}
 
 

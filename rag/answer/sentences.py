@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import math
 import re
-from collections import Counter
 from dataclasses import dataclass
 
-from .cleaning import CLOSERS, TERMINAL, normalize
-from .tokenizer import Tokenizer
+from rag.text import CLOSERS, TERMINAL, normalize
+from rag.index.tokenizer import Tokenizer
 
 _SPLIT = re.compile(rf"[^{TERMINAL}\n]*(?:[{TERMINAL}]+[{CLOSERS}]*|\n|$)")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*\s*(?:余|多|万|亿|千|百)?")
@@ -67,82 +66,6 @@ def coverage(weights: dict[str, float], text: str) -> float:
         return 0.0
     t = normalize(text).lower()
     return sum(w for tok, w in weights.items() if tok in t) / total
-
-
-_PLACE_ORG = re.compile(r"(?:回族|壮族|维吾尔)?(?:市|省|自治区)(?:科协|科学技术协会)")
-_PLACE_SUFFIX = re.compile(r"市|省|回族|壮族|维吾尔")
-_PLACE_Q = re.compile(r"([\u4e00-\u9fff]{2,3}?)(?:市|省)")
-_NOT_PLACE_END = set("全本我该各在和省市县区")
-
-
-def gazetteer(texts, tokenizer, checked: dict[str, bool] | None = None) -> list[str]:
-    """Place names the corpus itself uses for a 科协 ("青岛市科协" -> 青岛), to tell 青岛's figures from 济宁's.
-
-    `texts` are in indexing form (`Chunk.index_text`, already normalised).
-
-    `checked`: part-of-speech decisions already made with the same dictionary (read, and extended
-    with new ones), so a re-index does not load jieba's tagger for names it has judged before.
-
-    Before each "市科协/省科协" the 2- or 3-character name is the one the corpus uses most often
-    in front of 市/省 ("连云港" over "云港", "青岛" over "程青岛" from "新征程青岛市")."""
-    text = "\n".join(texts)
-    candidates: set[str] = set()
-    for m in _PLACE_ORG.finditer(text):
-        i = m.start()
-        for n in (2, 3):
-            pre = text[max(0, i - n) : i]
-            if len(pre) == n and re.fullmatch(r"[\u4e00-\u9fff]+", pre) and pre[-1] not in _NOT_PLACE_END:
-                candidates.add(pre)
-    # How often each candidate stands right before 市/省/…: one pass over those suffixes, not one regex per candidate.
-    before: Counter[str] = Counter()
-    for m in _PLACE_SUFFIX.finditer(text):
-        i = m.start()
-        before[text[max(0, i - 2) : i]] += 1
-        before[text[max(0, i - 3) : i]] += 1
-    count = {c: before[c] for c in candidates}
-    names = set()
-    for c in candidates:
-        if count[c] < 2:
-            continue
-        longer = [d for d in candidates if len(d) > len(c) and d.endswith(c) and count[d] >= 0.8 * count[c]]
-        shorter = [d for d in candidates if len(d) < len(c) and c.endswith(d) and count[d] > 1.5 * count[c]]
-        if not longer and not shorter:
-            names.add(c)
-    # jieba's part-of-speech tags keep places and proper names ("代表", "年度" before "市科协" are not).
-    checked = {} if checked is None else checked
-    for n in names:
-        if n not in checked:
-            checked[n] = tokenizer.is_place_word(n)
-    return sorted(n for n in names if checked[n])
-
-
-def places_in(text: str, gaz: frozenset[str]) -> set[str]:
-    t = normalize(text)
-    return {g for g in gaz if g in t}
-
-
-def question_places(q: str, gaz: frozenset[str]) -> set[str]:
-    """Known places in the question, plus unknown ones it names as "XX市/XX省" (烟台市)."""
-    found = places_in(q, gaz)
-    for m in _PLACE_Q.finditer(normalize(q)):
-        name = m.group(1)
-        # "我省" "全市" "各市" name no place, as in the gazetteer ("请问我省…" must not yield "问我").
-        if name[-1] in _NOT_PLACE_END or any(name.endswith(g) or g.endswith(name) for g in found):
-            continue
-        found.add(name[-2:])
-    return found
-
-
-def place_mismatch(qplaces: set[str], sentence: str, heading: str, title: str, gaz: frozenset[str]) -> bool:
-    """The question names a place and the sentence is about another one (nearest context wins:
-    the sentence itself, else its heading, else its document)."""
-    if not qplaces:
-        return False
-    for ctx in (sentence, heading, title):
-        found = places_in(ctx, gaz)
-        if found:
-            return not (found & qplaces)
-    return False
 
 
 def sentence_score(sentence: str, weights: dict[str, float], qt: QuestionType, context: str = "") -> float:

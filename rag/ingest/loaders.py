@@ -7,7 +7,8 @@ import re
 import zipfile
 from pathlib import Path
 
-from .models import Document, Page
+from rag.models import Document, Page
+from rag.text import HAN, HAN_CHAR
 
 SUPPORTED = (".txt", ".md", ".markdown", ".pdf", ".docx")
 # A .docx is a zip; refuse archives that would expand past this (zip bombs).
@@ -91,7 +92,7 @@ def decode_text(data: bytes) -> str:
     return _check_text("\n".join(_decode_line(line) for line in data.split(b"\n")))
 
 
-_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
+_HAN = HAN_CHAR
 
 
 def _prefer_gbk_if_plausible(data: bytes, text: str) -> str:
@@ -296,7 +297,7 @@ def _load_pdf(path: Path, source: str, ocr: bool) -> Document:
         if not ocr:
             scanned.append(i)
             continue
-        from .ocr import OcrUnavailable, ocr_pdf_page
+        from rag.ingest.ocr import OcrUnavailable, ocr_pdf_page
 
         try:
             text = ocr_pdf_page(path, i)
@@ -312,14 +313,14 @@ def _load_pdf(path: Path, source: str, ocr: bool) -> Document:
             warnings.append(f"第 {i} 页没有文字层，OCR 也未识别出文字")
     if scanned:
         if not pages:
-            raise Skipped("PDF 没有文字层（可能是扫描件或图片），可在设置中开启 OCR（ocr = true）后重建索引（kexie index --rebuild）")
+            raise Skipped("PDF 没有文字层（可能是扫描件或图片），可在设置中开启 OCR（ocr = true）后重新索引（kexie index）")
         warnings.append(f"第 {_page_list(scanned)} 页没有文字层（可能是扫描图片），未开启 OCR，这些页未索引")
     if not pages:
         if broken:
             raise LoadError(f"PDF 内容损坏，所有页面都无法提取文字（第 {_page_list(broken)} 页）")
         if not ocr:
             raise Skipped("PDF 中没有文字（页面为空白）")
-    return Document(source, pages, warnings)
+    return Document(source, pages, warnings, scanned_pages=scanned)
 
 
 def _page_list(numbers: list[int]) -> str:
@@ -380,14 +381,14 @@ def _drop_invisible_text(page) -> bool:
     return changed
 
 
-_DOUBLED = re.compile(r"([\u4e00-\u9fff])\1")
+_DOUBLED = re.compile(f"([{HAN}])\\1")
 
 
 def undouble_glyphs(text: str) -> tuple[str, bool]:
     """Collapse glyphs doubled by fake-bold PDFs ("监监制制"), only where doubling dominates a line."""
     out, fixed = [], False
     for line in text.split("\n"):
-        cjk = len(re.findall(r"[\u4e00-\u9fff]", line))
+        cjk = len(HAN_CHAR.findall(line))
         doubled = len(_DOUBLED.findall(line))
         # Real Chinese has few doubled characters (常常, 人人); a doubled line has one per two glyphs.
         if cjk >= 6 and doubled * 2 >= cjk * 0.6:

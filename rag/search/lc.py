@@ -9,7 +9,7 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict
 
-from .retrieval import Retriever
+from rag.search.retrieval import Retriever
 
 
 class KexieRetriever(BaseRetriever):

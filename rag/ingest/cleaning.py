@@ -6,15 +6,12 @@ Display text keeps the original characters; `normalize` gives the form used for 
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass
 
-from .models import Page
+from rag.models import Page
+from rag.text import CLOSERS, HAN, TERMINAL, normalize
 
-# Sentence-final punctuation (full and half width) and closing quotes/brackets that may follow it.
-TERMINAL = "。！？；!?;…"
-CLOSERS = "”’」』）)】》\"'"
-_CJK_OR_DIGIT = re.compile(r"[\u4e00-\u9fff0-9０-９a-zA-Z%％“‘（(]")
+_CJK_OR_DIGIT = re.compile(f"[{HAN}0-9０-９a-zA-Z%％“‘（(]")
 _MARKER = re.compile(
     r"^(#{1,6}\s|第[一二三四五六七八九十百零〇\d]+[编章节条]|[一二三四五六七八九十]+[、.．]|（[一二三四五六七八九十\d]+）|\(\d+\)|\d+[.、．)]|[■●◆▲★※·•\-*]\s?)"
 )
@@ -29,15 +26,6 @@ class Para:
     page: int | None
     ocr: bool = False
 
-
-def normalize(text: str) -> str:
-    """Indexing form: NFKC (full-width letters/digits/punctuation to half width), collapsed whitespace,
-    no spaces between CJK characters (OCR inserts them)."""
-    t = unicodedata.normalize("NFKC", text)
-    t = t.replace("\u3000", " ")
-    t = re.sub(r"[ \t\f\v\r\n]+", " ", t)
-    t = re.sub(r"(?<=[\u4e00-\u9fff]) (?=[\u4e00-\u9fff])", "", t)
-    return t.strip()
 
 
 def _ends_sentence(text: str) -> bool:

@@ -7,7 +7,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 
-from .cleaning import normalize
+from rag.text import HAN, has_han, normalize
 
 # Function words and question words carry no topical signal; punctuation is dropped separately.
 STOPWORDS = frozenset(
@@ -20,7 +20,7 @@ STOPWORDS = frozenset(
     认为 觉得 知道 问 问题 一般 主要是 都是 是从 开始""".split()
 )
 # "几支" "几位" "哪一年" "多少钱": interrogative + measure word, no topical signal either.
-_INTERROGATIVE = re.compile(r"^(?:几|哪|多少)[\u4e00-\u9fff]{0,2}$")
+_INTERROGATIVE = re.compile(f"^(?:几|哪|多少)[{HAN}]{{0,2}}$")
 _PUNCT = re.compile(r"^[\W_]+$", re.UNICODE)
 _QUOTED = re.compile(r"[“「『\"]([^“”「」『』\"\s，。、；：！？,.;:!?（）()]{2,12})[”」』\"]")
 
@@ -30,7 +30,7 @@ def quoted_terms(texts: Iterable[str], min_count: int = 1) -> list[str]:
     counts: Counter[str] = Counter()
     for t in texts:
         for term in _QUOTED.findall(normalize_quotes(t)):
-            if not term.isdigit() and re.search(r"[\u4e00-\u9fff]", term):
+            if not term.isdigit() and has_han(term):
                 counts[term] += 1
     return sorted(t for t, n in counts.items() if n >= min_count)
 

@@ -1,0 +1,1 @@
+"""Retrieved passages to a grounded, cited answer (offline or through an LLM)."""

@@ -1,0 +1,1 @@
+"""Files to clean paragraphs and chunks: loaders, cleaning, OCR, chunking."""

@@ -1,0 +1,116 @@
+"""Place names: which 'XX市/XX省' a text is about, the corpus's own gazetteer, and the question's places.
+
+One module for every place rule, so the exclusion lists (城市, 全市, 我省…) live in one place.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+from rag.text import HAN, is_han, normalize
+
+_NOT_PLACES = {"城市", "全市", "本市", "该市", "各市", "县市", "超市", "上市", "股市", "门市", "我市", "省市", "强市",
+               "全省", "本省", "我省", "各省", "外省", "该省", "分省", "强省", "代表市", "发挥市"}
+
+
+def place_counts(text: str) -> Counter[str]:
+    """Counts of 'XX市'/'XX省' candidates (2-3 characters before 市/省), common words excluded."""
+    t = normalize(text)
+    counts: Counter[str] = Counter()
+    for m in re.finditer(r"[市省](?!场|民|委|政府|级|区|县)", t):
+        i = m.start()
+        for n in (2, 3):
+            cand = t[i - n : i + 1]
+            if len(cand) == n + 1 and is_han(cand) and cand not in _NOT_PLACES and cand[-2:] not in _NOT_PLACES:
+                counts[cand] += 1
+    return counts
+
+
+def dominant_place(text: str) -> str:
+    """Most frequent place name in the text (at least 3 times), or ''."""
+    counts = place_counts(text)
+    if not counts:
+        return ""
+    top = counts.most_common(1)[0][1]
+    if top < 3:
+        return ""
+    # "连云港市" and "云港市" tie: the longest near-top candidate is the full name.
+    best = max((c for c, n in counts.items() if n >= 0.9 * top), key=lambda c: (len(c), counts[c]))
+    return best
+
+
+_PLACE_ORG = re.compile(r"(?:回族|壮族|维吾尔)?(?:市|省|自治区)(?:科协|科学技术协会)")
+_PLACE_SUFFIX = re.compile(r"市|省|回族|壮族|维吾尔")
+_PLACE_Q = re.compile(f"([{HAN}]{{2,3}}?)(?:市|省)")
+_NOT_PLACE_END = set("全本我该各在和省市县区")
+
+
+def gazetteer(texts, tokenizer, checked: dict[str, bool] | None = None) -> list[str]:
+    """Place names the corpus itself uses for a 科协 ("青岛市科协" -> 青岛), to tell 青岛's figures from 济宁's.
+
+    `texts` are in indexing form (`Chunk.index_text`, already normalised).
+
+    `checked`: part-of-speech decisions already made with the same dictionary (read, and extended
+    with new ones), so a re-index does not load jieba's tagger for names it has judged before.
+
+    Before each "市科协/省科协" the 2- or 3-character name is the one the corpus uses most often
+    in front of 市/省 ("连云港" over "云港", "青岛" over "程青岛" from "新征程青岛市")."""
+    text = "\n".join(texts)
+    candidates: set[str] = set()
+    for m in _PLACE_ORG.finditer(text):
+        i = m.start()
+        for n in (2, 3):
+            pre = text[max(0, i - n) : i]
+            if len(pre) == n and is_han(pre) and pre[-1] not in _NOT_PLACE_END:
+                candidates.add(pre)
+    # How often each candidate stands right before 市/省/…: one pass over those suffixes, not one regex per candidate.
+    before: Counter[str] = Counter()
+    for m in _PLACE_SUFFIX.finditer(text):
+        i = m.start()
+        before[text[max(0, i - 2) : i]] += 1
+        before[text[max(0, i - 3) : i]] += 1
+    count = {c: before[c] for c in candidates}
+    names = set()
+    for c in candidates:
+        if count[c] < 2:
+            continue
+        longer = [d for d in candidates if len(d) > len(c) and d.endswith(c) and count[d] >= 0.8 * count[c]]
+        shorter = [d for d in candidates if len(d) < len(c) and c.endswith(d) and count[d] > 1.5 * count[c]]
+        if not longer and not shorter:
+            names.add(c)
+    # jieba's part-of-speech tags keep places and proper names ("代表", "年度" before "市科协" are not).
+    checked = {} if checked is None else checked
+    for n in names:
+        if n not in checked:
+            checked[n] = tokenizer.is_place_word(n)
+    return sorted(n for n in names if checked[n])
+
+
+def places_in(text: str, gaz: frozenset[str]) -> set[str]:
+    t = normalize(text)
+    return {g for g in gaz if g in t}
+
+
+def question_places(q: str, gaz: frozenset[str]) -> set[str]:
+    """Known places in the question, plus unknown ones it names as "XX市/XX省" (烟台市)."""
+    found = places_in(q, gaz)
+    for m in _PLACE_Q.finditer(normalize(q)):
+        name = m.group(1)
+        # "我省" "全市" "各市" name no place, as in the gazetteer ("请问我省…" must not yield "问我").
+        if name[-1] in _NOT_PLACE_END or any(name.endswith(g) or g.endswith(name) for g in found):
+            continue
+        found.add(name[-2:])
+    return found
+
+
+def place_mismatch(qplaces: set[str], sentence: str, heading: str, title: str, gaz: frozenset[str]) -> bool:
+    """The question names a place and the sentence is about another one (nearest context wins:
+    the sentence itself, else its heading, else its document)."""
+    if not qplaces:
+        return False
+    for ctx in (sentence, heading, title):
+        found = places_in(ctx, gaz)
+        if found:
+            return not (found & qplaces)
+    return False

@@ -1,0 +1,1 @@
+"""Queries over a generation: BM25 and vectors fused."""
