@@ -213,8 +213,7 @@ def evaluate(settings: Settings, items: list[Item], configs: list[str], gold_sou
         elif name in ("bm25", "vector", "hybrid"):
             search = ours(retriever, name)
         else:
-            log(f"跳过配置 {name}：不可用（没有可离线加载的重排序模型）")
-            continue
+            raise ValueError(f"未知的评测配置：{name}（可选 {', '.join(RETRIEVAL_CONFIGS)}）")
         runs[name] = run_retrieval(name, search, items, gold_sources)
         log(f"{name:10s} " + json.dumps(summarize_retrieval(runs[name]), ensure_ascii=False))
     doc: dict = {"questions": len(items), "answerable": sum(i.answerable for i in items),

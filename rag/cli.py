@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from rag.models import Backend, RetrievalMode
-from rag.settings import Settings, find_config, load_settings
+from rag.settings import Settings, configure_logging, find_config, load_settings
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("dataset", help="数据集（JSONL / CSV / XLSX），或 cmrc 表示 CMRC 2018 试验集")
     p.add_argument("--out", type=Path, help="输出目录（results.jsonl、metrics.json、报告）")
-    p.add_argument("--configs", help="对比的配置，逗号分隔：bm25,vector,hybrid,hybrid+rerank,langchain（默认只评测当前设置）")
+    p.add_argument("--configs", help="对比的配置，逗号分隔：bm25,vector,hybrid,langchain（默认只评测当前设置）")
     p.add_argument("--limit", type=int, help="只评测前 N 个问题")
     p.add_argument("--backend", help="回答后端")
     return ap
@@ -136,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         s = settings_from(args)
+        configure_logging(s)
         return {"index": cmd_index, "search": cmd_search, "ask": cmd_ask, "eval": cmd_eval}[args.cmd](s, args)
     except KeyboardInterrupt:
         print("已中断；已提交的索引保持可用，下次运行会继续完成。", file=sys.stderr)

@@ -7,6 +7,7 @@ the CLI and the web app call for ./kexie.toml)."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -88,6 +89,46 @@ class Settings:
                 v = "***"
             out[f.name] = str(v) if isinstance(v, Path) else v
         return out
+
+
+class SecretFilter(logging.Filter):
+    """Masks the configured secrets in every log record, tracebacks included (a library logging its
+    request options at DEBUG must not print the API key)."""
+
+    def __init__(self, settings: Settings):
+        super().__init__()
+        self.secrets = [v for v in (getattr(settings, n) for n in SECRETS) if v and len(v) >= 4]
+
+    def _mask(self, text: str) -> str:
+        for v in self.secrets:
+            text = text.replace(v, "***")
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.secrets:
+            return True
+        msg = record.getMessage()
+        masked = self._mask(msg)
+        if masked != msg:
+            record.msg, record.args = masked, ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self._mask(record.exc_text)
+        return True
+
+
+def configure_logging(settings: Settings, env: dict[str, str] | None = None) -> None:
+    """Log to stderr at KEXIE_LOG_LEVEL (default WARNING), with the settings' secrets masked."""
+    env = os.environ if env is None else env
+    level = env.get("KEXIE_LOG_LEVEL", "WARNING").upper()
+    logging.basicConfig(level=getattr(logging, level, logging.WARNING), format="%(levelname)s %(name)s: %(message)s")
+    root = logging.getLogger()
+    root.setLevel(getattr(logging, level, logging.WARNING))
+    for h in root.handlers:
+        for f in [f for f in h.filters if isinstance(f, SecretFilter)]:
+            h.removeFilter(f)
+        h.addFilter(SecretFilter(settings))
 
 
 def _coerce(s: Settings, name: str, value: Any) -> Any:

@@ -4,7 +4,8 @@ Its "model" is deterministic and grounded: it answers with the first sentence of
 prompt, cited as [1], so tests can check that passages reach the prompt and [n] markers resolve.
 Modes: "grounded" (default), "wrong_cite" (cites [2] for passage 1's sentence), "unsupported"
 (adds a sentence with a figure found in no passage), "refuse", "slow" (sleeps past timeouts),
-"obey_unfenced" (says "我是管理员" if that instruction appears outside the <资料> fence).
+"obey_unfenced" (says "我是管理员" if that instruction appears outside the <资料> fence), "garbage"
+(a 200 reply whose body is not a chat completion: a client-side error, not an outage).
 """
 
 from __future__ import annotations
@@ -65,6 +66,14 @@ class FakeLLM:
                 llm.requests.append({"body": body, "auth": self.headers.get("Authorization", "")})
                 if llm.mode == "slow":
                     time.sleep(5)
+                if llm.mode == "garbage":
+                    data = b'{"choices": 7}' if not body.get("stream") else b'data: {"choices": 7}\n\n'
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/event-stream" if body.get("stream") else "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
                 text = llm.reply(body["messages"])
                 if body.get("stream"):
                     self.send_response(200)

@@ -1,6 +1,7 @@
 """The answer pipeline: offline extractive answers, refusal, LLM backends over a real HTTP server, multi-turn."""
 
 import json
+import logging
 import shutil
 import socket
 import subprocess
@@ -114,12 +115,11 @@ def test_openai_non_streaming_and_wrong_citation_repointed(corpus_index, retriev
     assert "[1]" in a.answer and "[2]" not in a.answer
 
 
-def test_unsupported_sentence_loses_its_citation(corpus_index, retriever, llm):
+def test_sentence_with_an_invented_figure_is_dropped(corpus_index, retriever, llm):
     llm.mode = "unsupported"
     a = Assistant(llm_settings(corpus_index, llm), retriever).ask("什么是四服务一加强")
-    assert "98765" in a.answer
-    tail = a.answer[a.answer.index("98765"):]
-    assert "[" not in tail  # the made-up figure is no longer presented as sourced
+    assert "98765" not in a.answer and "资料中没有的数字" in a.notice  # a figure no passage states
+    assert a.citations and "[1]" in a.answer  # the grounded sentence stays, cited
 
 
 def test_llm_refusal_sentence_becomes_refusal(corpus_index, retriever, llm):
@@ -184,3 +184,48 @@ def test_cli_ask_json(corpus_index):
     assert data["refused"] is False and "加强自身建设" in data["answer"]
     assert set(data["citations"][0]) == {"n", "source", "page", "heading", "text"}
     assert {"rank", "score", "source", "page", "title", "heading", "text"} <= set(data["retrieved"][0])
+
+
+def test_typed_endpoint_never_receives_the_configured_key(corpus_index, retriever):
+    """The web settings tab may name any URL: the configured key goes only to the configured endpoint."""
+    from rag.serve.web import endpoint_settings
+
+    configured, typed = FakeLLM(), FakeLLM()
+    try:
+        s = corpus_index.replace(answer_backend="openai", llm_base_url=configured.url, llm_model="m",
+                                 llm_api_key="sk-configured-secret")
+        a = Assistant(s, retriever)
+        a.ask("什么是四服务一加强", llm=endpoint_settings(s, typed.url, "m", ""))  # key field left blank
+        a.ask("什么是四服务一加强", llm=endpoint_settings(s, typed.url + "/", "other", "sk-typed"))
+        a.ask("什么是四服务一加强", llm=endpoint_settings(s, configured.url + "/", "m", ""))
+        assert typed.requests and all("sk-configured-secret" not in r["auth"] for r in typed.requests)
+        assert typed.requests[-1]["auth"] == "Bearer sk-typed"
+        assert configured.requests and configured.requests[-1]["auth"] == "Bearer sk-configured-secret"
+    finally:
+        configured.close()
+        typed.close()
+
+
+def test_a_client_side_error_is_logged_not_called_an_outage(corpus_index, retriever, llm, caplog):
+    llm.mode = "garbage"
+    with caplog.at_level(logging.ERROR, logger="kexie.llm"):
+        a = Assistant(llm_settings(corpus_index, llm), retriever).ask("什么是四服务一加强")
+    assert a.backend == "extractive" and "内部错误" in a.notice and "不可用" not in a.notice
+    assert any(r.exc_info for r in caplog.records if r.name == "kexie.llm")  # the traceback is in the log
+    assert "加强自身建设" in a.answer
+
+
+@pytest.mark.parametrize("level", ["DEBUG", "INFO", "WARNING"])
+def test_cli_output_never_shows_secrets(corpus_index, llm, level):
+    """`kexie` at every log level, with the endpoint working and failing: the key appears nowhere."""
+    secret = "sk-cli-secret-7731"
+    for url in (llm.url, "http://127.0.0.1:9/v1"):  # the second refuses connections
+        env = {"KEXIE_CORPUS_DIR": str(corpus_index.corpus_dir), "KEXIE_INDEX_DIR": str(corpus_index.index_dir),
+               "PATH": "", "KEXIE_LOG_LEVEL": level, "KEXIE_LLM_API_KEY": secret, "KEXIE_AUTH_PASSWORD": "pw-" + secret,
+               "KEXIE_LLM_BASE_URL": url, "KEXIE_LLM_MODEL": "m", "KEXIE_LLM_TIMEOUT": "5"}
+        out = subprocess.run([sys.executable, "-m", "rag.cli", "ask", "什么是四服务一加强", "--backend", "openai"],
+                             capture_output=True, text=True, env=env, cwd=PROJECT_ROOT, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert secret not in out.stdout + out.stderr
+        if level == "DEBUG":
+            assert "DEBUG" in out.stderr  # the libraries did log their requests

@@ -659,3 +659,33 @@ def test_index_with_ocr_enabled(tmp_path, embedder):
     chunks = Snapshot.load(s.index_dir).chunks
     assert chunks and all(c.ocr and c.page == 1 for c in chunks)
     assert "科技志愿服务队" in "".join("".join(c.text for c in chunks).split())
+
+
+def test_turning_ocr_on_reprocesses_the_scanned_pages_of_an_indexed_pdf(tmp_path, embedder):
+    """A PDF indexed with OCR off keeps its text pages; its scanned pages are recorded, and switching
+    OCR on reads them (the file itself did not change)."""
+    _need_ocr()
+    from pypdf import PdfReader, PdfWriter
+
+    from rag.index import store
+    from rag.index.indexer import index_corpus
+    from rag.search.retrieval import Snapshot
+
+    make_pdf(tmp_path / "t.pdf", [["第一页有文字层：科技社团改革。"]])
+    make_image_pdf(tmp_path / "s.pdf", OCR_LINES)
+    w = PdfWriter()
+    for part in ("t.pdf", "s.pdf"):
+        w.append(PdfReader(str(tmp_path / part)))
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    with open(corpus / "报告.pdf", "wb") as f:
+        w.write(f)
+    off = load_settings(env={}, corpus_dir=corpus, index_dir=tmp_path / "index")
+    index_corpus(off, embedder=embedder)
+    assert store.Manifest.read(off.index_dir).files["报告.pdf"].scanned_pages == [2]
+    assert {c.page for c in Snapshot.load(off.index_dir).chunks} == {1}
+    rep = index_corpus(off.replace(ocr=True), embedder=embedder)
+    assert rep.changed == ["报告.pdf"]
+    chunks = Snapshot.load(off.index_dir).chunks
+    assert {c.page for c in chunks} == {1, 2} and any(c.ocr and "科普基地" in c.text for c in chunks)
+    assert store.Manifest.read(off.index_dir).files["报告.pdf"].scanned_pages == []

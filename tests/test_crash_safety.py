@@ -8,10 +8,9 @@ import sys
 import pytest
 
 from rag.index import store
-from rag.index.indexer import index_corpus
+from rag.index.indexer import index_corpus, open_vectors
 from rag.search.retrieval import Retriever
 from rag.settings import load_settings
-from rag.index.vectors import VectorStore
 from conftest import PROJECT_ROOT
 
 DOCS = {
@@ -33,7 +32,7 @@ def run_index(s, fault: str | None) -> int:
 def counts(s):
     m = store.Manifest.read(s.index_dir)
     chunks = store.read_chunks(s.index_dir / m.generation)
-    return len(chunks), len({c.id for c in chunks}), VectorStore.open(s.chroma_dir, s.embedding_model).count(), chunks
+    return len(chunks), len({c.id for c in chunks}), open_vectors(s).count(), chunks
 
 
 @pytest.mark.parametrize("fault", ["embed", "chroma", "bm25", "manifest", "gc"])

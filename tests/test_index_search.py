@@ -8,10 +8,9 @@ import sys
 import pytest
 
 from rag.index import store
-from rag.index.indexer import index_corpus
+from rag.index.indexer import index_corpus, open_vectors
 from rag.search.retrieval import IndexNotReady, Retriever
 from rag.settings import load_settings
-from rag.index.vectors import VectorStore
 from conftest import CORPUS, PROJECT_ROOT, shared
 
 GLOSSARY_DEF = "服务科技工作者、服务创新驱动发展战略、服务公民科学素质提高、服务党委政府科学决策"
@@ -23,7 +22,7 @@ def chunk_counts(s):
     from rag.index.bm25 import BM25Index
 
     bm = BM25Index.load(s.index_dir / m.generation / "bm25")
-    vs = VectorStore.open(s.chroma_dir, s.embedding_model)
+    vs = open_vectors(s)
     return len(chunks), bm.size, vs.count(), chunks
 
 
@@ -93,6 +92,7 @@ def test_incremental_add_rename_change_delete(tmp_path, embedder):
     ren = index_corpus(s, embedder=embedder)
     n2, b2, v2, chunks = chunk_counts(s)
     assert ren.renamed == [("河南省科学技术协会条例_2010.md", "河南省科协条例.md")]
+    assert ren.embedded == 0  # the file name is not in the embedded text: a rename re-embeds nothing
     assert n2 == n1 == b2 == v2
     assert not any(c.source == "河南省科学技术协会条例_2010.md" for c in chunks)
 

@@ -36,3 +36,45 @@ def test_invalid_values_are_refused():
         load_settings(env={}, chunk_size=100, chunk_overlap=100)
     with pytest.raises(ValueError, match="检索模式"):
         load_settings(env={}, retrieval_mode="fancy")
+
+
+def test_secrets_never_in_repr_or_public_dict():
+    s = load_settings(env={}, llm_api_key="sk-very-secret-1", auth_password="pw-very-secret-2")
+    for text in (repr(s), str(s), str(s.public_dict())):
+        assert "sk-very-secret-1" not in text and "pw-very-secret-2" not in text
+
+
+def test_secret_filter_masks_messages_and_tracebacks(caplog):
+    import logging
+
+    from rag.settings import SecretFilter
+
+    s = load_settings(env={}, llm_api_key="sk-very-secret-1")
+    handler = logging.StreamHandler(io := __import__("io").StringIO())
+    handler.addFilter(SecretFilter(s))
+    log = logging.getLogger("kexie.test.secret")
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG)
+    try:
+        log.debug("headers %s", {"Authorization": "Bearer sk-very-secret-1"})
+        try:
+            raise RuntimeError("bad key sk-very-secret-1")
+        except RuntimeError:
+            log.exception("failed")
+    finally:
+        log.removeHandler(handler)
+    out = io.getvalue()
+    assert "Authorization" in out and "RuntimeError" in out and "sk-very-secret-1" not in out
+
+
+def test_kexie_toml_in_the_working_directory_is_not_read_implicitly(tmp_path, monkeypatch):
+    (tmp_path / "kexie.toml").write_text('top_k = 17\n', encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    assert load_settings(env={}).top_k == 5  # env={} means: no configuration at all
+    from rag.settings import find_config
+
+    assert find_config(env={}) == tmp_path / "kexie.toml"
+    assert load_settings(find_config(env={}), env={}).top_k == 17
+    # Data paths follow the working directory, never the installed package.
+    s = load_settings(env={})
+    assert s.corpus_dir == tmp_path / "corpus" and s.index_dir == tmp_path / "index"

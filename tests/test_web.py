@@ -50,10 +50,42 @@ def test_oversize_and_bad_extension_refused(kb_settings, tmp_path):
 def test_odd_names_are_sanitised_inside_corpus(kb_settings, tmp_path):
     src = tmp_path / "s.txt"
     src.write_text("内容", encoding="utf-8")
-    p = kb.save_upload(kb_settings, src, "会议 纪要😀<1>.txt")
+    p = kb.save_upload(kb_settings, src, "会议 纪要😀<1>.txt").path
     assert p.parent == kb_settings.corpus_dir and p.read_text(encoding="utf-8") == "内容"
     with pytest.raises(kb.UploadRejected):
         kb.resolve_in_corpus(kb_settings, "../index/manifest.json")
+
+
+def test_upload_with_an_existing_name_keeps_the_old_file_and_says_so(kb_settings, tmp_path):
+    first, second = tmp_path / "a.txt", tmp_path / "b.txt"
+    first.write_text("第一版内容", encoding="utf-8")
+    second.write_text("第二版内容", encoding="utf-8")
+    kb.save_upload(kb_settings, first, "办法.txt")
+    same = kb.save_upload(kb_settings, first, "办法.txt")
+    assert "未改动" in same.message and same.replaced is None
+    new = kb.save_upload(kb_settings, second, "办法.txt")
+    assert new.path.read_text(encoding="utf-8") == "第二版内容"
+    assert new.replaced and new.replaced.read_text(encoding="utf-8") == "第一版内容"
+    assert "已替换同名文件" in new.message and new.replaced.name in new.message
+    # The kept version is not a document of the knowledge base: neither listed nor indexed.
+    assert [r.source for r in kb.list_documents(kb_settings)] == ["办法.txt"]
+    from rag.index.indexer import scan_corpus
+
+    assert list(scan_corpus(kb_settings.corpus_dir)[0]) == ["办法.txt"]
+
+
+@pytest.mark.parametrize("env, overrides, expected", [
+    ({}, {}, ("127.0.0.1", 7860)),
+    ({"GRADIO_SERVER_PORT": "7999", "GRADIO_SERVER_NAME": "0.0.0.0"}, {}, ("0.0.0.0", 7999)),
+    # The kexie setting wins over Gradio's variable, from the environment or from kexie.toml.
+    ({"GRADIO_SERVER_PORT": "7999", "KEXIE_PORT": "7001"}, {"port": 7001}, ("127.0.0.1", 7001)),
+    ({"GRADIO_SERVER_NAME": "0.0.0.0"}, {"host": "127.0.0.2"}, ("127.0.0.2", 7860)),
+    ({"GRADIO_SERVER_PORT": "not-a-port"}, {}, ("127.0.0.1", 7860)),  # must not fire on junk
+])
+def test_server_address_honours_gradio_variables(env, overrides, expected):
+    from rag.serve.web import server_address
+
+    assert server_address(load_settings(env={}, **overrides), env) == expected
 
 
 # -- the running app --------------------------------------------------------------------------

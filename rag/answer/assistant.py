@@ -80,6 +80,11 @@ class Assistant:
         self.retriever = retriever or Retriever(settings)
         self.llms = ChatModels()  # LLM clients and loaded GGUF models, reused across questions
 
+    def close(self) -> None:
+        """Release what the assistant holds open (at exit): vector store, LLM clients, local model worker."""
+        self.llms.close()
+        self.retriever.close()
+
     @staticmethod
     def _scorer(snap) -> Scorer:
         return Scorer(snap.tokenizer, snap.bm25.doc_freq, len(snap.chunks))

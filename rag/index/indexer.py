@@ -19,7 +19,7 @@ from rag.index.bm25 import BM25Index
 from rag.ingest.chunking import CHUNKER_VERSION, chunk_document
 from rag.ingest.cleaning import paragraphs
 from rag.index.embeddings import Embedder, load_embedder
-from rag.ingest.loaders import SUPPORTED, LoadError, Skipped, load
+from rag.ingest.loaders import SUPPORTED, LoadError, Skipped, load, walk_corpus
 from rag.models import Chunk
 from rag.ingest.places import gazetteer
 from rag.settings import Settings
@@ -84,26 +84,20 @@ def scan_corpus(corpus_dir: Path) -> tuple[dict[str, Path], dict[str, str]]:
     files: dict[str, Path] = {}
     skipped: dict[str, str] = {}
     root = corpus_dir.resolve()
-    for dirpath, dirnames, filenames in os.walk(corpus_dir, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if name.startswith(".") or name.endswith("~"):
+    for source, p in walk_corpus(corpus_dir):
+        if p.is_symlink():
+            target = p.resolve()
+            if not target.is_relative_to(root):
+                skipped[source] = "符号链接指向语料目录之外，已忽略"
                 continue
-            p = Path(dirpath) / name
-            source = p.relative_to(corpus_dir).as_posix()
-            if p.is_symlink():
-                target = p.resolve()
-                if not target.is_relative_to(root):
-                    skipped[source] = "符号链接指向语料目录之外，已忽略"
-                    continue
-            if not p.is_file():
-                skipped[source] = "不是普通文件"
-                continue
-            if p.suffix.lower() not in SUPPORTED:
-                skipped[source] = ("旧版 .doc 格式不支持，请另存为 .docx" if p.suffix.lower() == ".doc"
-                                   else f"不支持的文件类型：{p.suffix.lower() or '无扩展名'}")
-                continue
-            files[source] = p
+        if not p.is_file():
+            skipped[source] = "不是普通文件"
+            continue
+        if p.suffix.lower() not in SUPPORTED:
+            skipped[source] = ("旧版 .doc 格式不支持，请另存为 .docx" if p.suffix.lower() == ".doc"
+                               else f"不支持的文件类型：{p.suffix.lower() or '无扩展名'}")
+            continue
+        files[source] = p
     return files, skipped
 
 

@@ -235,7 +235,7 @@ def _check_line_lengths(doc: Document) -> None:
             start = end + 1
 
 
-_NEEDS_AES = "PDF 使用 AES 加密，读取需要安装 cryptography 组件（pip install -e '.[pdf-aes]'）"
+_NEEDS_AES = "PDF 使用 AES 加密，读取需要安装 cryptography 组件（pip install cryptography）"
 
 
 def _load_pdf(path: Path, source: str, ocr: bool) -> Document:
@@ -453,3 +453,19 @@ def _heading_level(style: str) -> int:
     if m:
         return min(int(m.group(1)), 6)
     return 1 if style in ("Title", "标题") else 0
+
+
+def walk_corpus(corpus_dir: Path):
+    """(source, path) of every candidate file under the corpus, sorted: the one walk the indexer and the
+    knowledge-base list share. Hidden files and folders (.versions/, .git/) and editor backups (~) are
+    not documents; symlinks are returned as they are (the caller decides about their targets)."""
+    import os
+
+    for dirpath, dirnames, filenames in os.walk(corpus_dir, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith(".") or name.endswith("~"):
+                continue
+            p = Path(dirpath) / name
+            yield p.relative_to(corpus_dir).as_posix(), p
+

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import filecmp
 import os
 import re
 import shutil
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rag.index import store
+from rag.ingest.loaders import walk_corpus
 from rag.settings import Settings
 
 
@@ -48,8 +50,21 @@ def resolve_in_corpus(settings: Settings, source: str) -> Path:
     return p
 
 
-def save_upload(settings: Settings, tmp_path: str | Path, original_name: str) -> Path:
-    """Copy an uploaded temp file into corpus/ after checking its name, extension and size."""
+VERSIONS = ".versions"  # replaced uploads are kept here (hidden: never indexed)
+
+
+@dataclass
+class Saved:
+    path: Path
+    message: str  # what happened, for the user
+    replaced: Path | None = None  # where the previous file of the same name was kept
+
+
+def save_upload(settings: Settings, tmp_path: str | Path, original_name: str) -> Saved:
+    """Copy an uploaded temp file into corpus/ after checking its name, extension and size.
+
+    A file of the same name is never silently overwritten: identical bytes change nothing, different
+    bytes replace it and the old file is kept under corpus/.versions/ with its time stamp."""
     src = Path(tmp_path)
     raw = original_name.replace("\\", "/")
     if ".." in raw.split("/") or raw.startswith("/"):
@@ -63,10 +78,25 @@ def save_upload(settings: Settings, tmp_path: str | Path, original_name: str) ->
         raise UploadRejected(f"“{name}”：文件过大（{size / 2**20:.1f} MB，上限 {settings.max_upload_mb} MB）")
     dest = resolve_in_corpus(settings, name)
     settings.corpus_dir.mkdir(parents=True, exist_ok=True)
+    kept = None
+    if dest.is_file():
+        if filecmp.cmp(src, dest, shallow=False):
+            return Saved(dest, f"“{name}”与已有文件内容相同，未改动")
+        versions = settings.corpus_dir / VERSIONS
+        versions.mkdir(exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(dest.stat().st_mtime))
+        kept = versions / f"{dest.stem}.{stamp}{dest.suffix}"
+        n = 1
+        while kept.exists():
+            n += 1
+            kept = versions / f"{dest.stem}.{stamp}-{n}{dest.suffix}"
+        shutil.copy2(dest, kept)
     tmp = dest.with_name(f".{dest.name}.uploading")
     shutil.copyfile(src, tmp)
     os.replace(tmp, dest)  # a half-copied file is never seen by the indexer
-    return dest
+    if kept is not None:
+        return Saved(dest, f"已替换同名文件“{name}”，旧版本保存为 {VERSIONS}/{kept.name}", kept)
+    return Saved(dest, f"已上传：{name}")
 
 
 def delete_document(settings: Settings, source: str) -> None:
@@ -83,10 +113,9 @@ def list_documents(settings: Settings) -> list[DocRow]:
     rows = []
     seen = set()
     if settings.corpus_dir.is_dir():
-        for p in sorted(settings.corpus_dir.rglob("*")):
-            if not p.is_file() or any(part.startswith(".") for part in p.relative_to(settings.corpus_dir).parts):
+        for source, p in walk_corpus(settings.corpus_dir):
+            if not p.is_file():
                 continue
-            source = p.relative_to(settings.corpus_dir).as_posix()
             seen.add(source)
             r = records.get(source)
             size = p.stat().st_size

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import logging
+import os
 import re
 import threading
 from pathlib import Path
@@ -52,6 +54,16 @@ document.addEventListener('click', function (e) {
 def file_url(settings: Settings, source: str) -> str:
     path = kb.resolve_in_corpus(settings, source)
     return "/gradio_api/file=" + quote(str(path))
+
+
+def endpoint_settings(settings: Settings, base_url: str, model: str, api_key: str) -> Settings:
+    """Settings for an endpoint typed in the page. The configured API key goes only to the configured
+    endpoint: a typed URL gets the key typed with it, or none."""
+    url = (base_url or "").strip() or settings.llm_base_url
+    same = url.rstrip("/") == settings.llm_base_url.rstrip("/")
+    key = (api_key or "").strip() or (settings.llm_api_key if same else "")
+    return dataclasses.replace(settings, llm_base_url=url, llm_model=(model or "").strip() or settings.llm_model,
+                               llm_api_key=key)
 
 
 def linkify(answer: str) -> str:
@@ -112,8 +124,7 @@ def build_app(settings: Settings, assistant: Assistant | None = None) -> gr.Bloc
             return
         chat = chat + [{"role": "user", "content": message}, {"role": "assistant", "content": "正在检索资料…"}]
         yield chat, history, gr.update(), ""
-        llm = settings.replace(llm_base_url=opts.get("base_url") or None, llm_model=opts.get("model") or None,
-                               llm_api_key=opts.get("api_key") or None)
+        llm = endpoint_settings(settings, opts.get("base_url", ""), opts.get("model", ""), opts.get("api_key", ""))
         final = None
         try:
             for final in assistant.ask_stream(message, history, opts.get("backend"), opts.get("k"), opts.get("mode"), llm):
@@ -150,8 +161,7 @@ def build_app(settings: Settings, assistant: Assistant | None = None) -> gr.Bloc
         for f in files or []:
             path = Path(f if isinstance(f, str) else f.name)
             try:
-                saved = kb.save_upload(settings, path, path.name)
-                msgs.append(f"已上传：{saved.name}")
+                msgs.append(kb.save_upload(settings, path, path.name).message)
             except kb.UploadRejected as e:
                 msgs.append(f"已拒绝：{e}")
         msgs.append(reindex(progress))
@@ -234,12 +244,26 @@ def build_app(settings: Settings, assistant: Assistant | None = None) -> gr.Bloc
     return demo
 
 
+def server_address(settings: Settings, env: dict[str, str] | None = None) -> tuple[str, int]:
+    """Host and port: the kexie settings (KEXIE_HOST/KEXIE_PORT, kexie.toml), else Gradio's own
+    GRADIO_SERVER_NAME/GRADIO_SERVER_PORT, else 127.0.0.1:7860."""
+    env = os.environ if env is None else env
+    default = Settings.__dataclass_fields__
+    host, port = settings.host, settings.port
+    if host == default["host"].default and env.get("GRADIO_SERVER_NAME") and "KEXIE_HOST" not in env:
+        host = env["GRADIO_SERVER_NAME"]
+    if port == default["port"].default and env.get("GRADIO_SERVER_PORT", "").isdigit() and "KEXIE_PORT" not in env:
+        port = int(env["GRADIO_SERVER_PORT"])
+    return host, port
+
+
 def launch(settings: Settings, demo: gr.Blocks, block: bool = True):
     auth = (settings.auth_user, settings.auth_password) if settings.auth_user else None
     demo.queue(default_concurrency_limit=8)
+    host, port = server_address(settings)
     return demo.launch(
-        server_name=settings.host,
-        server_port=settings.port,
+        server_name=host,
+        server_port=port,
         auth=auth,
         allowed_paths=[str(settings.corpus_dir.resolve())],
         max_file_size=f"{settings.max_upload_mb}mb",
