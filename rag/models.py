@@ -113,7 +113,8 @@ class Chunk:
 
 @dataclass
 class Hit:
-    """A retrieved chunk with its fused score and each retriever's rank (1-based, None if absent)."""
+    """A retrieved chunk: `score` is the fused RRF score (in every mode, so it means one thing), and
+    each retriever's rank (1-based) and own score, None where that retriever did not return it."""
 
     chunk: Chunk
     score: float
@@ -124,7 +125,8 @@ class Hit:
     rank: int = 0
 
     def to_json(self) -> dict:
-        """The stable `search --json` shape."""
+        """The stable `search --json` shape. `score` is always the fused (RRF) score; each retriever's
+        own score (BM25, cosine similarity) is in bm25_score / vector_score, None where it did not find it."""
         c = self.chunk
         return {
             "rank": self.rank,
@@ -136,6 +138,8 @@ class Hit:
             "text": c.text,
             "bm25_rank": self.bm25_rank,
             "vector_rank": self.vector_rank,
+            "bm25_score": None if self.bm25_score is None else round(float(self.bm25_score), 6),
+            "vector_score": None if self.vector_score is None else round(float(self.vector_score), 6),
         }
 
 

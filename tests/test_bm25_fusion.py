@@ -58,3 +58,25 @@ def test_bm25_build_and_load_log_nothing_below_warning(caplog, tmp_path):
     idx.save(tmp_path / "b")
     BM25Index.load(tmp_path / "b")
     assert [r.getMessage() for r in caplog.records if r.name.startswith("bm25s")] == []
+
+
+def test_fast_path_equals_bm25s_public_get_scores_on_random_corpora():
+    """Our scoring reads bm25s' internal matrix; its public API must agree, corpus after corpus."""
+    for seed in range(5):
+        rnd = random.Random(seed)
+        vocab = [f"w{i}" for i in range(rnd.randint(20, 400))]
+        docs = [rnd.choices(vocab, k=rnd.randint(1, 60)) for _ in range(rnd.randint(5, 600))]
+        ours = BM25Index.build(docs)
+        for _ in range(20):
+            q = rnd.sample(vocab, rnd.randint(1, 6))
+            assert np.allclose(ours.scores(q), ours._r.get_scores(q), atol=1e-5), (seed, q)
+
+
+def test_an_incompatible_bm25s_layout_is_refused():
+    import pytest
+
+    idx = BM25Index.build([["a", "b"], ["b", "c"]])
+    r = idx._r
+    r.scores = {"matrix": None}  # what a different bm25s release might store
+    with pytest.raises(RuntimeError, match="bm25s"):
+        BM25Index(r, 2)

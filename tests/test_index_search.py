@@ -190,3 +190,27 @@ def test_cli_without_index_says_what_to_do(tmp_path):
         capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=60,
     )
     assert out.returncode == 2 and "kexie index" in out.stderr
+
+
+def test_each_search_returns_its_own_timings_and_one_meaning_of_score(retriever):
+    import threading
+
+    assert not hasattr(retriever, "timings")  # no dict shared by concurrent searches
+    results = {}
+
+    def run(q, mode):
+        results[(q, mode)] = retriever.retrieve(q, 5, mode)
+
+    threads = [threading.Thread(target=run, args=(q, m)) for q in ("科普大篷车", "院士工作站") for m in ("bm25", "hybrid")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for (q, mode), res in results.items():
+        assert ("embed_query" in res.timings) is (mode == "hybrid")
+        rows = [h.to_json() for h in res.hits]
+        # RRF in every mode: at most the sum of the weights over (rrf_k + 1).
+        assert rows and all(0 < r["score"] <= 2 / 61 for r in rows)
+        assert all((r["bm25_score"] is None) is (r["bm25_rank"] is None) for r in rows)
+        if mode == "bm25":
+            assert all(r["vector_score"] is None and r["bm25_score"] > 0 for r in rows)

@@ -23,8 +23,22 @@ def _bm25s():
     return bm25s
 
 
+def _check_layout(r) -> None:
+    """`scores` below reads bm25s' precomputed CSC matrix directly (pyproject pins bm25s to the 0.3
+    series, and tests compare the result with bm25s' public get_scores). Refuse, rather than return
+    wrong scores, if a bm25s release lays it out differently or the variant scores absent terms."""
+    m = getattr(r, "scores", None)
+    ok = isinstance(m, dict) and {"data", "indices", "indptr"} <= set(m) and getattr(r, "method", "") not in ("bm25l", "bm25+")
+    if not ok:
+        import bm25s
+
+        raise RuntimeError(f"不兼容的 bm25s 版本 {getattr(bm25s, '__version__', '?')}：请安装 pyproject.toml 中指定的版本范围")
+
+
 class BM25Index:
     def __init__(self, retriever=None, size: int = 0):
+        if retriever is not None:
+            _check_layout(retriever)
         self._r = retriever
         self.size = size
 
@@ -49,8 +63,6 @@ class BM25Index:
         # Sum each query term's column of the precomputed score matrix (CSC: a term's postings are
         # contiguous). np.bincount does in one pass what bm25s' numpy backend does with np.add.at,
         # several times slower on long posting lists (bench/README.md).
-        # Valid for BM25 variants without a non-occurrence term (atire, as built above; not bm25l/bm25+).
-        assert self._r.method not in ("bm25l", "bm25+"), self._r.method
         m = self._r.scores
         data, indices, indptr = m["data"], m["indices"], m["indptr"]
         spans = [slice(indptr[t], indptr[t + 1]) for t in ids]

@@ -1,0 +1,82 @@
+"""A serving process stays flat while another process re-indexes: every generation committed
+elsewhere opens a fresh Chroma view, and the old one must be closed and its alias link removed."""
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from conftest import PROJECT_ROOT
+
+from rag.index.indexer import index_corpus
+from rag.search.retrieval import Retriever
+from rag.settings import load_settings
+
+CHILD = r"""
+import sys
+from rag.index.embeddings import load_embedder
+from rag.index.indexer import index_corpus
+from rag.settings import load_settings
+
+s = load_settings()
+emb = load_embedder(s.embedding_model)
+for line in sys.stdin:
+    n = line.strip()
+    if n == "quit":
+        break
+    (s.corpus_dir / "变化.txt").write_text(f"第{n}次修改：科普活动进社区，参加人数{n}百人。", encoding="utf-8")
+    index_corpus(s, embedder=emb)
+    print("done", flush=True)
+"""
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _links() -> list[Path]:
+    return list(Path(tempfile.gettempdir()).glob(f"kexie-chroma-*-{os.getpid()}-*"))
+
+
+def test_fds_rss_and_links_stay_flat_over_20_external_reindexes(tmp_path, embedder):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "固定.txt").write_text("科普大篷车开进乡村学校。孩子们体验了虚拟现实设备。", encoding="utf-8")
+    s = load_settings(env={}, corpus_dir=corpus, index_dir=tmp_path / "index")
+    index_corpus(s, embedder=embedder)
+    r = Retriever(s, embedder)
+    r.search("科普", 3)
+    env = {**os.environ, "KEXIE_CORPUS_DIR": str(corpus), "KEXIE_INDEX_DIR": str(s.index_dir), "HF_HUB_OFFLINE": "1"}
+    env.pop("KEXIE_CONFIG", None)
+    child = subprocess.Popen([sys.executable, "-c", CHILD], cwd=PROJECT_ROOT, env=env, text=True,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    fds, rss, gens = [], [], []
+    try:
+        for i in range(1, 21):
+            child.stdin.write(f"{i}\n")
+            child.stdin.flush()
+            assert child.stdout.readline().strip() == "done"
+            hits = r.search("科普活动进社区", 3)  # the app serves from the generation the other process committed
+            assert any(f"参加人数{i}百人" in h.chunk.text for h in hits), i
+            gens.append(r.snapshot().manifest.generation)
+            fds.append(_fds())
+            rss.append(_rss_mb())
+            assert len(_links()) <= 1  # only the current view's alias
+    finally:
+        child.stdin.write("quit\n")
+        child.stdin.close()
+        child.wait(60)
+    assert len(set(gens)) == 20
+    print(f"\nfds {fds}\nRSS MB {[round(x) for x in rss]}")
+    assert max(fds[4:]) <= fds[4] + 2, fds  # no descriptor per generation
+    assert rss[-1] - rss[4] < 40, rss  # no HNSW copy per generation
+    r.close()
+    assert _links() == []
