@@ -25,8 +25,8 @@ sys.path.insert(0, str(ROOT))
 
 from rag import store  # noqa: E402
 from rag.index.bm25 import BM25Index  # noqa: E402
-from rag.settings import load_settings  # noqa: E402
 from rag.index.tokenizer import Tokenizer  # noqa: E402
+from rag.settings import load_settings  # noqa: E402
 
 
 def sentences() -> list[str]:

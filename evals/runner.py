@@ -10,13 +10,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rag.answer.assistant import Assistant
-from rag.models import Answer
 from rag.index.indexer import index_corpus
+from rag.models import Answer
 from rag.search.retrieval import Retriever
 from rag.settings import Settings
 
 from .dataset import Item, check_evidence, load_dataset
-from .metrics import contains_all, covers, char_f1, percentile, relevance, retrieval_metrics, rouge_l
+from .metrics import (
+    char_f1,
+    contains_all,
+    covers,
+    percentile,
+    relevance,
+    retrieval_metrics,
+    rouge_l,
+)
 
 RETRIEVAL_CONFIGS = ("bm25", "vector", "hybrid", "langchain")
 # The checkout this runner belongs to (its ../shared holds the CMRC files), else the working directory.

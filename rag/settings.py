@@ -9,10 +9,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from rag.models import Backend, RetrievalMode
 

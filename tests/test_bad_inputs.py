@@ -22,11 +22,10 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+from conftest import PROJECT_ROOT, SHARED, make_pdf
 
-from conftest import SHARED, make_pdf
 from rag.ingest.loaders import LoadError, Skipped, decode_text, load
 from rag.settings import load_settings
-from conftest import PROJECT_ROOT
 
 CJK_FONT = Path("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc")
 COLOPHON = SHARED / "fixtures" / "pdf" / "simplified_chinese_colophon.pdf"

@@ -14,7 +14,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import PROJECT_ROOT, SHARED
 
 pytestmark = pytest.mark.slow

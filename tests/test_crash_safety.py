@@ -6,12 +6,12 @@ import subprocess
 import sys
 
 import pytest
+from conftest import PROJECT_ROOT
 
 from rag.index import store
 from rag.index.indexer import index_corpus, open_vectors
 from rag.search.retrieval import Retriever
 from rag.settings import load_settings
-from conftest import PROJECT_ROOT
 
 DOCS = {
     "a.txt": "市科协召开全委会议。会议部署了全年科普工作，要求各学会加强自身建设。",

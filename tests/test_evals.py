@@ -6,11 +6,11 @@ import subprocess
 import sys
 from collections import Counter
 
+from conftest import CORPUS, PROJECT_ROOT, shared
 
 from evals.dataset import check_evidence, load_dataset
 from evals.metrics import char_f1, covers, relevance, retrieval_metrics, rouge_l
 from evals.runner import evaluate
-from conftest import CORPUS, PROJECT_ROOT, shared
 
 DEV = PROJECT_ROOT / "evals" / "dev.jsonl"
 # Floors from the values measured on this subset (README "评测"): hybrid hit@5 1.00, answer accuracy 0.80.

@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 
 from rag.ingest.chunking import chunk_document
 from rag.ingest.cleaning import paragraphs
-from rag.text import CLOSERS, TERMINAL, normalize
 from rag.ingest.loaders import LoadError, _common_share, decode_text
 from rag.models import Page
+from rag.text import CLOSERS, TERMINAL, normalize
 
 # FUZZ_EXAMPLES=5000 for a longer hunt; the default keeps the suite fast.
 FUZZ = settings(

@@ -6,12 +6,12 @@ import subprocess
 import sys
 
 import pytest
+from conftest import CORPUS, PROJECT_ROOT, shared
 
 from rag.index import store
 from rag.index.indexer import index_corpus, open_vectors
 from rag.search.retrieval import IndexNotReady, Retriever
 from rag.settings import load_settings
-from conftest import CORPUS, PROJECT_ROOT, shared
 
 GLOSSARY_DEF = "服务科技工作者、服务创新驱动发展战略、服务公民科学素质提高、服务党委政府科学决策"
 

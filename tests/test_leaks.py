@@ -1,6 +1,7 @@
 """A serving process stays flat while another process re-indexes: every generation committed
 elsewhere opens a fresh Chroma view, and the old one must be closed and its alias link removed."""
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -42,8 +43,10 @@ def _rss_mb() -> float:
     return 0.0
 
 
-def _links() -> list[Path]:
-    return list(Path(tempfile.gettempdir()).glob(f"kexie-chroma-*-{os.getpid()}-*"))
+def _links(chroma_dir: Path) -> list[Path]:
+    """This process's alias links to this index's store (other tests' retrievers have their own)."""
+    tag = hashlib.sha1(str(chroma_dir.resolve()).encode()).hexdigest()[:10]
+    return list(Path(tempfile.gettempdir()).glob(f"kexie-chroma-{tag}-{os.getpid()}-*"))
 
 
 def test_fds_rss_and_links_stay_flat_over_20_external_reindexes(tmp_path, embedder):
@@ -69,7 +72,7 @@ def test_fds_rss_and_links_stay_flat_over_20_external_reindexes(tmp_path, embedd
             gens.append(r.snapshot().manifest.generation)
             fds.append(_fds())
             rss.append(_rss_mb())
-            assert len(_links()) <= 1  # only the current view's alias
+            assert len(_links(s.chroma_dir)) <= 1  # only the current view's alias
     finally:
         child.stdin.write("quit\n")
         child.stdin.close()
@@ -79,4 +82,4 @@ def test_fds_rss_and_links_stay_flat_over_20_external_reindexes(tmp_path, embedd
     assert max(fds[4:]) <= fds[4] + 2, fds  # no descriptor per generation
     assert rss[-1] - rss[4] < 40, rss  # no HNSW copy per generation
     r.close()
-    assert _links() == []
+    assert _links(s.chroma_dir) == []

@@ -16,11 +16,11 @@ import sys
 import threading
 
 import pytest
+from conftest import PROJECT_ROOT
 
 from rag.answer.assistant import Assistant
 from rag.answer.llm import SYSTEM_PROMPT
 from rag.answer.verify import SUPPORTED, support
-from conftest import PROJECT_ROOT
 
 QUESTION = "什么是四服务一加强"
 UNSUPPORTED = "这句话在任何资料中都找不到依据"

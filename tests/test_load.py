@@ -42,7 +42,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
 from conftest import PROJECT_ROOT, free_port
 
 pytestmark = pytest.mark.slow

@@ -1,8 +1,8 @@
 
 import pytest
+from conftest import make_pdf, shared
 
 from rag.ingest.loaders import LoadError, Skipped, decode_text, load
-from conftest import shared, make_pdf
 
 TEXT = "中国科协“科创中国”行动。第二句，承接142项任务。"
 

@@ -2,12 +2,13 @@
 
 import re
 
+from conftest import CORPUS
+
+from rag.index.tokenizer import Tokenizer, quoted_terms
 from rag.ingest.chunking import chunk_document, document_context
 from rag.ingest.cleaning import paragraphs
-from rag.text import TERMINAL, normalize
 from rag.models import Page
-from rag.index.tokenizer import Tokenizer, quoted_terms
-from conftest import CORPUS
+from rag.text import TERMINAL, normalize
 
 
 def paras(text: str, pdf=False):

@@ -2,7 +2,13 @@
 
 import pytest
 
-from rag.answer.verify import has_content, numbers, strip_placeholders, support, verify_citations
+from rag.answer.verify import (
+    has_content,
+    numbers,
+    strip_placeholders,
+    support,
+    verify_citations,
+)
 from rag.models import Chunk, Hit
 
 

@@ -9,10 +9,10 @@ import urllib.error
 import urllib.request
 
 import pytest
+from conftest import PROJECT_ROOT, SHARED, free_port
 
 from rag.serve import kb
 from rag.settings import load_settings
-from conftest import PROJECT_ROOT, SHARED, free_port
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 NEW_DOC = "宁波市科协科普画廊管理办法.txt"

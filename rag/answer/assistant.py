@@ -7,15 +7,26 @@ import re
 import time
 from collections.abc import Iterator
 
-from rag.text import HAN, normalize
-from rag.answer.llm import ChatModels, LLMError, LLMUnavailable, generate_stream, rewrite_with_llm
+from rag.answer.llm import (
+    ChatModels,
+    LLMError,
+    LLMUnavailable,
+    generate_stream,
+    rewrite_with_llm,
+)
+from rag.answer.sentences import (
+    Scorer,
+    coverage,
+    question_type,
+    sentence_score,
+    split_sentences,
+)
 from rag.answer.verify import has_content, strip_placeholders, verify_citations
+from rag.ingest.places import place_mismatch, question_places
 from rag.models import Answer, Backend, Citation, Hit
 from rag.search.retrieval import Retriever
-from rag.ingest.places import place_mismatch, question_places
-from rag.answer.sentences import (Scorer, coverage, question_type, sentence_score,
-                        split_sentences)
 from rag.settings import Settings
+from rag.text import HAN, normalize
 
 log = logging.getLogger("kexie.answer")
 

@@ -6,8 +6,8 @@ import math
 import re
 from dataclasses import dataclass
 
-from rag.text import CLOSERS, TERMINAL, normalize
 from rag.index.tokenizer import Tokenizer
+from rag.text import CLOSERS, TERMINAL, normalize
 
 _SPLIT = re.compile(rf"[^{TERMINAL}\n]*(?:[{TERMINAL}]+[{CLOSERS}]*|\n|$)")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*\s*(?:余|多|万|亿|千|百)?")

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from rag.ingest.cleaning import Para
 from rag.ingest.places import dominant_place, place_counts
-from rag.text import CLOSERS, TERMINAL, has_han, is_han, normalize
 from rag.models import Chunk
+from rag.text import CLOSERS, TERMINAL, has_han, normalize
 
 _NUM = "一二三四五六七八九十百零〇"
 _MD = re.compile(r"^(#{1,6})\s+(.*)$")

@@ -348,7 +348,13 @@ _SHOW = (b"Tj", b"TJ", b"'", b'"')
 def _drop_invisible_text(page) -> bool:
     """Blank out single glyphs painted in white: typesetters pad labels ("监　制") with white glyphs,
     which text extraction would otherwise return as doubled characters ("监制制")."""
-    from pypdf.generic import ArrayObject, ByteStringObject, ContentStream, DecodedStreamObject, NameObject
+    from pypdf.generic import (
+        ArrayObject,
+        ByteStringObject,
+        ContentStream,
+        DecodedStreamObject,
+        NameObject,
+    )
 
     raw = page.get_contents()
     if raw is None:

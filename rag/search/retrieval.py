@@ -10,11 +10,11 @@ from pathlib import Path
 from rag.index import store
 from rag.index.bm25 import BM25Index
 from rag.index.embeddings import Embedder, load_embedder
-from rag.search.fusion import rrf
-from rag.models import Chunk, Hit, RetrievalMode
-from rag.settings import Settings
 from rag.index.tokenizer import Tokenizer
 from rag.index.vectors import StoreClosed, VectorStore
+from rag.models import Chunk, Hit, RetrievalMode
+from rag.search.fusion import rrf
+from rag.settings import Settings
 
 
 @dataclass

@@ -13,10 +13,10 @@ from urllib.parse import quote
 
 import gradio as gr
 
-from rag.serve import kb
 from rag.answer.assistant import Assistant
-from rag.models import Answer, Backend, RetrievalMode
 from rag.index.indexer import reindex_live
+from rag.models import Answer, Backend, RetrievalMode
+from rag.serve import kb
 from rag.settings import Settings
 
 log = logging.getLogger("kexie.web")
