@@ -11,7 +11,7 @@ from pathlib import Path
 
 from rag.answer.assistant import Assistant
 from rag.index.indexer import index_corpus
-from rag.models import Answer
+from rag.models import Answer, RetrievalMode
 from rag.search.retrieval import Retriever
 from rag.settings import Settings
 
@@ -26,7 +26,7 @@ from .metrics import (
     rouge_l,
 )
 
-RETRIEVAL_CONFIGS = ("bm25", "vector", "hybrid", "langchain")
+RETRIEVAL_CONFIGS = (*RetrievalMode.choices(), "langchain")
 # The checkout this runner belongs to (its ../shared holds the CMRC files), else the working directory.
 _REPO = Path(__file__).resolve().parent.parent
 CMRC_PATH = next((p for p in (_REPO.parent / "shared" / "bench" / "cmrc2018_trial.json",
@@ -218,7 +218,7 @@ def evaluate(settings: Settings, items: list[Item], configs: list[str], gold_sou
     for name in configs:
         if name == "langchain":
             search = langchain_baseline(retriever)
-        elif name in ("bm25", "vector", "hybrid"):
+        elif name in RetrievalMode.choices():
             search = ours(retriever, name)
         else:
             raise ValueError(f"未知的评测配置：{name}（可选 {', '.join(RETRIEVAL_CONFIGS)}）")

@@ -38,3 +38,37 @@ def has_han(text: str) -> bool:
 def is_han(text: str) -> bool:
     """Non-empty and Han characters only."""
     return HAN_RUN.fullmatch(text) is not None
+
+
+_CN_DIGIT = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
+_CN_UNIT = {"十": 10, "百": 100, "千": 1000}
+_CN_BIG = {"万": 10_000, "亿": 100_000_000}
+CN_NUMERAL = "零〇一二两三四五六七八九十百千万亿"
+
+
+def parse_cn_int(text: str) -> int | None:
+    """A whole number written in Chinese numerals or digits: "十一" 11, "二十三" 23, "一百零五" 105,
+    "两万" 20000, "3" 3. None for anything else ("一是", "进一步" are not numbers)."""
+    t = text.strip()
+    if t.isdigit():
+        return int(t)
+    if not t or any(ch not in CN_NUMERAL for ch in t):
+        return None
+    total = section = digit = 0
+    seen_digit = False
+    for ch in t:
+        if ch in _CN_DIGIT:
+            if seen_digit and digit and _CN_DIGIT[ch]:  # "二三" is not a number
+                return None
+            digit, seen_digit = _CN_DIGIT[ch], True
+        elif ch in _CN_UNIT:
+            section += (digit if seen_digit else 1) * _CN_UNIT[ch]  # "十一": a bare 十 is 10
+            digit, seen_digit = 0, False
+        else:  # 万 / 亿
+            section += digit
+            if section == 0:
+                return None
+            total += section * _CN_BIG[ch]
+            section = digit = 0
+            seen_digit = False
+    return total + section + digit

@@ -75,7 +75,7 @@ def test_unanswerable_is_refused_with_closest_passages(assistant):
 
 def test_followup_rewrite_rules():
     hist = [("青岛市科协组建了多少支科技志愿服务队", "组建374支科技志愿服务队[1]。")]
-    assert rewrite_followup("那济宁呢？", hist) == "济宁市科协组建了多少支科技志愿服务队"
+    assert rewrite_followup("那济宁呢？", hist, frozenset({"青岛", "济宁"})) == "济宁市科协组建了多少支科技志愿服务队"
     hist2 = [("四服务一加强包括哪些内容", "服务科技工作者；服务创新驱动发展战略；服务公民科学素质提高[1]。")]
     assert "服务创新驱动发展战略" in rewrite_followup("第二点具体说说", hist2)
     assert rewrite_followup("什么是三型组织", hist) == "什么是三型组织"  # standalone questions stay

@@ -7,6 +7,7 @@ import re
 import time
 from collections.abc import Iterator
 
+from rag.answer.followup import rewrite_followup
 from rag.answer.llm import (
     ChatModels,
     LLMError,
@@ -26,60 +27,12 @@ from rag.ingest.places import place_mismatch, question_places
 from rag.models import Answer, Backend, Citation, Hit
 from rag.search.retrieval import Retriever
 from rag.settings import Settings
-from rag.text import HAN, normalize
+from rag.text import normalize
 
 log = logging.getLogger("kexie.answer")
 
 REFUSAL = "根据现有资料未找到与该问题相关的内容。"
 MAX_ANSWER_CHARS = 260
-
-
-# ---------------------------------------------------------------------------------------------
-# Multi-turn: rewrite a follow-up into a standalone question.
-_FOLLOWUP = re.compile(r"^(?:那|那么|那个|还有|另外|再说说|再问一下|同样地?)?(.{1,12}?)(?:呢|怎么样|如何|的情况|又如何)?[？?。!！]*$")
-_ORDINAL = re.compile(r"第([一二三四五六七八九十\d]+)(?:点|条|项|个)")
-_PLACE_IN_Q = re.compile(f"([{HAN}]{{2,4}}?)(市|省|县|区)")
-_CN_DIGITS = {c: i for i, c in enumerate("零一二三四五六七八九十")}
-
-
-def rewrite_followup(question: str, history: list[tuple[str, str]]) -> str:
-    """Offline rule-based merge: "那济宁呢？" -> previous question with its place swapped;
-    "第二点具体说说" -> the previous answer's second point as the question."""
-    q = question.strip()
-    if not history:
-        return q
-    prev_q, prev_a = history[-1]
-    m = _ORDINAL.search(q)
-    if m and len(q) <= 16:
-        k = m.group(1)
-        idx = int(k) if k.isdigit() else _CN_DIGITS.get(k, 0)
-        points = _points(prev_a)
-        if 0 < idx <= len(points):
-            return f"{points[idx - 1]}（{prev_q.rstrip('？?')}）"
-    if len(q) <= 12 and re.match(r"^(?:那|那么|还有|另外)", q) or re.search(r"呢[？?]?$", q) and len(q) <= 10:
-        m = _FOLLOWUP.match(q)
-        subject = (m.group(1) if m else q).strip("那么的 ")
-        subject = re.sub(r"^(?:那|那么|还有|另外)", "", subject)
-        place = _PLACE_IN_Q.search(prev_q)
-        if place and subject:
-            new_place = subject if subject.endswith(("市", "省", "县", "区")) else subject + place.group(2)
-            return prev_q.replace(place.group(0), new_place, 1)
-        return f"{subject}{prev_q}" if subject else prev_q
-    if re.match(r"^(?:它|他们|该|这个|其|这些|那些)", q):
-        return f"{prev_q.rstrip('？?')}，{q}"
-    return q
-
-
-def _points(answer: str) -> list[str]:
-    text = re.sub(r"\[\d+\]", "", answer)
-    items = re.split(r"(?:^|\s|[；;。])\s*(?:\d+[.、．]|[（(]?[一二三四五六七八九十]+[）)、])", text)
-    items = [i.strip(" ；;。") for i in items if len(i.strip()) > 1]
-    if len(items) >= 2:
-        return items
-    items = [i for i in re.split(r"[；;。]", text) if i.strip()]
-    if len(items) >= 2:
-        return items
-    return [i for i in re.split(r"、", text) if i.strip()]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -130,8 +83,9 @@ class Assistant:
         backend = Backend.from_str(backend or self.settings.answer_backend).value
         llm = llm or self.settings
         timings: dict[str, float] = {}
+        snap = self.retriever.snapshot()  # one generation for the whole answer, even if a re-index commits meanwhile
         t = time.perf_counter()
-        standalone = rewrite_followup(question, history or [])
+        standalone = rewrite_followup(question, history or [], snap.places, snap.tokenizer.is_known_place)
         if backend != Backend.EXTRACTIVE and history:
             try:
                 standalone = rewrite_with_llm(self.llms, llm, question, history, backend) or standalone
@@ -139,7 +93,6 @@ class Assistant:
                 log.warning("LLM rewrite failed: %s", e)
         timings["rewrite"] = time.perf_counter() - t
         t = time.perf_counter()
-        snap = self.retriever.snapshot()  # one generation for the whole answer, even if a re-index commits meanwhile
         found = self.retriever.retrieve(standalone, k or max(self.settings.top_k, 5), mode, snap=snap)
         hits = found.hits
         timings["retrieve"] = time.perf_counter() - t
@@ -195,7 +148,7 @@ class Assistant:
         """Pick the sentences that best answer the question, in document order, each cited."""
         qt = question_type(a.standalone)
         w = scorer.weights(a.standalone)
-        qplaces = question_places(a.standalone, gaz)
+        qplaces = question_places(a.standalone, gaz, scorer.tokenizer.is_known_place)
         cands = []  # (score, hit_rank, sentence_index, sentence, hit)
         for h in a.retrieved:
             c = h.chunk

@@ -29,7 +29,8 @@ _DEF_PATTERNS = [
     re.compile(r"^(?:请问)?(?:什么是|何为|何谓|啥是|解释一下|解释)(.+?)[？?。！!]*$"),
     re.compile(r"^(.+?)(?:是什么意思|是什么|指什么|是指什么|的含义是什么|的含义|的意思|是啥|什么意思|的内容是什么|包括哪些内容|指的是什么)[？?。！!]*$"),
 ]
-_COUNT = re.compile(r"(?:多少|几)(个|支|家|项|名|人|场|次|所|座|篇|件|期|批|万|亿|元|天|年|届|位|处|条|类|种|台|户|份|本|门|块|场次|人次|余)?")
+# 几 asks a number except in 几乎 (almost) and 几近; 多长时间/多久 ask a duration.
+_COUNT = re.compile(r"(?:多少|几(?!乎|近))(个|支|家|项|名|人|场|次|所|座|篇|件|期|批|万|亿|元|天|年|届|位|处|条|类|种|台|户|份|本|门|块|场次|人次|余)?")
 
 
 def question_type(q: str) -> QuestionType:
@@ -43,7 +44,7 @@ def question_type(q: str) -> QuestionType:
             if 1 < len(term) <= 20:
                 return QuestionType("definition", term=term)
     m = _COUNT.search(q)
-    if m or re.search(r"数量|数目|总数|规模|比例|百分之|几成|哪一年|哪年|何时|什么时候|日期", q):
+    if m or re.search(r"数量|数目|总数|规模|比例|百分之|几成|哪一年|哪年|何时|什么时候|日期|多长时间|多久|多长", q):
         return QuestionType("number", unit=(m.group(1) or "") if m else "")
     if re.search(r"哪些|有什么|包括|包含|哪几|列举|都有", q):
         return QuestionType("list")

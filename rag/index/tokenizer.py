@@ -99,6 +99,14 @@ class Tokenizer:
         tags = self._pos_tagger().lcut(word)
         return len(tags) == 1 and tags[0].flag in ("ns", "nr", "nrt", "nz")
 
+    def is_known_place(self, word: str) -> bool:
+        """A place name in jieba's dictionary (tag ns). Stricter than `is_place_word`: words the
+        dictionary lacks get a tag guessed by the HMM ("务城" from "服务城市" comes out ns)."""
+        if not self._jieba.FREQ.get(word):
+            return False
+        tags = self._pos_tagger().lcut(word)
+        return len(tags) == 1 and tags[0].flag == "ns"
+
     def _pos_tagger(self):
         if self._tagger is None:
             import jieba.posseg

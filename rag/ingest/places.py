@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable
 
 from rag.text import HAN, is_han, normalize
 
 _NOT_PLACES = {"城市", "全市", "本市", "该市", "各市", "县市", "超市", "上市", "股市", "门市", "我市", "省市", "强市",
-               "全省", "本省", "我省", "各省", "外省", "该省", "分省", "强省", "代表市", "发挥市"}
+               "全省", "本省", "我省", "各省", "外省", "该省", "分省", "强省", "代表市", "发挥市",
+               "节省", "反省", "自省", "内省"}  # 省 as a verb
 
 
 def place_counts(text: str) -> Counter[str]:
@@ -92,15 +94,27 @@ def places_in(text: str, gaz: frozenset[str]) -> set[str]:
     return {g for g in gaz if g in t}
 
 
-def question_places(q: str, gaz: frozenset[str]) -> set[str]:
-    """Known places in the question, plus unknown ones it names as "XX市/XX省" (烟台市)."""
-    found = places_in(q, gaz)
-    for m in _PLACE_Q.finditer(normalize(q)):
-        name = m.group(1)
+def question_places(q: str, gaz: frozenset[str], is_place: Callable[[str], bool] | None = None) -> set[str]:
+    """Known places in the question, plus unknown ones it names as "XX市/XX省" (烟台市).
+
+    `is_place` (jieba's part-of-speech check) confirms names the corpus does not know; without it the
+    two characters before 市/省 are taken. Words that merely end in 市/省 (城市, 超市, 节省) never count."""
+    t = normalize(q)
+    found = places_in(t, gaz)
+    for m in _PLACE_Q.finditer(t):
+        name, suffix = m.group(1), t[m.end() - 1]
         # "我省" "全市" "各市" name no place, as in the gazetteer ("请问我省…" must not yield "问我").
         if name[-1] in _NOT_PLACE_END or any(name.endswith(g) or g.endswith(name) for g in found):
             continue
-        found.add(name[-2:])
+        if name[-1] + suffix in _NOT_PLACES or name + suffix in _NOT_PLACES:
+            continue
+        if is_place is None:
+            found.add(name[-2:])
+            continue
+        for cand in (name, name[-2:]):
+            if is_place(cand) or is_place(cand + suffix):
+                found.add(cand)
+                break
     return found
 
 
