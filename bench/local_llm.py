@@ -69,7 +69,7 @@ def main() -> int:
         "answerable refused": am.get("false_refusal_rate"),
         "citation precision": am.get("citation_precision"),
         "answered by the model / fell back / stopped by the gate before the model": (
-            f"{sum(r['backend'] == 'llamacpp' for r in rows)} / "
+            f"{sum(r['backend'] == 'llamacpp' and r['reached_model'] for r in rows)} / "
             f"{sum(r['backend'] == 'extractive' and r['reached_model'] for r in rows)} / "
             f"{sum(not r['reached_model'] for r in rows)}"),
         "empty answers shown": sum(not has_content(r["answer"]) for r in rows),
