@@ -93,10 +93,8 @@ class Assistant:
                 log.warning("LLM rewrite failed: %s", e)
         timings["rewrite"] = time.perf_counter() - t
         t = time.perf_counter()
-        found = self.retriever.retrieve(standalone, k or max(self.settings.top_k, 5), mode, snap=snap)
-        hits = found.hits
+        hits = self.retriever.search(standalone, k or max(self.settings.top_k, 5), mode, snap=snap)
         timings["retrieve"] = time.perf_counter() - t
-        timings.update({f"retrieve_{name}": sec for name, sec in found.timings.items()})
         scorer = self._scorer(snap)
         strength = self.evidence_strength(standalone, hits, scorer)
         base = Answer(question, "", False, [], hits, standalone, backend, evidence=strength, timings=timings,
