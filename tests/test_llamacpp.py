@@ -235,3 +235,14 @@ def test_placeholders_removed_and_invented_figures_dropped(scripted, retriever, 
     assert "[编号]" not in result.answer and "[资料]" not in result.answer
     assert "987654" not in result.answer and "资料中没有的数字" in result.notice
     a.llms.close()
+
+
+def test_an_abandoned_reply_does_not_leak_into_the_next_answer(scripted, retriever):
+    settings, sentence, _, _ = scripted
+    a = Assistant(settings, retriever)
+    stream = a.ask_stream(QUESTION)
+    next(step for step in stream if step.answer)  # the user leaves after the first tokens
+    stream.close()
+    b = a.ask(QUESTION)
+    assert b.backend == "llamacpp" and b.answer.count(sentence) == 1  # no leftover tokens in front of it
+    a.llms.close()

@@ -152,14 +152,23 @@ class LocalModel:
 
     def stream(self, messages: list[dict]) -> Iterator[str]:
         """Tokens of the reply to chat `messages` ([{"role", "content"}]); WorkerError on failure."""
-        # KEXIE_FAULT=llm_decode (tests) makes the worker crash on this request, as a bad kernel would.
-        for status, a, b in self._request(("chat", messages, os.environ.get("KEXIE_FAULT"))):
-            if status == "token":
-                yield a
-            elif status == "done":
-                return
-            elif status == "error":
-                raise WorkerError(a, b)
+        finished = False
+        try:
+            # KEXIE_FAULT=llm_decode (tests) makes the worker crash on this request, as a bad kernel would.
+            for status, a, b in self._request(("chat", messages, os.environ.get("KEXIE_FAULT"))):
+                if status == "token":
+                    yield a
+                elif status == "done":
+                    finished = True
+                    return
+                elif status == "error":
+                    finished = True
+                    raise WorkerError(a, b)
+        finally:
+            if not finished:
+                # Abandoned mid-reply (the user left): the rest of it is still coming down the pipe and
+                # would be read as the next answer. A fresh worker is cheaper than a wrong answer.
+                self._reset()
 
     def evaluated_text(self) -> str:
         """The text the engine evaluated for the last reply (prompt and answer, special tokens kept)."""
