@@ -94,3 +94,15 @@ def test_question_type(q, kind):
     from rag.answer.sentences import question_type
 
     assert question_type(q).kind == kind
+
+
+@pytest.mark.parametrize("text, token, found", [
+    ("四服务一加强", "服务", True), ("this is a start", "is", True), ("2012年", "2012", True),
+    ("gdp增长", "gdp", True), ("ai赋能", "ai", True),
+    # Must not fire: a Latin or digit token inside a longer word or number.
+    ("this", "is", False), ("start", "art", False), ("2012年", "12", False), ("sai赋能", "ai", False),
+])
+def test_contains_token(text, token, found):
+    from rag.answer.sentences import contains_token
+
+    assert contains_token(text, token) is found

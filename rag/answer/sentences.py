@@ -60,13 +60,21 @@ def idf_weights(tokens: list[str], doc_freq, n_docs: int) -> dict[str, float]:
     return out
 
 
+def contains_token(text: str, token: str) -> bool:
+    """`token` occurs in `text` (both normalised, lower case). Han tokens match anywhere (Chinese has no
+    spaces); a Latin or digit token only as a whole word: "is" is not in "this", "12" not in "2012"."""
+    if not token.isascii() or not token.isalnum():
+        return token in text
+    return re.search(rf"(?<![a-z0-9]){re.escape(token)}(?![a-z0-9])", text) is not None
+
+
 def coverage(weights: dict[str, float], text: str) -> float:
     """IDF-weighted share of query tokens present in the text."""
     total = sum(weights.values())
     if not total:
         return 0.0
     t = normalize(text).lower()
-    return sum(w for tok, w in weights.items() if tok in t) / total
+    return sum(w for tok, w in weights.items() if contains_token(t, tok)) / total
 
 
 def sentence_score(sentence: str, weights: dict[str, float], qt: QuestionType, context: str = "") -> float:
