@@ -230,7 +230,7 @@ def build_app(settings: Settings, assistant: Assistant | None = None) -> gr.Bloc
                 gr.Markdown(f"本地 GGUF 模型：{gguf}", elem_id="gguf-info")
                 base_url = gr.Textbox(value=settings.llm_base_url, label="OpenAI 兼容接口地址（base URL）")
                 model = gr.Textbox(value=settings.llm_model, label="模型名称")
-                api_key = gr.Textbox(value="", type="password", label="API Key（留空则使用配置中的值）")
+                api_key = gr.Textbox(value="", type="password", label="API Key（留空时：配置中的地址使用配置的 Key，其他地址不发送 Key）")
                 apply = gr.Button("应用设置", elem_id="apply-settings")
 
         outs = [chatbot, history, cites, box]
