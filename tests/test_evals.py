@@ -6,6 +6,8 @@ import subprocess
 import sys
 from collections import Counter
 
+import pytest
+
 from conftest import CORPUS, PROJECT_ROOT, shared
 
 from evals.dataset import check_evidence, load_dataset
@@ -30,6 +32,30 @@ def test_dev_set_is_large_varied_and_verbatim():
     for i in items:
         for key in i.must_include:
             assert any(key.replace(" ", "") in e.replace(" ", "") for e in i.evidence), (i.id, key)
+
+
+@pytest.mark.parametrize("name, minimum", [("extra.jsonl", 45), ("extra_heldout.jsonl", 20)])
+def test_corpus_extra_sets_are_varied_and_verbatim(name, minimum):
+    """The policy-text sets (tuning split and held-out split) over ../shared/corpus-extra."""
+    extra = shared("corpus-extra")
+    items = load_dataset(PROJECT_ROOT / "evals" / name)
+    assert len(items) >= minimum and len({i.id for i in items}) == len(items)
+    types = Counter(i.type for i in items)
+    for t in ("number", "definition", "list", "paraphrase", "informal", "article", "version", "multi_doc"):
+        assert types[t] >= 2, t
+    assert types["unanswerable"] >= 5 and all(not i.answerable for i in items if i.type == "unanswerable")
+    texts = {p.name: p.read_text(encoding="utf-8") for p in extra.iterdir()}
+    assert check_evidence(items, texts) == []
+    for i in items:
+        for key in i.must_include:
+            assert any(key.replace(" ", "") in e.replace(" ", "") for e in i.evidence), (i.id, key)
+
+
+def test_tuning_and_heldout_splits_share_nothing():
+    dev = load_dataset(PROJECT_ROOT / "evals" / "extra.jsonl")
+    held = load_dataset(PROJECT_ROOT / "evals" / "extra_heldout.jsonl")
+    assert not {i.question for i in dev} & {i.question for i in held}
+    assert not {e for i in dev for e in i.evidence} & {e for i in held for e in i.evidence}
 
 
 def test_changed_documents_are_reported_not_ignored():
