@@ -214,3 +214,54 @@ def test_each_search_returns_its_own_timings_and_one_meaning_of_score(retriever)
         assert all((r["bm25_score"] is None) is (r["bm25_rank"] is None) for r in rows)
         if mode == "bm25":
             assert all(r["vector_score"] is None and r["bm25_score"] > 0 for r in rows)
+
+
+def test_an_index_from_before_identities_migrates_in_a_running_app(tmp_path, embedder):
+    """A format-1 index (vectors in "kexie-<model>", no kb_id) re-indexed from the web app: the rebuild
+    writes a new identity's collection, the manifest names that collection, the app reads from it."""
+    import json
+
+    import chromadb
+
+    from rag.index import store
+    from rag.index.indexer import reindex_live
+    from rag.index.vectors import collection_name
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    shutil.copy(CORPUS / "青岛市科协_奋力谱写新时代发展新篇章.txt", corpus)
+    s = load_settings(env={}, corpus_dir=corpus, index_dir=tmp_path / "index")
+    index_corpus(s, embedder=embedder)
+    # Turn it into what an older version left: the same vectors under the legacy name, no identity.
+    kb = store.kb_identity(s.index_dir)
+    from chromadb.config import Settings as ChromaSettings
+
+    cs = ChromaSettings(anonymized_telemetry=False, allow_reset=False)  # as VectorStore opens it
+    client = chromadb.PersistentClient(path=str(s.chroma_dir), settings=cs)
+    new_col = client.get_collection(collection_name(s.embedding_model, kb))
+    got = new_col.get(include=["embeddings"])
+    legacy = client.get_or_create_collection(collection_name(s.embedding_model), embedding_function=None,
+                                             configuration={"hnsw": {"space": "cosine"}})
+    legacy.add(ids=got["ids"], embeddings=got["embeddings"])
+    client.delete_collection(new_col.name)
+    client.close()
+    data = json.loads((s.index_dir / "manifest.json").read_text(encoding="utf-8"))
+    data.update(version=1, kb_id="")
+    (s.index_dir / "manifest.json").write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    (s.index_dir / store.IDENTITY).unlink()
+
+    r = Retriever(s, embedder)
+    assert r.search("科技志愿服务队", 3, "vector")  # the app serves the old index as it is
+    rep = reindex_live(r)
+    assert rep.rebuilt == "索引格式已更新"
+    m = store.Manifest.read(s.index_dir)
+    assert m.kb_id and m.version == store.FORMAT_VERSION and store.kb_identity(s.index_dir) == m.kb_id
+    n_chunks, _, n_vec, _ = chunk_counts(s)
+    assert n_vec == n_chunks  # the collection the manifest names holds every vector
+    hits = r.search("科技志愿服务队", 3, "vector")
+    assert hits and all(h.vector_rank for h in hits)
+    client = chromadb.PersistentClient(path=str(s.chroma_dir), settings=cs)
+    names = {c.name for c in client.list_collections()}
+    client.close()
+    assert names == {collection_name(s.embedding_model, m.kb_id)}  # the legacy collection is gone
+    r.close()

@@ -171,12 +171,18 @@ def index_corpus(
     with index_lock(settings.index_dir):
         prev = read_previous(settings, rebuild, rep)
         plan = plan_generation(settings, prev, rep, max_file_mb, progress)
-        vs = vectors or open_vectors(settings)
+        kb = store.kb_identity(settings.index_dir, create=True)
+        # A caller's store is used only if it is this base's collection and still open (a reader may have
+        # retired it, or it is an index from before bases had ids): otherwise open our own.
+        own = vectors is None or vectors.kb_id != kb or not vectors.acquire()
+        vs = open_vectors(settings) if own else vectors
         try:
             _apply(settings, plan, prev, vs, embedder, tokenizer, rep, rebuild, progress)
         finally:
-            if vectors is None:  # ours: release Chroma's handles (a caller's store stays open)
+            if own:  # release Chroma's handles
                 vs.close()
+            else:
+                vs.release()
     rep.seconds = time.perf_counter() - t0
     return rep
 
@@ -191,7 +197,7 @@ def _apply(settings: Settings, plan: Plan, prev: Previous, vs: VectorStore, embe
         return
     dim = embed_missing(settings, plan.chunks, prev, vs, embedder, rep, rebuild, progress)
     tokens, tok, bm25 = build_bm25(plan.chunks, prev, tokenizer, rep, progress)
-    rep.generation = commit(settings, plan, tokens, tok, bm25, prev, dim, rep)
+    rep.generation = commit(settings, plan, tokens, tok, bm25, prev, dim, rep, vs.kb_id)
     rep.vectors = collect_garbage(vs, live)
     if prev.full:
         vs.drop_other_collections()
@@ -377,8 +383,9 @@ def build_bm25(chunks: list[Chunk], prev: Previous, tokenizer: Tokenizer | None,
 
 
 def commit(settings: Settings, plan: Plan, tokens: list[list[str]], tok: Tokenizer, bm25: BM25Index, prev: Previous,
-           dim: int, rep: IndexReport) -> str:
-    """Write the generation's files, then the manifest: the atomic switch readers see."""
+           dim: int, rep: IndexReport, kb_id: str) -> str:
+    """Write the generation's files, then the manifest: the atomic switch readers see. `kb_id` is the
+    identity of the collection the vectors were written to."""
     with timed(rep.stages, "places"):
         # Decisions made with the same dictionary stay valid.
         reuse = prev.gen_dir and not prev.full and prev.same_rules and set(tok.user_words) == set(prev.words)
@@ -400,7 +407,7 @@ def commit(settings: Settings, plan: Plan, tokens: list[list[str]], tok: Tokeniz
         chunker=CHUNKER_VERSION,
         ocr=settings.ocr,
         files=plan.records,
-        kb_id=store.kb_identity(settings.index_dir),
+        kb_id=kb_id,
     )
     manifest.write(settings.index_dir)
     rep.stages["commit"] = time.perf_counter() - t - rep.stages["write_bm25"]

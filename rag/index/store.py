@@ -79,14 +79,15 @@ def kb_identity(index_dir: Path, create: bool = False) -> str:
     Written to its own file before the first vector (an interrupted first run keeps it); the manifest
     records it at every commit. '' when there is none and `create` is false."""
     p = index_dir / IDENTITY
-    if p.is_file():
-        kb = p.read_text(encoding="utf-8").strip()
-        if kb:
-            return kb
+    on_file = p.read_text(encoding="utf-8").strip() if p.is_file() else ""
     m = Manifest.read(index_dir)
     if m and m.kb_id:
-        atomic_write(p, m.kb_id)  # a copied index without its id file keeps the manifest's
+        # The committed manifest names the collection its vectors are in: it wins over a stale id file.
+        if on_file != m.kb_id:
+            atomic_write(p, m.kb_id)
         return m.kb_id
+    if on_file:
+        return on_file
     if not create:
         return ""
     import uuid

@@ -41,8 +41,12 @@ def _remove_dead_aliases() -> None:
         if len(parts) < 3 or not parts[1].isdigit() or not link.is_symlink():
             continue
         pid = int(parts[1])
-        if pid != os.getpid() and not Path(f"/proc/{pid}").exists():
-            link.unlink(missing_ok=True)
+        try:
+            # Only our own user's links: another user's in sticky /tmp is theirs to remove.
+            if pid != os.getpid() and not Path(f"/proc/{pid}").exists() and link.lstat().st_uid == os.getuid():
+                link.unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 def collection_name(model: str, kb_id: str = "") -> str:
@@ -88,28 +92,41 @@ class VectorStore:
         return cls(client, model, kb_id, alias, remote=bool(host))
 
     # -- lifecycle: a reader that moves to a newer view retires the old store; it closes once unused --
-    @contextmanager
-    def _use(self):
+    def acquire(self) -> bool:
+        """Count the caller as a user (the store stays open until `release`); False if already closed."""
         with self._state:
             if self._closed:
-                raise StoreClosed(self.name)
+                return False
             self._users += 1
+            return True
+
+    def release(self) -> None:
+        with self._state:
+            self._users -= 1
+            last = self._retired and self._users == 0 and not self._closed
+            if last:
+                self._closed = True  # decided and marked under the lock: no new user can slip in
+        if last:
+            self._release_client()
+
+    @contextmanager
+    def _use(self):
+        if not self.acquire():
+            raise StoreClosed(self.name)
         try:
             yield
         finally:
-            with self._state:
-                self._users -= 1
-                last = self._retired and self._users == 0
-            if last:
-                self.close()
+            self.release()
 
     def retire(self) -> None:
         """Close as soon as no call is using the store (queries in flight finish on it)."""
         with self._state:
             self._retired = True
-            idle = self._users == 0
+            idle = self._users == 0 and not self._closed
+            if idle:
+                self._closed = True
         if idle:
-            self.close()
+            self._release_client()
 
     def close(self) -> None:
         """Release the client (Chroma's cached system: HNSW segments, SQLite handles) and its alias link."""
@@ -117,6 +134,9 @@ class VectorStore:
             if self._closed:
                 return
             self._closed = True
+        self._release_client()
+
+    def _release_client(self) -> None:
         close = getattr(self._client, "close", None)
         if close is not None:
             try:
@@ -124,7 +144,10 @@ class VectorStore:
             except Exception:  # already stopped, or a server that went away: nothing left to release
                 pass
         if self._alias is not None:
-            self._alias.unlink(missing_ok=True)
+            try:
+                self._alias.unlink(missing_ok=True)
+            except OSError:
+                pass
 
     def count(self) -> int:
         return self._col.count()

@@ -90,12 +90,16 @@ class Retriever:
         try:
             if self._snap is None or self._snap.manifest.generation != m.generation:
                 new = Snapshot.load(self.settings.index_dir, self._snap.tokenizer if self._snap else None)
-                if new.manifest.writer != store.writer_id() and not self.settings.chroma_host:
-                    # Another process wrote this generation's vectors: this process's cached HNSW
-                    # cannot see them, so read through a view opened after that commit. The old view
-                    # closes once the queries still running on it finish.
+                # Another process wrote this generation's vectors: this process's cached HNSW cannot see
+                # them, so read through a view opened after that commit. Or the base's vectors moved to
+                # another collection (an old index rebuilt with an identity). Either way the open store is
+                # retired: it closes once the queries still running on it finish.
+                foreign = new.manifest.writer != store.writer_id() and not self.settings.chroma_host
+                open_kb = self._vectors.kb_id if self._vectors is not None else None
+                if foreign or (open_kb is not None and open_kb != new.manifest.kb_id):
                     with self._vectors_lock:
-                        self._view = new.manifest.generation
+                        if foreign:
+                            self._view = new.manifest.generation
                         old, self._vectors = self._vectors, None
                     if old is not None:
                         old.retire()
