@@ -31,10 +31,16 @@ index: install
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
 	-DGGML_AVX512=OFF -DGGML_AVX512_VBMI=OFF -DGGML_AVX512_VNNI=OFF -DGGML_AVX512_BF16=OFF \
 	-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
+# pip's wheel cache is keyed by the source, not CMAKE_ARGS, and an existing venv keeps its build:
+# a native build already there (AVX512/AMX in its system info) is rebuilt from source, uncached.
+LLAMA_NATIVE := import llama_cpp, sys; i = llama_cpp.llama_print_system_info().decode(); sys.exit(any(f in i for f in ("AVX512 = 1", "AVX512_VNNI = 1", "AMX_INT8 = 1", "AMX_TILE = 1", "AMX_BF16 = 1")))
 local-llm: $(VENV)/.installed-llm
 $(VENV)/.installed-llm: $(VENV)/.installed
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install -e ".[local-llm]" \
 	  || echo "llama-cpp-python 未能安装：本地 GGUF 后端的测试将跳过"
+	$(BIN)/python -c '$(LLAMA_NATIVE)' 2>/dev/null || ! $(BIN)/python -c 'import llama_cpp' 2>/dev/null \
+	  || CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --force-reinstall --no-deps --no-cache-dir "llama-cpp-python>=0.3" \
+	  || echo "llama-cpp-python 未能重新编译：本地 GGUF 后端的测试将跳过"
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed $(VENV)/.installed-llm

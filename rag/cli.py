@@ -94,7 +94,11 @@ def cmd_index(s: Settings, args) -> int:
 def cmd_search(s: Settings, args) -> int:
     from rag.search.retrieval import Retriever
 
-    hits = Retriever(s).search(args.query)
+    r = Retriever(s)
+    try:
+        hits = r.search(args.query)
+    finally:
+        r.close()  # Chroma's handles and the alias link of this process's view
     if args.json:
         _print_json([h.to_json() for h in hits])
         return 0
@@ -110,7 +114,11 @@ def cmd_search(s: Settings, args) -> int:
 def cmd_ask(s: Settings, args) -> int:
     from rag.answer.assistant import Assistant
 
-    result = Assistant(s).ask(args.question)
+    a = Assistant(s)
+    try:
+        result = a.ask(args.question)
+    finally:
+        a.close()
     if args.json:
         _print_json(result.to_json())
         return 0

@@ -108,7 +108,10 @@ class SecretFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not self.secrets:
             return True
-        msg = record.getMessage()
+        try:
+            msg = record.getMessage()
+        except Exception:  # a bad format string: leave it to logging's own error report
+            return True
         masked = self._mask(msg)
         if masked != msg:
             record.msg, record.args = masked, ()

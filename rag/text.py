@@ -50,18 +50,22 @@ def parse_cn_int(text: str) -> int | None:
     """A whole number written in Chinese numerals or digits: "十一" 11, "二十三" 23, "一百零五" 105,
     "两万" 20000, "3" 3. None for anything else ("一是", "进一步" are not numbers)."""
     t = text.strip()
-    if t.isdigit():
+    if t.isdecimal():  # not isdigit: "①" and "²" are digits that int() refuses
         return int(t)
     if not t or any(ch not in CN_NUMERAL for ch in t):
         return None
     total = section = digit = 0
     seen_digit = False
+    last_unit = 10**9  # units inside a section must fall: "三十三十" and "十十" are no numbers
     for ch in t:
         if ch in _CN_DIGIT:
             if seen_digit and digit and _CN_DIGIT[ch]:  # "二三" is not a number
                 return None
             digit, seen_digit = _CN_DIGIT[ch], True
         elif ch in _CN_UNIT:
+            if _CN_UNIT[ch] >= last_unit:
+                return None
+            last_unit = _CN_UNIT[ch]
             section += (digit if seen_digit else 1) * _CN_UNIT[ch]  # "十一": a bare 十 is 10
             digit, seen_digit = 0, False
         else:  # 万 / 亿
@@ -71,4 +75,5 @@ def parse_cn_int(text: str) -> int | None:
             total += section * _CN_BIG[ch]
             section = digit = 0
             seen_digit = False
+            last_unit = 10**9
     return total + section + digit

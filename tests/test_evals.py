@@ -7,7 +7,6 @@ import sys
 from collections import Counter
 
 import pytest
-
 from conftest import CORPUS, PROJECT_ROOT, shared
 
 from evals.dataset import check_evidence, load_dataset

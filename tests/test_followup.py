@@ -20,6 +20,7 @@ def is_place():
     ("十一", 11), ("二十三", 23), ("一百零五", 105), ("两万", 20000), ("三百七十四", 374), ("十", 10),
     ("一千零一", 1001), ("一亿二千万", 120_000_000), ("12", 12),
     ("一是", None), ("进一步", None), ("二三", None), ("", None), ("万", None),
+    ("三十三十", None), ("十十", None), ("①", None), ("²", None), ("一百二十", 120), ("两万三千", 23000),
 ])
 def test_parse_cn_int(text, value):
     assert parse_cn_int(text) == value
@@ -58,6 +59,8 @@ HIST_ACTIVITY = [("科协在社区开展了哪些活动", "开展了科普讲座
     ("第二点具体说说", HIST_LIST, "服务创新驱动发展战略（四服务一加强包括哪些内容）"),
     ("第三项呢", HIST_NUMBERED, "开展科普日活动（有哪些举措）"),
     ("它的成员有哪些", HIST_CITY, "青岛市科协组建了多少支志愿服务队，它的成员有哪些"),
+    ("它的效果如何？", HIST_CITY, "青岛市科协组建了多少支志愿服务队，它的效果如何？"),
+    ("他们怎么样", HIST_CITY, "青岛市科协组建了多少支志愿服务队，他们怎么样"),
     # Must not fire: a non-place is never swapped for a place, 条 is an article, prose has no points.
     ("那科普基地呢", HIST_CITY, "那科普基地呢"),
     ("那学校呢", HIST_ACTIVITY, "那学校呢"),

@@ -78,3 +78,13 @@ def test_kexie_toml_in_the_working_directory_is_not_read_implicitly(tmp_path, mo
     # Data paths follow the working directory, never the installed package.
     s = load_settings(env={})
     assert s.corpus_dir == tmp_path / "corpus" and s.index_dir == tmp_path / "index"
+
+
+def test_secret_filter_never_raises_on_a_bad_format_string():
+    import logging
+
+    from rag.settings import SecretFilter
+
+    f = SecretFilter(load_settings(env={}, llm_api_key="sk-very-secret-1"))
+    record = logging.LogRecord("x", logging.WARNING, __file__, 1, "bad %s %s", (1,), None)
+    assert f.filter(record) is True

@@ -41,6 +41,8 @@ def rewrite_followup(question: str, history: list[tuple[str, str]], gaz: frozens
         if 0 < idx <= len(points):
             return f"{points[idx - 1]}（{prev_q.rstrip('？?')}）"
         return q
+    if _PRONOUN.match(q):  # "它的效果如何": the previous question's subject
+        return f"{prev_q.rstrip('？?')}，{q}"
     m = _FOLLOWUP.match(q) or _LEAD_ONLY.match(q)
     if m and len(q) <= 16:
         subject = m.group(1).strip("的 ")
@@ -60,8 +62,6 @@ def rewrite_followup(question: str, history: list[tuple[str, str]], gaz: frozens
                         place = place.removesuffix(prev_q[j])
                     return prev_q[:i] + place + prev_q[j:]
         return q
-    if _PRONOUN.match(q):
-        return f"{prev_q.rstrip('？?')}，{q}"
     return q
 
 

@@ -215,15 +215,16 @@ def _context_message(text: str) -> str:
     return f"资料超出本地模型的上下文长度{size}，请增大 gguf_context 或减小 top_k"
 
 
-def _stream(model, backend: str, messages: list[tuple[str, str]]) -> Iterator[str]:
+def _stream(model, backend: str, messages: list[tuple[str, str]], token_timeout: float = 60.0) -> Iterator[str]:
     """Tokens from either backend; only outages become LLMUnavailable, anything else LLMError (logged)."""
     if backend == Backend.LLAMACPP:
         try:
-            yield from model.stream([{"role": "user" if r == "human" else r, "content": c} for r, c in messages])
+            yield from model.stream([{"role": "user" if r == "human" else r, "content": c} for r, c in messages],
+                                    token_timeout)
         except WorkerError as e:
             if e.kind == "context":
                 raise LLMUnavailable(_context_message(str(e))) from None
-            if e.kind == "died":
+            if e.kind in ("died", "timeout"):
                 raise LLMUnavailable(f"{e}，下一个问题会重新启动本地模型") from None
             log.error("local model failed while generating: %s", e)
             raise LLMError(f"本地模型生成时出错（{str(e)[:80]}）") from None
@@ -242,7 +243,7 @@ def _stream(model, backend: str, messages: list[tuple[str, str]]) -> Iterator[st
 def generate_stream(models: ChatModels, settings: Settings, backend: str, question: str, hits: list[Hit]) -> Iterator[str]:
     model, lock = models.get(settings, backend)
     with _exclusive(lock, backend, settings.llm_timeout):
-        yield from _stream(model, backend, build_messages(question, hits))
+        yield from _stream(model, backend, build_messages(question, hits), settings.llm_timeout)
 
 
 def rewrite_with_llm(models: ChatModels, settings: Settings, question: str, history: list[tuple[str, str]], backend: str) -> str:
@@ -250,5 +251,5 @@ def rewrite_with_llm(models: ChatModels, settings: Settings, question: str, hist
     convo = "\n".join(f"用户：{q}\n助手：{a[:300]}" for q, a in history[-3:])
     messages = [("system", REWRITE_PROMPT), ("human", f"对话历史：\n{convo}\n\n最后的问题：{question}")]
     with _exclusive(lock, backend, settings.llm_timeout):
-        text = "".join(_stream(model, backend, messages)).strip()
+        text = "".join(_stream(model, backend, messages, settings.llm_timeout)).strip()
     return text.splitlines()[0][:200] if text else ""

@@ -19,6 +19,7 @@ from pathlib import Path
 log = logging.getLogger("kexie.llm")
 
 LOAD_TIMEOUT = 300.0  # seconds to load a GGUF (a 7B Q4 model reads ~4 GB)
+FIRST_TOKEN_TIMEOUT = 600.0  # reading a long prompt with a 7B model on two cores takes minutes
 
 
 class WorkerError(Exception):
@@ -109,17 +110,22 @@ class LocalModel:
         proc.start()
         child.close()
         LocalModel.starts += 1
-        if not parent.poll(LOAD_TIMEOUT):
-            proc.kill()
-            raise WorkerError("load", f"加载超过 {LOAD_TIMEOUT:.0f} 秒")
         try:
-            status, kind, msg = parent.recv()
-        except EOFError:
+            if not parent.poll(LOAD_TIMEOUT):
+                raise WorkerError("load", f"加载超过 {LOAD_TIMEOUT:.0f} 秒")
+            try:
+                status, kind, msg = parent.recv()
+            except EOFError:
+                proc.join(5)
+                raise WorkerError("died", f"本地模型进程在加载时异常退出（{_death(proc.exitcode)}）") from None
+            if status != "ready":
+                raise WorkerError(kind, msg)
+        except BaseException:
+            parent.close()  # a failed start leaves neither a descriptor nor a process behind
+            if proc.is_alive():
+                proc.kill()
             proc.join(5)
-            raise WorkerError("died", f"本地模型进程在加载时异常退出（{_death(proc.exitcode)}）") from None
-        if status != "ready":
-            proc.join(5)
-            raise WorkerError(kind, msg)
+            raise
         self._proc, self._conn = proc, parent
 
     def ensure_started(self) -> None:
@@ -128,20 +134,28 @@ class LocalModel:
             self._start()
 
     def _reset(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-        if self._proc is not None and self._proc.is_alive():
-            self._proc.kill()
-        if self._proc is not None:
-            self._proc.join(5)
+        conn, proc = self._conn, self._proc
         self._proc = self._conn = None
+        if conn is not None:
+            conn.close()
+        if proc is not None:
+            if proc.is_alive():
+                proc.kill()
+            proc.join(5)
 
-    def _request(self, msg: tuple) -> Iterator[tuple]:
+    def _request(self, msg: tuple, first_wait: float = FIRST_TOKEN_TIMEOUT, wait: float = FIRST_TOKEN_TIMEOUT) -> Iterator[tuple]:
+        """Send one request and yield its replies; a worker silent for longer than the wait is killed
+        (a hang in native code must not hold the model's lock forever)."""
         self.ensure_started()
         try:
             self._conn.send(msg)
+            limit = first_wait
             while True:
+                if not self._conn.poll(limit):
+                    self._reset()
+                    raise WorkerError("timeout", f"本地模型 {limit:.0f} 秒没有输出，已停止")
                 yield self._conn.recv()
+                limit = wait
         except (EOFError, BrokenPipeError, ConnectionResetError, OSError):
             proc = self._proc
             if proc is not None:
@@ -150,12 +164,14 @@ class LocalModel:
             self._reset()  # the next question starts a new worker
             raise WorkerError("died", f"本地模型进程异常退出（{_death(code)}）") from None
 
-    def stream(self, messages: list[dict]) -> Iterator[str]:
-        """Tokens of the reply to chat `messages` ([{"role", "content"}]); WorkerError on failure."""
+    def stream(self, messages: list[dict], token_timeout: float = FIRST_TOKEN_TIMEOUT) -> Iterator[str]:
+        """Tokens of the reply to chat `messages` ([{"role", "content"}]); WorkerError on failure.
+        `token_timeout`: the longest pause between two tokens (the first may take FIRST_TOKEN_TIMEOUT)."""
         finished = False
         try:
             # KEXIE_FAULT=llm_decode (tests) makes the worker crash on this request, as a bad kernel would.
-            for status, a, b in self._request(("chat", messages, os.environ.get("KEXIE_FAULT"))):
+            msg = ("chat", messages, os.environ.get("KEXIE_FAULT"))
+            for status, a, b in self._request(msg, max(FIRST_TOKEN_TIMEOUT, token_timeout), token_timeout):
                 if status == "token":
                     yield a
                 elif status == "done":

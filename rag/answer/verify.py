@@ -15,7 +15,10 @@ _PLACEHOLDER = re.compile(r"\[(?:编号|资料|出处|来源|引用|序号|数�
 _PIECE = re.compile(r"[^。！？!?\n]*(?:\[\d+\])*[。！？!?]?(?:\[\d+\])*")
 # A number as written: digits with optional thousands separators and decimals ("1,200", "3.5"),
 # never part of a longer digit run ("12" is not in "2012").
-_NUMBER = re.compile(r"(?<![\d.,])\d{1,3}(?:,\d{3})+(?:\.\d+)?(?![\d])|(?<![\d.,])\d+(?:\.\d+)?(?![\d])")
+# NFKC turns "，" into ",": "12,34,56" is three numbers, "1,200" one (a comma before exactly 3 digits).
+_NUMBER = re.compile(r"(?<![\d.])\d{1,3}(?:,\d{3})+(?![\d])(?:\.\d+)?|(?<![\d.])\d+(?:\.\d+)?(?![\d])")
+# A list item's own marker ("1. " "2、" "(3)") is not a figure the passage must state.
+_LIST_MARKER = re.compile(r"^\s*(?:\d{1,2}[.、．)）]|[（(]\d{1,2}[）)])\s*")
 SUPPORTED = 0.5
 
 
@@ -28,7 +31,7 @@ class Verified:
 
 def numbers(text: str) -> set[float]:
     """The numbers a text states, as values ("1,200" and "1200" are the same number)."""
-    return {float(n.replace(",", "")) for n in _NUMBER.findall(normalize(text))}
+    return {float(n.replace(",", "")) for n in _NUMBER.findall(_LIST_MARKER.sub("", normalize(text)))}
 
 
 def strip_placeholders(text: str) -> str:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import filecmp
 import os
 import re
 import shutil
+import tempfile
 import time
 import unicodedata
 from dataclasses import dataclass
@@ -78,6 +80,14 @@ def save_upload(settings: Settings, tmp_path: str | Path, original_name: str) ->
         raise UploadRejected(f"“{name}”：文件过大（{size / 2**20:.1f} MB，上限 {settings.max_upload_mb} MB）")
     dest = resolve_in_corpus(settings, name)
     settings.corpus_dir.mkdir(parents=True, exist_ok=True)
+    # Uploads run concurrently (several browser sessions): one at a time per corpus, so a replaced file
+    # always reaches .versions and two copies never interleave.
+    with open(settings.corpus_dir / ".upload.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _save_locked(settings, src, dest, name)
+
+
+def _save_locked(settings: Settings, src: Path, dest: Path, name: str) -> Saved:
     kept = None
     if dest.is_file():
         if filecmp.cmp(src, dest, shallow=False):
@@ -91,9 +101,14 @@ def save_upload(settings: Settings, tmp_path: str | Path, original_name: str) ->
             n += 1
             kept = versions / f"{dest.stem}.{stamp}-{n}{dest.suffix}"
         shutil.copy2(dest, kept)
-    tmp = dest.with_name(f".{dest.name}.uploading")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dest)  # a half-copied file is never seen by the indexer
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".uploading")
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)  # a half-copied file is never seen by the indexer (hidden name until then)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     if kept is not None:
         return Saved(dest, f"已替换同名文件“{name}”，旧版本保存为 {VERSIONS}/{kept.name}", kept)
     return Saved(dest, f"已上传：{name}")
