@@ -246,3 +246,18 @@ def test_an_abandoned_reply_does_not_leak_into_the_next_answer(scripted, retriev
     b = a.ask(QUESTION)
     assert b.backend == "llamacpp" and b.answer.count(sentence) == 1  # no leftover tokens in front of it
     a.llms.close()
+
+
+def test_a_silent_worker_is_stopped_and_replaced(scripted, retriever, monkeypatch):
+    import rag.answer.local_llm as local_llm
+
+    settings, sentence, _, _ = scripted
+    a = Assistant(settings.replace(llm_timeout=3), retriever)
+    monkeypatch.setattr(local_llm, "FIRST_TOKEN_TIMEOUT", 3.0)
+    monkeypatch.setenv("KEXIE_FAULT", "llm_hang")  # the worker stops answering, as a native hang would
+    hung = a.ask(QUESTION)
+    monkeypatch.delenv("KEXIE_FAULT")
+    assert hung.backend == "extractive" and "没有输出" in hung.notice and "加强自身建设" in hung.answer
+    again = a.ask(QUESTION)  # the lock was released and a new worker answers
+    assert again.backend == "llamacpp" and sentence in again.answer
+    a.llms.close()

@@ -66,6 +66,10 @@ def _worker_main(conn, cfg: LocalConfig) -> None:  # runs in the child
         messages, fault = req[1], req[2]
         if fault == "llm_decode":  # crash-safety tests: die the way a bad native kernel does
             os.kill(os.getpid(), signal.SIGSEGV)
+        if fault == "llm_hang":  # ... or hang in native code
+            import time
+
+            time.sleep(3600)
         try:
             stream = llm.create_chat_completion(
                 messages=messages, stream=True, max_tokens=cfg.max_tokens, temperature=cfg.temperature,
