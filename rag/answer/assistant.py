@@ -122,6 +122,7 @@ class Assistant:
                 final = self._fallback(base, scorer, snap.places, "大模型没有给出可用的回答，已改用离线抽取式回答")
             yield final
         except LLMUnavailable as e:
+            log.warning("LLM backend %s unavailable, answered offline: %s", backend, e)  # an expired key shows here
             timings["generate"] = time.perf_counter() - t
             yield self._fallback(base, scorer, snap.places, f"大模型服务不可用（{e}），已改用离线抽取式回答")
         except LLMError as e:
