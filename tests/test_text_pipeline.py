@@ -5,7 +5,7 @@ import re
 from conftest import CORPUS
 
 from rag.index.tokenizer import Tokenizer, quoted_terms
-from rag.ingest.chunking import chunk_document, document_context
+from rag.ingest.chunking import chunk_document, document_contexts
 from rag.ingest.cleaning import paragraphs
 from rag.models import Page
 from rag.text import TERMINAL, normalize
@@ -102,9 +102,11 @@ def test_no_text_lost_in_real_corpus():
 def test_document_context_names_the_city():
     text = (CORPUS / "青岛市科协_奋力谱写新时代发展新篇章.txt").read_text(encoding="utf-8")
     # Even with a meaningless file name, the chunk context carries the city from the content.
-    ctx = document_context(paras(text), "000_194e08218dc45569.txt")
-    assert "青岛" in ctx
-    assert "青岛" in document_context(paras("市科协召开会议。"), "青岛市科协_年度报告.txt")
+    title, context = document_contexts(paras(text), "000_194e08218dc45569.txt")
+    assert "青岛" in title and "青岛" in context
+    title, context = document_contexts(paras("市科协召开会议。"), "青岛市科协_年度报告.txt")
+    assert "青岛" in title and "年度报告" in title
+    assert "年度报告" not in context and "青岛" not in context  # the file name never reaches the vectors
 
 
 def test_quoted_terms_become_whole_tokens():

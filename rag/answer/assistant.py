@@ -203,12 +203,10 @@ class Assistant:
 
     def _from_llm_text(self, a: Answer, text: str) -> Answer | None:
         """The verified answer, the model's own refusal, or None when nothing usable is left."""
-        text = strip_placeholders(text).strip()
-        if REFUSAL[:8] in text or "未找到" in text[:20]:
+        text = text.strip()
+        if REFUSAL[:8] in text or "未找到" in strip_placeholders(text)[:20]:
             return self._refuse(a)
-        if not has_content(text):
-            return None
-        v = verify_citations(text, a.retrieved)
+        v = verify_citations(text, a.retrieved)  # placeholders removed there
         if not has_content(v.text):
             return None
         a.answer, a.citations = v.text, v.citations

@@ -156,9 +156,8 @@ class ChatModels:
         found.entry = entry
         found.done.set()
         for old in evicted:
-            close = getattr(old, "close", None)
-            if isinstance(old, LocalModel) and close:
-                close()  # its worker process and the memory the model holds
+            if isinstance(old, LocalModel):
+                old.close()  # its worker process and the memory the model holds
         return entry
 
     def close(self) -> None:

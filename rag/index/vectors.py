@@ -103,11 +103,7 @@ class VectorStore:
     def release(self) -> None:
         with self._state:
             self._users -= 1
-            last = self._retired and self._users == 0 and not self._closed
-            if last:
-                self._closed = True  # decided and marked under the lock: no new user can slip in
-        if last:
-            self._release_client()
+        self._close_if_idle()
 
     @contextmanager
     def _use(self):
@@ -122,19 +118,19 @@ class VectorStore:
         """Close as soon as no call is using the store (queries in flight finish on it)."""
         with self._state:
             self._retired = True
-            idle = self._users == 0 and not self._closed
-            if idle:
-                self._closed = True
-        if idle:
-            self._release_client()
+        self._close_if_idle()
 
-    def close(self) -> None:
+    def close(self, only_if_idle: bool = False) -> None:
         """Release the client (Chroma's cached system: HNSW segments, SQLite handles) and its alias link."""
         with self._state:
-            if self._closed:
+            # Decided and marked under the lock, so no new user can slip in between.
+            if self._closed or (only_if_idle and (not self._retired or self._users)):
                 return
             self._closed = True
         self._release_client()
+
+    def _close_if_idle(self) -> None:
+        self.close(only_if_idle=True)
 
     def _release_client(self) -> None:
         close = getattr(self._client, "close", None)

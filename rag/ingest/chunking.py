@@ -80,30 +80,31 @@ def _headlines(paras: list[Para]) -> list[str]:
     return lines
 
 
-def _with_place(context: str, paras: list[Para]) -> str:
-    if place_counts(context):
-        return context
-    place = dominant_place(" ".join(p.text for p in paras))
-    if not place:
-        return context
-    return f"{place}｜{context}" if context else place
+def document_contexts(paras: list[Para], source: str) -> tuple[str, str]:
+    """(title, context) carried by every chunk, since documents often say only "市科协".
 
-
-def document_context(paras: list[Para], source: str) -> str:
-    """Title/place context carried by every chunk, since documents often say only "市科协":
-    the file name (when it reads as a name), the document's headline, and its dominant place name."""
+    title: the file name (when it reads as a name), the document's headline, and its dominant place
+    name: shown and indexed for BM25. context: the same from the text alone, which is what the vectors
+    embed, so renaming a file re-embeds nothing."""
+    headlines = _headlines(paras)
     stem = re.sub(r"[_\s]+", " ", source.rsplit("/", 1)[-1].rsplit(".", 1)[0]).strip()
-    parts = [stem] if has_han(stem) else []
-    for line in _headlines(paras):
+    parts = [stem] if has_han(stem) else []  # a file name like "000_1a2b.txt" says nothing: no noise
+    for line in headlines:
         if normalize(line) not in normalize(" ".join(parts)):
             parts.append(line)
-    return _with_place(" ".join(parts), paras)  # a file name like "000_1a2b.txt" says nothing: no noise
+    place: list[str] = []  # the dominant place, computed once and only if one of the two needs it
 
+    def with_place(ctx: str) -> str:
+        if place_counts(ctx):
+            return ctx
+        if not place:
+            place.append(dominant_place(" ".join(p.text for p in paras)))
+        if not place[0]:
+            return ctx
+        return f"{place[0]}｜{ctx}" if ctx else place[0]
 
-def content_context(paras: list[Para]) -> str:
-    """The same context from the text alone (headline, dominant place): what the vectors embed, so
-    renaming a file re-embeds nothing."""
-    return _with_place(" ".join(_headlines(paras)), paras)
+    return with_place(" ".join(parts)), with_place(" ".join(headlines))
+
 
 
 def _blocks(paras: list[Para]) -> list[_Block]:
@@ -163,8 +164,7 @@ def chunk_document(paras: list[Para], source: str, size: int = 300, overlap: int
     """Chunks of about `size` characters; paragraphs are kept whole when they fit, sentences never split
     unless longer than `size`; the last sentences of a chunk (up to `overlap` chars) open the next one
     within a section."""
-    title = document_context(paras, source)
-    context = content_context(paras)
+    title, context = document_contexts(paras, source)
     groups: list[tuple[str, list[_Sent]]] = []  # (section, sentences); chunks never cross sections
     for b in _blocks(paras):
         if b.hard or not groups or groups[-1][0] != b.section:

@@ -27,7 +27,6 @@ class Para:
     ocr: bool = False
 
 
-
 def _ends_sentence(text: str) -> bool:
     t = text.rstrip().rstrip(CLOSERS + "*")
     return not t or t[-1] in TERMINAL + "：:"

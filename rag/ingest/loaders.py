@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import os
 import re
 import zipfile
 from pathlib import Path
@@ -92,14 +93,11 @@ def decode_text(data: bytes) -> str:
     return _check_text("\n".join(_decode_line(line) for line in data.split(b"\n")))
 
 
-_HAN = HAN_CHAR
-
-
 def _prefer_gbk_if_plausible(data: bytes, text: str) -> str:
     """Short GBK text can also be valid UTF-8 (专专专士 is D7A8 D7A8 D7A8 CABF, Hebrew רררʿ in UTF-8):
     when the UTF-8 reading is mostly unusual characters and the GB18030 reading is ordinary Chinese,
     take the latter."""
-    if text.isascii() or _HAN.search(text[:20000]) or _common_share(text[:20000]) >= 0.9:
+    if text.isascii() or HAN_CHAR.search(text[:20000]) or _common_share(text[:20000]) >= 0.9:
         return text  # plausible as it is, or real UTF-8 Chinese (even if rare characters)
     try:
         gb = data.decode("gb18030")
@@ -122,7 +120,7 @@ def _decode_line(line: bytes) -> str:
         return line.decode("ascii")
     try:
         u8, strict = line.decode("utf-8"), True
-        if _HAN.search(u8) and _common_share(u8[:4000]) >= 0.9:
+        if HAN_CHAR.search(u8) and _common_share(u8[:4000]) >= 0.9:
             return u8
     except UnicodeDecodeError:
         try:
@@ -140,7 +138,7 @@ def _implausibility(text: str) -> int:
     sample = text[:4000]
     common = _common_chars()
     cost = 4 * sample.count("\ufffd") + sum(1 for ch in sample if ch not in common)
-    if not _HAN.search(sample):
+    if not HAN_CHAR.search(sample):
         # In a file that is not UTF-8 as a whole, non-ASCII without a single hanzi is suspect:
         # GBK 协 (D0 AD) is also valid UTF-8 (Cyrillic Э).
         cost += 2 * sum(1 for ch in sample if not ch.isascii())
@@ -465,8 +463,6 @@ def walk_corpus(corpus_dir: Path):
     """(source, path) of every candidate file under the corpus, sorted: the one walk the indexer and the
     knowledge-base list share. Hidden files and folders (.versions/, .git/) and editor backups (~) are
     not documents; symlinks are returned as they are (the caller decides about their targets)."""
-    import os
-
     for dirpath, dirnames, filenames in os.walk(corpus_dir, followlinks=False):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
