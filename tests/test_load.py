@@ -629,8 +629,16 @@ def test_concurrent_chats_during_reindex(reindex, start_app, corpus_index, retri
                 f"re-index window {we - ws:.2f} s ({gen0} -> {gen1}), baseline-checked {baseline_checked}", table)
 
     assert not failures, f"{len(failures)} problems:\n" + "\n".join(m for _, m in failures[:30])
-    assert inside, (f"no chat both started and finished during the {we - ws:.2f} s re-index: reading was blocked "
-                    f"(latency during {table['during']})")
+    # Reading is not blocked by the re-index: chats keep finishing inside its window. A chat that also *started*
+    # inside it is required only when the window is long enough to hold one (twice the p95 latency before it):
+    # a 2 s re-index under 20 sessions with 2 s answers may hold none, however well reads go on.
+    finished = [r for r in ok if ws < r.t1 < we]
+    assert finished, (f"no chat finished during the {we - ws:.2f} s re-index: reading was blocked "
+                      f"(latency during {table['during']})")
+    p95_before = pct([r.latency for r in before], 95)
+    if p95_before is not None and we - ws > 2 * p95_before:
+        assert inside, (f"no chat both started and finished during the {we - ws:.2f} s re-index "
+                        f"(p95 before {p95_before:.2f} s): reading was blocked (latency during {table['during']})")
     assert after, "no chat was sent after the re-index"
 
 
