@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 TORCH_INDEX   ?=
 
-.PHONY: install local-llm run index test bench clean
+.PHONY: install local-llm run index test bench train clean
 
 install: $(VENV)/.installed
 
@@ -49,6 +49,12 @@ $(VENV)/.installed-test: $(VENV)/.installed $(VENV)/.installed-llm
 test: $(VENV)/.installed-test
 	bash scripts/test-deps.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Re-train the sentence ranker and answerability model from ../shared/bench/cmrc2018_train.json and
+# evals/dev.jsonl (fixed seed); writes rag/answer/answer_models.json. The product never trains at run time.
+train: install
+	$(BIN)/pip install -e ".[train]"
+	$(BIN)/python -m train.answer_models
 
 bench: install
 	$(BIN)/python bench/run.py --sizes 1000,10000

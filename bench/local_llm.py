@@ -52,7 +52,7 @@ def main() -> int:
         ans = a.ask(it.question)
         sec = time.perf_counter() - t
         answers.append(ans)
-        reached = ans.evidence >= s.refusal_threshold
+        reached = "generate" in ans.timings  # the answerability gate let it through to the model
         rows.append({"id": it.id, "question": it.question, "answerable": it.answerable, "answer": ans.answer,
                      "refused": ans.refused, "backend": ans.backend, "notice": ans.notice, "reached_model": reached,
                      "seconds": round(sec, 2)})

@@ -127,7 +127,10 @@ def summarize_retrieval(run: Run) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-def cited_ok(c, item: Item) -> bool:
+def cited_ok(c, item: Item, gold_sources: bool = False) -> bool:
+    """A citation is right when its passage holds an evidence passage; on CMRC, when it is from the gold paragraph."""
+    if gold_sources:
+        return c.source in item.source
     text = passage(c.heading, c.text)
     return any(covers(text, e) for e in item.evidence) or (bool(item.must_include) and contains_all(text, item.must_include[:1]))
 
@@ -144,7 +147,7 @@ def answer_record(item: Item, a: Answer) -> dict:
     }
 
 
-def answer_metrics(items: list[Item], answers: list[Answer]) -> tuple[dict, dict]:
+def answer_metrics(items: list[Item], answers: list[Answer], gold_sources: bool = False) -> tuple[dict, dict]:
     acc, f1, rl, cprec, crec, false_ref, ref_ok, lat = [], [], [], [], [], [], [], {}
     by_type: dict[str, dict[str, list[float]]] = {}
     for it, a in zip(items, answers):
@@ -162,7 +165,7 @@ def answer_metrics(items: list[Item], answers: list[Answer]) -> tuple[dict, dict
         f1.append(char_f1(a.answer if not a.refused else "", it.answer))
         rl.append(rouge_l(a.answer if not a.refused else "", it.answer))
         if not a.refused and a.citations:
-            cprec.append(sum(cited_ok(c, it) for c in a.citations) / len(a.citations))
+            cprec.append(sum(cited_ok(c, it, gold_sources) for c in a.citations) / len(a.citations))
             covered = {j for c in a.citations for j, e in enumerate(it.evidence) if covers(passage(c.heading, c.text), e)}
             crec.append(len(covered) / max(len(it.evidence), 1))
         elif not a.refused:
@@ -233,7 +236,7 @@ def evaluate(settings: Settings, items: list[Item], configs: list[str], gold_sou
         assistant = Assistant(settings, retriever)
         outs = [assistant.ask(it.question, backend=backend) for it in items]
         records = [answer_record(i, a) for i, a in zip(items, outs)]
-        am, types = answer_metrics(items, outs)
+        am, types = answer_metrics(items, outs, gold_sources)
         doc["answer"] = am
         doc["per_type"] = types
         doc["answer_failures"] = [
@@ -284,7 +287,7 @@ def main(settings: Settings, args) -> int:
         cached = Path.cwd() / "index" / "cmrc" if args.index is None else settings.index_dir
         s = settings.replace(corpus_dir=work / "corpus", index_dir=cached)
         try:
-            result = evaluate(s, items, configs, gold_sources=True, answers=False)
+            result = evaluate(s, items, configs, gold_sources=True, backend=args.backend)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         title = "CMRC 2018 试验集"

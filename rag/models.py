@@ -151,6 +151,7 @@ class Citation:
     heading: str
     text: str  # the passage as indexed
     support: list[str] = field(default_factory=list)  # sentences of the passage the answer relies on
+    spans: list[tuple[int, int]] = field(default_factory=list)  # their offsets in `text`, where known (extractive)
 
     def to_json(self) -> dict:
         return {"n": self.n, "source": self.source, "page": self.page, "heading": self.heading, "text": self.text}

@@ -53,8 +53,11 @@ class Settings:
 
     # Answering.
     answer_backend: str = "extractive"  # extractive | openai | llamacpp
-    refusal_threshold: float = 0.55  # calibrated on evals/dev.jsonl (README: precision/recall trade-off)
-    answer_floor: float = 0.5  # extractive: refuse when no sentence scores this high (calibrated on evals/dev.jsonl)
+    # The trained sentence ranker and answerability model (train/answer_models.py); "" = the bundled one.
+    answer_models: str = ""
+    # Refuse below this answerability probability; < 0: the model's own threshold, chosen on a validation split
+    # for at most 5% answerable questions refused; 0: never refuse. LLM backends skip generation only below half of it.
+    answer_threshold: float = -1.0
     llm_base_url: str = ""
     llm_model: str = ""
     llm_api_key: str = field(default="", repr=False)  # secrets never appear in repr, logs or pages
@@ -166,6 +169,8 @@ def validate(s: Settings) -> Settings:
     if s.llm_max_tokens < 16 or s.gguf_context < 512:
         raise ValueError("llm_max_tokens 必须 ≥ 16，gguf_context 必须 ≥ 512")
     RetrievalMode.from_str(s.retrieval_mode)
+    if s.answer_threshold > 1:
+        raise ValueError(f"answer_threshold 必须 ≤ 1（当前 {s.answer_threshold}；小于 0 表示使用模型自带的阈值）")
     return s
 
 

@@ -128,6 +128,24 @@ def test_llm_refusal_sentence_becomes_refusal(corpus_index, retriever, llm):
     assert a.refused and a.citations == []
 
 
+def test_clearly_unanswerable_questions_never_reach_the_llm(corpus_index, retriever, llm):
+    """The answerability model gates every backend: far below its threshold the LLM is not called at all;
+    an answerable question is generated as usual."""
+    a = Assistant(llm_settings(corpus_index, llm), retriever)
+    off = a.ask("火星探测器的推进剂配方是什么")
+    assert off.refused and off.evidence < 0.5 * a.threshold and llm.requests == []
+    on = a.ask("什么是四服务一加强")
+    assert not on.refused and len(llm.requests) == 1 and on.backend == "openai"
+
+
+@pytest.mark.parametrize("threshold, refused", [(0.0, False), (1.0, True)])
+def test_answer_threshold_setting_overrides_the_models(corpus_index, retriever, threshold, refused):
+    """0 never refuses (the gate switched off), 1 always does; the default is the model's calibrated threshold."""
+    a = Assistant(corpus_index.replace(answer_threshold=threshold), retriever)
+    assert a.ask("青岛市科协组建了多少支科技志愿服务队").refused is refused
+    assert Assistant(corpus_index, retriever).threshold == Assistant(corpus_index, retriever).models.threshold
+
+
 def test_endpoint_down_falls_back_to_offline_answer(corpus_index, retriever):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -228,3 +228,18 @@ def test_login_required_when_configured(kb_settings):
 
 def test_default_bind_is_loopback():
     assert load_settings(env={}).host == "127.0.0.1"
+
+
+@pytest.mark.parametrize("text, support, spans, want", [
+    # By offsets: the second "服务队" is the cited one, so it is the one marked (substring search marks the first).
+    ("服务队。组建服务队。", ["服务队。"], [(6, 10)], "服务队。组建<mark>服务队。</mark>"),
+    ("甲乙丙丁。戊己。", [], [(0, 5), (3, 8)], "<mark>甲乙丙丁。</mark><mark>戊己。</mark>"),  # overlaps marked once
+    ("a<b。c", [], [(0, 4)], "<mark>a&lt;b。</mark>c"),  # escaped, never raw HTML
+    # Without offsets (an LLM's sentence): found by text; a sentence the passage lacks marks nothing.
+    ("组建服务队。其他。", ["组建服务队。"], [], "<mark>组建服务队。</mark>其他。"),
+    ("组建服务队。", ["不在段落中。"], [], "组建服务队。"),
+])
+def test_citation_highlight(text, support, spans, want):
+    from rag.serve.web import _highlight
+
+    assert _highlight(text, support, spans) == want

@@ -70,8 +70,19 @@ def linkify(answer: str) -> str:
     return re.sub(r"\[(\d+)\]", r"[[\1]](#cite-\1)", answer)
 
 
-def _highlight(text: str, support: list[str]) -> str:
-    """The passage with the sentences the answer relies on marked (markdown emphasis dropped)."""
+def _highlight(text: str, support: list[str], spans: list[tuple[int, int]] = ()) -> str:
+    """The passage with the sentences the answer relies on marked (markdown emphasis dropped): by their
+    offsets where the answerer knows them, else by finding the sentence (an LLM's words)."""
+    if spans:
+        out, pos = [], 0
+        for a, b in sorted(set(spans)):
+            if a < pos:  # overlapping spans are marked once
+                a = pos
+            if a >= b:
+                continue
+            out += [html.escape(text[pos:a].replace("**", "")), "<mark>", html.escape(text[a:b].replace("**", "")), "</mark>"]
+            pos = b
+        return "".join(out) + html.escape(text[pos:].replace("**", ""))
     out = html.escape(text.replace("**", ""))
     for s in sorted(set(support), key=len, reverse=True):
         frag = html.escape(s.replace("**", "").strip())
@@ -86,11 +97,12 @@ def render_citations(settings: Settings, a: Answer | None) -> str:
     cards = []
     if a.refused:
         cards.append("<div class='refused-note'>资料中未找到答案。以下是最接近的段落：</div>")
-        items = [(h.rank, h.chunk.source, h.chunk.page, h.chunk.heading, h.chunk.text, [], h.chunk.ocr) for h in a.retrieved[:3]]
+        items = [(h.rank, h.chunk.source, h.chunk.page, h.chunk.heading, h.chunk.text, [], [], h.chunk.ocr)
+                 for h in a.retrieved[:3]]
     else:
         ocr = {h.chunk.text: h.chunk.ocr for h in a.retrieved}
-        items = [(c.n, c.source, c.page, c.heading, c.text, c.support, ocr.get(c.text, False)) for c in a.citations]
-    for n, source, page, heading, text, support, is_ocr in items:
+        items = [(c.n, c.source, c.page, c.heading, c.text, c.support, c.spans, ocr.get(c.text, False)) for c in a.citations]
+    for n, source, page, heading, text, support, spans, is_ocr in items:
         meta = []
         if page:
             meta.append(f"第 {page} 页" + ("（OCR 识别）" if is_ocr else ""))
@@ -103,7 +115,7 @@ def render_citations(settings: Settings, a: Answer | None) -> str:
         cards.append(
             f"<div class='cite-card' id='cite-{n}'><div class='cite-head'>[{n}] {html.escape(source)} {link}</div>"
             f"<div class='cite-meta'>{' · '.join(meta)}</div>"
-            f"<div class='cite-text'>{_highlight(text, support)}</div></div>"
+            f"<div class='cite-text'>{_highlight(text, support, spans)}</div></div>"
         )
     # The generation lets load tests check each answer against the index it was served from.
     return f"<div class='cite-list' data-generation='{html.escape(a.generation)}'>" + "\n".join(cards) + "</div>"
