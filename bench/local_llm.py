@@ -1,11 +1,12 @@
 """The local GGUF backend with a real model on a sample of a dev set: what reaches the user.
 
     .venv/bin/python bench/local_llm.py --gguf /path/model.gguf [--dataset evals/dev.jsonl] [--every 6]
+        [--corpus ../shared/corpus-extra --index index-extra]
 
 Prints one table: answer accuracy and refusals as `kexie eval` defines them, plus what the hardening
 guards against: empty answers, placeholder markers ("[编号]"), sentences dropped for invented figures,
-fallbacks to the offline answer (with their reasons), questions stopped by the refusal gate before
-the model, and latency. Nothing here is a test: the model file is the caller's.
+fallbacks to the offline answer (with their reasons), questions stopped by the answerability gate
+before the model, and latency. Nothing here is a test: the model file is the caller's.
 """
 
 from __future__ import annotations
@@ -37,10 +38,12 @@ def main() -> int:
     ap.add_argument("--dataset", default=str(ROOT / "evals" / "dev.jsonl"))
     ap.add_argument("--every", type=int, default=6, help="every N-th question (a fixed, spread sample)")
     ap.add_argument("--context", type=int, default=8192)
+    ap.add_argument("--corpus", type=Path, default=ROOT / "corpus")
+    ap.add_argument("--index", type=Path, default=ROOT / "index")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "local_llm.jsonl")
     args = ap.parse_args()
 
-    s = load_settings(env={}, corpus_dir=ROOT / "corpus", index_dir=ROOT / "index", answer_backend="llamacpp",
+    s = load_settings(env={}, corpus_dir=args.corpus, index_dir=args.index, answer_backend="llamacpp",
                       gguf_path=args.gguf, gguf_context=args.context, llm_timeout=600)
     index_corpus(s)
     items = load_dataset(Path(args.dataset))[:: max(args.every, 1)]
