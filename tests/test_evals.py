@@ -153,3 +153,15 @@ def test_cmrc_smoke(tmp_path):
     assert 0 <= m["answer_accuracy"] <= 1 and m["citation_precision"] is not None
     lines = (tmp_path / "run" / "results.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(lines) == 12 and all("answer" in json.loads(line) for line in lines)
+
+
+@pytest.mark.parametrize("answer, keys, ok", [
+    ("由于大量繁殖而被认为是害虫[1]。", ["而被认为是害虫。"], True),  # the marker is not content
+    ("组建374支[1]。另有3万余人[2]。", ["374支", "3万余人"], True),
+    # Must not fire: a key the answer lacks, or one only a citation number would make up.
+    ("组建374支[1]。", ["375支"], False), ("共[1]2项", ["12项"], False),
+])
+def test_accuracy_ignores_citation_markers(answer, keys, ok):
+    from evals.metrics import contains_all
+
+    assert contains_all(answer, keys) is ok
