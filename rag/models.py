@@ -167,8 +167,8 @@ class Answer:
     standalone: str = ""
     backend: str = "extractive"
     notice: str = ""  # e.g. "LLM unreachable, fell back to offline answer"
-    evidence: float = 0.0  # IDF-weighted coverage of the question by the best passages
-    confidence: float = 0.0  # extractive: score of the best answering sentence
+    evidence: float = 0.0  # the answerability model's probability that the passages answer the question
+    confidence: float = 0.0  # extractive: the ranker's probability for the best candidate sentence
     generation: str = ""  # the index generation the answer was served from
     timings: dict[str, float] = field(default_factory=dict)
 

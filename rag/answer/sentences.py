@@ -1,4 +1,4 @@
-"""IDF-weighted term coverage: how much of a question a text states (features, answerability)."""
+"""Query term weights (IDF from the BM25 index) and token matching, for the answer features."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import math
 import re
 
 from rag.index.tokenizer import Tokenizer
-from rag.text import normalize
 
 
 def idf_weights(tokens: list[str], doc_freq, n_docs: int) -> dict[str, float]:
@@ -24,15 +23,6 @@ def contains_token(text: str, token: str) -> bool:
     if not token.isascii() or not token.isalnum():
         return token in text
     return re.search(rf"(?<![a-z0-9]){re.escape(token)}(?![a-z0-9])", text) is not None
-
-
-def coverage(weights: dict[str, float], text: str) -> float:
-    """IDF-weighted share of query tokens present in the text."""
-    total = sum(weights.values())
-    if not total:
-        return 0.0
-    t = normalize(text).lower()
-    return sum(w for tok, w in weights.items() if contains_token(t, tok)) / total
 
 
 class Scorer:
