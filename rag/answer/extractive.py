@@ -12,6 +12,7 @@ from rag.answer.candidates import Candidate, candidates
 from rag.answer.features import (
     QuestionContext,
     answerability_features,
+    articles_in,
     ranker_matrix,
 )
 from rag.answer.question import Question
@@ -63,9 +64,11 @@ def _overlaps(a: Candidate, b: Candidate) -> bool:
 
 
 def _constraint_groups(q: Question, sc: Scored) -> list[list[int]]:
-    """For "分别" and two-place / two-document questions: the candidates satisfying each named value."""
+    """For questions naming two places, documents or articles ("青岛和济宁分别…", "第三条和第五条"): the
+    candidates satisfying each named value, best first."""
     values = [("place", p) for p in sorted(q.places)] if len(q.places) >= 2 else []
     values += [("doc", normalize(d)) for d in q.documents] if len(q.documents) >= 2 else []
+    values += [("article", n) for n in q.articles] if len(q.articles) >= 2 else []
     if len(values) < 2:
         return []
     groups = []
@@ -74,7 +77,8 @@ def _constraint_groups(q: Question, sc: Scored) -> list[list[int]]:
         for i in sc.order:
             c = sc.cands[i].hit.chunk
             where = f"{c.title} {c.heading} {sc.cands[i].text}"
-            if (kind == "place" and v in places_in(where, sc.ctx.gazetteer)) or (kind == "doc" and v in normalize(where)):
+            if ((kind == "place" and v in places_in(where, sc.ctx.gazetteer)) or (kind == "doc" and v in normalize(where))
+                    or (kind == "article" and v in articles_in(f"{c.heading} {sc.cands[i].text[:12]}"))):
                 ids.append(i)
         groups.append(ids)
     return groups

@@ -42,6 +42,11 @@ def _defining(term: str, text: str) -> bool:
     return re.search(re.escape(term) + r"[^，。]{0,3}?(?:[:：]|是指|是|指|即|就是|，是)", flat) is not None
 
 
+def articles_in(text: str) -> list[int]:
+    """Article numbers (第X条) a heading or sentence start names."""
+    return [n for n in (parse_cn_int(m) for m in _ARTICLE.findall(text)) if n]
+
+
 def bigrams(text: str) -> set[str]:
     """Character bigrams of the Han runs: a paraphrase shares them where jieba cuts words differently."""
     out: set[str] = set()
@@ -91,7 +96,7 @@ def ranker_features(ctx: QuestionContext, cand: Candidate) -> list[float]:
     precision = len(ctx.bigrams & sb) / len(sb) if sb else 0.0
     has_number = _NUMBER.search(s) is not None
     unit_match = bool(q.unit) and re.search(rf"[\d{CN_NUMERAL}]\s*(?:余|多)?(?:万|亿)?{re.escape(q.unit)}", s) is not None
-    articles_here = [parse_cn_int(m) for m in _ARTICLE.findall(f"{c.heading} {s[:12]}")]
+    articles_here = articles_in(f"{c.heading} {s[:12]}")
     article_match = bool(q.articles) and any(a in q.articles for a in articles_here)
     article_miss = bool(q.articles) and bool(articles_here) and not article_match
     years_here = set(_YEAR.findall(s))

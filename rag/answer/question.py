@@ -27,7 +27,6 @@ class Question:
     documents: list[str] = field(default_factory=list)  # names in 《》
     articles: list[int] = field(default_factory=list)  # 第X条 -> X
     orgs: list[str] = field(default_factory=list)  # "XX科协", "XX学会", "XX委员会"
-    each: bool = False  # "分别": one answer per named place / document / year
 
     @property
     def constraints(self) -> int:
@@ -54,7 +53,6 @@ _HOW = re.compile(r"如何|怎样|怎么|什么方式|哪种方式|什么办法|
 _YESNO = re.compile(r"(?:是否|能否|可否|可不可以|能不能|是不是|有没有|会不会|要不要)|[^什怎]么[？?]?$|吗[？?]?$")
 _YEAR = re.compile(r"(?<!\d)((?:19|20)\d{2})(?:年|\s*年度)")
 _DOC = re.compile(r"《([^》]{2,40})》")
-_EACH = re.compile(r"分别|各(?:有|是|为|自|占|有多少)")  # not 各县区 / 各级
 _ORG = re.compile(r"[\u4e00-\u9fff]{2,10}?(?:科协|科学技术协会|学会|协会|委员会|研究会)")
 
 
@@ -118,4 +116,4 @@ def analyze(question: str, gazetteer: frozenset[str] = frozenset(),
     docs = list(dict.fromkeys([d.strip() for d in _DOC.findall(q)] + named))
     orgs = list(dict.fromkeys(_ORG.findall(q)))
     places = question_places(q, gazetteer, is_place)
-    return Question(q, kind, term, unit, places, years, docs, articles, orgs, each=_EACH.search(q) is not None)
+    return Question(q, kind, term, unit, places, years, docs, articles, orgs)
