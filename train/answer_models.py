@@ -6,15 +6,20 @@ over corpus/ and evals/extra.jsonl over ../shared/corpus-extra/ (1 in 5 question
 each weighs IN_DOMAIN_WEIGHT Wikipedia questions). Held-out sets (evals/dev_heldout.jsonl,
 evals/extra_heldout.jsonl, the CMRC trial set) are never read here.
 
-Each question is answered as the product answers it: BM25 over the product's own chunks and tokenizer
-(dense retrieval is left out so training runs in minutes on a CPU; the features do not use it), the
-top 5 passages cut into `candidates`, `features` computed by the product's code. A candidate is positive
-when it holds the gold answer span (CMRC) or covers an evidence passage (dev set). Answerability
-negatives are realistic: the same question with its gold paragraph removed from the index (a near
-miss; IDF computed without it too), CMRC questions with their year changed to one the paragraph does
-not mention and dev questions about another of the corpus's places (a constraint no passage satisfies),
-and the sets' own unanswerable questions. The threshold is the highest one that refuses at most 5% of the answerable
-validation questions, on CMRC and on the in-domain questions alike. Writes rag/answer/answer_models.json with the data, commit, seed and figures.
+Each question is answered as the product answers it, with the product's own chunks, tokenizer and code:
+the ranker learns from every CMRC question over BM25 (all 2,403 paragraphs), the answerability model from
+candidate sets retrieved in hybrid mode (BM25 + the bundled encoder, fused by RRF), since the query-passage
+cosine is one of its features: the in-domain sets and DENSE_PARAGRAPHS CMRC paragraphs are embedded
+(about 1,000 passages, ~6 minutes on this CPU once; vectors are cached in train/.cache/). The top 5
+passages are cut into `candidates` and `features` are computed by the product's code. A candidate is
+positive when it holds the gold answer span (CMRC) or covers an evidence passage (dev sets).
+Answerability negatives are realistic: the same question with its gold paragraph removed from the index
+(a near miss; IDF computed without it too), CMRC questions with their year changed to one the paragraph
+does not mention, dev questions about another of the corpus's places (a constraint no passage
+satisfies), and the sets' own unanswerable questions. Logistic regression and gradient-boosted trees are
+both fitted; each model's family is picked on the validation split. The threshold is the highest one
+that refuses at most FALSE_REFUSAL_TARGET of the answerable validation questions, on CMRC and on the
+in-domain questions alike. Writes rag/answer/answer_models.json with the data, commit, seed and figures.
 """
 
 from __future__ import annotations

@@ -132,10 +132,12 @@ def answerability_features(ctx: QuestionContext, cands: list[Candidate], X: np.n
     """Of the whole candidate set: how good the best sentence is, and whether any passage satisfies the
     question's constraints (the year, document, article and place it names)."""
     q = ctx.question
-    if not cands:
-        return [-10.0, -10.0, 0.0, 0.0, 0.0, 1.0, 1.0, float(bool(q.years)), float(bool(q.documents)),
-                float(bool(q.articles)), float(bool(q.places)), 0.0, math.log(1 + len(ctx.weights)), 0.0, 0.0, 0.0, 0.0,
-                0.0, 0.0, 0.0]
+    if not cands:  # nothing retrieved: every constraint unmet, every word missing
+        f = dict.fromkeys(ANSWERABILITY_FEATURES, 0.0)
+        f.update(top=-10.0, second=-10.0, uncovered=1.0, uncovered_max=1.0, year_missing=float(bool(q.years)),
+                 doc_missing=float(bool(q.documents)), article_missing=float(bool(q.articles)),
+                 place_missing=float(bool(q.places)), log_tokens=math.log(1 + len(ctx.weights)))
+        return [f[n] for n in ANSWERABILITY_FEATURES]
     order = np.argsort(-logits)
     top, best = float(logits[order[0]]), X[order[0]]
     second = float(logits[order[1]]) if len(order) > 1 else top - 5.0
@@ -156,11 +158,17 @@ def answerability_features(ctx: QuestionContext, cands: list[Candidate], X: np.n
     place_missing = bool(q.places) and not any(p in t for p in q.places for t in texts)
     type_ok = {"number": best[_FI["number_q"]], "date": best[_FI["date_q"]], "definition": max(best[_FI["define"]], best[_FI["term"]]),
                "who": best[_FI["who"]]}.get(q.kind, 1.0)
-    return [top, second, top - second, float(best[_FI["cov"]]), float(X[:, _FI["cov_passage"]].max()), uncovered,
-            uncovered_max, float(year_missing), float(doc_missing), float(article_missing), float(place_missing),
-            float(type_ok), math.log(1 + len(ctx.weights)), float(best[_FI["place_miss"]]), float(best[_FI["year_miss"]]),
-            float(best[_FI["unit_match"]]) if q.unit else 1.0, float(best[_FI["heading"]]),
-            # The query-passage cosine of dense retrieval (0 where the passage came from BM25 alone, or in BM25 mode):
-            # a paraphrase shares few words with its answer but lies close to it.
-            max(dense.values(), default=0.0), dense.get(cands[order[0]].hit.chunk.id, 0.0),
-            next((v for c in cands if c.hit.rank == 1 for v in [dense.get(c.hit.chunk.id, 0.0)]), 0.0)]
+    rank1 = next((c.hit.chunk.id for c in cands if c.hit.rank == 1), None)
+    f = {
+        "top": top, "second": second, "gap": top - second, "top_cov": float(best[_FI["cov"]]),
+        "passage_cov": float(X[:, _FI["cov_passage"]].max()), "uncovered": uncovered, "uncovered_max": uncovered_max,
+        "year_missing": float(year_missing), "doc_missing": float(doc_missing), "article_missing": float(article_missing),
+        "place_missing": float(place_missing), "type_ok": float(type_ok), "log_tokens": math.log(1 + len(ctx.weights)),
+        "top_place_miss": float(best[_FI["place_miss"]]), "top_year_miss": float(best[_FI["year_miss"]]),
+        "top_unit": float(best[_FI["unit_match"]]) if q.unit else 1.0, "top_heading": float(best[_FI["heading"]]),
+        # The query-passage cosine of dense retrieval (0 where the passage came from BM25 alone, or in BM25 mode):
+        # a paraphrase shares few words with its answer but lies close to it.
+        "dense_max": max(dense.values(), default=0.0), "dense_best": dense.get(cands[order[0]].hit.chunk.id, 0.0),
+        "dense_rank1": dense.get(rank1, 0.0),
+    }
+    return [f[n] for n in ANSWERABILITY_FEATURES]
