@@ -57,7 +57,10 @@ def test_training_is_reproducible_with_a_fixed_seed(tmp_path):
     outs = []
     for n in (1, 2):
         out = tmp_path / f"m{n}.json"
-        r = subprocess.run([sys.executable, "-m", "train.answer_models", "--limit", "150", "--out", str(out)],
+        # Small: 150 questions, 20 embedded CMRC paragraphs, no corpus-extra; one vector cache for both runs.
+        r = subprocess.run([sys.executable, "-m", "train.answer_models", "--limit", "150", "--dense-paragraphs", "20",
+                            "--extra", str(tmp_path / "none.jsonl"), "--cache-dir", str(tmp_path / "cache"),
+                            "--out", str(out)],
                            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
         d = json.loads(out.read_text(encoding="utf-8"))

@@ -224,7 +224,8 @@ def make_example(corpus: Corpus, question: str, label, split: str, origin: str, 
 _YEAR = re.compile(r"(?<!\d)((?:19|20)\d{2})(?=年)")
 
 
-def cmrc_examples(path: Path, seed: int, limit: int | None, vectors: Vectors, log) -> list[Example]:
+def cmrc_examples(path: Path, seed: int, limit: int | None, vectors: Vectors, log,
+                  dense_paragraphs: int = DENSE_PARAGRAPHS) -> list[Example]:
     """Every question over a BM25 index of all paragraphs (for the ranker), and the questions of
     DENSE_PARAGRAPHS of them over a hybrid index of those paragraphs (for the answerability model)."""
     data = json.loads(path.read_text(encoding="utf-8"))
@@ -238,7 +239,7 @@ def cmrc_examples(path: Path, seed: int, limit: int | None, vectors: Vectors, lo
         for p in art["paragraphs"]:
             name = f"cmrc_{len(paras):05d}.txt"
             paras.append((name, p["context"], p["qas"], "val" if a_i < n_val else "train"))
-    dense = set(rng.sample(range(len(paras)), min(DENSE_PARAGRAPHS, len(paras))))
+    dense = set(rng.sample(range(len(paras)), min(dense_paragraphs, len(paras))))
     for sub, picked in (("all", range(len(paras))), ("dense", sorted(dense))):
         (work / sub).mkdir()
         for i in picked:
@@ -395,6 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=13)
     ap.add_argument("--limit", type=int, default=None, help="只用前 N 个 CMRC 问题（测试用）")
     ap.add_argument("--cache", type=Path, default=None, help="样本缓存文件（调试用：特征代码改动后须删除）")
+    ap.add_argument("--dense-paragraphs", type=int, default=DENSE_PARAGRAPHS, help="混合检索（需嵌入）的 CMRC 段落数")
     ap.add_argument("--in-domain-weight", type=float, default=IN_DOMAIN_WEIGHT)
     ap.add_argument("--family", choices=("auto", "logistic", "trees"), default="auto",
                     help="模型族：auto = 按验证集成绩选择")
@@ -411,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
         exs = pickle.loads(args.cache.read_bytes())
     else:
         vectors = Vectors(args.cache_dir, log)
-        exs = (cmrc_examples(args.cmrc, args.seed, args.limit, vectors, log)
+        exs = (cmrc_examples(args.cmrc, args.seed, args.limit, vectors, log, args.dense_paragraphs)
                + dev_examples(args.dev, args.corpus, "dev", args.seed, vectors, log))
         if args.extra.is_file() and args.extra_corpus.is_dir():
             exs += dev_examples(args.extra, args.extra_corpus, "extra", args.seed, vectors, log)
