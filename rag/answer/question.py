@@ -24,13 +24,9 @@ class Question:
     unit: str = ""  # the measure word after 多少/几 ("支", "家", "项")
     places: set[str] = field(default_factory=set)
     years: list[str] = field(default_factory=list)  # "2023", as written in the text
-    documents: list[str] = field(default_factory=list)  # names in 《》
+    documents: list[str] = field(default_factory=list)  # names in 《》, and the corpus's document names
     articles: list[int] = field(default_factory=list)  # 第X条 -> X
-    orgs: list[str] = field(default_factory=list)  # "XX科协", "XX学会", "XX委员会"
-
-    @property
-    def constraints(self) -> int:
-        return len(self.places) + len(self.years) + len(self.documents) + len(self.articles)
+    orgs: list[str] = field(default_factory=list)  # "XX科协", "XX学会", "XX委员会" (reported; no feature uses it yet)
 
 
 _DEF_PATTERNS = [
