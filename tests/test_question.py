@@ -94,6 +94,8 @@ def test_candidates_carry_spans_headings_and_windows():
     assert any(c.window for c in cands) and sum(not c.window for c in cands) == 3
     # Must not fire: a question in the text is no answer; a heading that is the document title is not a candidate.
     assert [c.text for c in candidates([Hit(chunk("什么是四服务一加强？答案在这里。"), 1.0, rank=1)])] == ["答案在这里。"]
+    titled = Hit(chunk("连云港市科协工作报告\n去年开展活动96场。", title="连云港市科协工作报告 2018"), 1.0, rank=1)
+    assert [c.text for c in candidates([titled])] == ["去年开展活动96场。"]  # the document's own title is no answer
     assert all(c.sentence >= 0 for c in candidates([Hit(chunk("正文内容。", heading="某文档"), 1.0, rank=1)]))
 
 

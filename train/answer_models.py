@@ -60,8 +60,8 @@ from rag.index.embeddings import load_embedder  # noqa: E402
 from rag.index.indexer import chunk_file  # noqa: E402
 from rag.index.tokenizer import Tokenizer, quoted_terms  # noqa: E402
 from rag.ingest.places import gazetteer  # noqa: E402
-from rag.models import Chunk, Hit  # noqa: E402
-from rag.search.fusion import rrf  # noqa: E402
+from rag.models import Chunk, Hit, RetrievalMode  # noqa: E402
+from rag.search.retrieval import fused_hits  # noqa: E402
 from rag.settings import Settings  # noqa: E402
 
 CMRC_TRAIN = ROOT.parent / "shared" / "bench" / "cmrc2018_train.json"
@@ -148,39 +148,18 @@ class Corpus:
                    document_names({c.title for c in chunks}), matrix, vectors)
 
     def hits(self, question: str, exclude: set[str] = frozenset(), vector_of: str | None = None) -> list[Hit]:
-        """Top passages, the gold ones `exclude`d. `vector_of`: the question whose vector to use (a question
-        with a swapped year keeps the original's, as the words barely differ)."""
-        if self.matrix is not None:
-            return self._hybrid(question, exclude, vector_of or question)
-        found = self.bm25.search(self.tokenizer.tokens(question), TOP_K + 20)
-        out = []
-        for i, s in found:
-            c = self.chunks[i]
-            if c.source in exclude:
-                continue
-            r = len(out) + 1
-            out.append(Hit(c, 1.0 / (60 + r), r, None, s, None, r))
-            if len(out) == TOP_K:
-                break
-        return out
-
-    def _hybrid(self, question: str, exclude: set[str], vector_of: str) -> list[Hit]:
+        """Top passages, the gold ones `exclude`d, fused as the product fuses them. With vectors, hybrid;
+        `vector_of`: the question whose vector to use (a question with a swapped year keeps the original's,
+        as the words barely differ)."""
         s = Settings()
         keep = lambda i: self.chunks[i].source not in exclude  # noqa: E731
         bm = [(i, sc) for i, sc in self.bm25.search(self.tokenizer.tokens(question), s.candidates + 20) if keep(i)]
-        sims = self.matrix @ self.vectors.query(vector_of)
+        if self.matrix is None:
+            return fused_hits(self.chunks, bm[: s.candidates], [], s, TOP_K, RetrievalMode.BM25)
+        sims = self.matrix @ self.vectors.query(vector_of or question)
         top = np.argsort(-sims, kind="stable")[: s.candidates + 20]
-        vec = [(int(i), float(sims[i])) for i in top if keep(int(i))][: s.candidates]
-        bm = bm[: s.candidates]
-        b_rank = {i: (r, sc) for r, (i, sc) in enumerate(bm, 1)}
-        v_rank = {i: (r, sc) for r, (i, sc) in enumerate(vec, 1)}
-        fused = rrf([[i for i, _ in bm], [i for i, _ in vec]], k=s.rrf_k, weights=[s.bm25_weight, s.vector_weight])
-        out = []
-        for rank, (i, score) in enumerate(fused[:TOP_K], 1):
-            b, v = b_rank.get(i), v_rank.get(i)
-            out.append(Hit(self.chunks[i], score, b[0] if b else None, v[0] if v else None,
-                           b[1] if b else None, v[1] if v else None, rank))
-        return out
+        vec = [(int(i), float(sims[i])) for i in top if keep(int(i))]
+        return fused_hits(self.chunks, bm[: s.candidates], vec[: s.candidates], s, TOP_K, RetrievalMode.HYBRID)
 
     def terms(self, question: str, exclude: set[str] = frozenset()) -> tuple[dict[str, float], frozenset[str]]:
         """IDF weights and unknown tokens as an index without the `exclude`d documents would have them."""
@@ -499,7 +478,10 @@ def main(argv: list[str] | None = None) -> int:
         "answerability": {**answ_json, "threshold": threshold, "target_false_refusal": FALSE_REFUSAL_TARGET,
                           "curve_val": curve(p_va, y_va)},
     }
-    args.out.write_text(json.dumps(doc, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    text = json.dumps(doc, ensure_ascii=False, indent=1)
+    # Flat lists (weights, tree nodes) on one line each: a reviewable file, not one number per line.
+    text = re.sub(r"\[\s+([^\[\]{}]*?)\s+\]", lambda m: "[" + " ".join(m.group(1).split()) + "]", text)
+    args.out.write_text(text + "\n", encoding="utf-8")
     log(f"wrote {args.out} in {time.perf_counter() - t0:.0f} s")
     return 0
 

@@ -6,8 +6,6 @@ import logging
 import time
 from collections.abc import Iterator
 
-import numpy as np
-
 from rag.answer.extractive import Scored, choose, compose, score
 from rag.answer.followup import rewrite_followup
 from rag.answer.llm import (
@@ -156,7 +154,7 @@ class Assistant:
         if not scored.cands or scored.answerable < self.threshold:
             return self._refuse(a)
         chosen = choose(scored)
-        a.confidence = float(1.0 / (1.0 + np.exp(-scored.logits.max())))
+        a.confidence = float(scored.probs.max())
         a.answer, a.citations = compose(chosen)
         return a
 

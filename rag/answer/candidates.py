@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 
 from rag.models import Hit
-from rag.text import CLOSERS, TERMINAL
+from rag.text import CLOSERS, TERMINAL, normalize
 
 _SENTENCE = re.compile(rf"[^{TERMINAL}\n]*(?:[{TERMINAL}]+[{CLOSERS}]*|\n|$)")
 _CLAUSE = re.compile(r"[^，,；;：:]+[，,；;：:]?")
@@ -70,12 +70,13 @@ def candidates(hits: list[Hit]) -> list[Candidate]:
     out: list[Candidate] = []
     for h in hits:
         c = h.chunk
+        title = normalize(c.title)
         label = c.heading.rsplit(" > ", 1)[-1]
         if len(label) >= MIN_CHARS and label not in c.title:
             out.append(Candidate(h, -1, -1, label, -1))
         for n, (s, e) in enumerate(sentence_spans(c.text)):
-            if e - s < MIN_CHARS or c.text[s:e].rstrip(CLOSERS).endswith(("？", "?")):
-                continue  # a question in the text (an FAQ's, a heading's) answers nothing
+            if e - s < MIN_CHARS or c.text[s:e].rstrip(CLOSERS).endswith(("？", "?")) or normalize(c.text[s:e]) in title:
+                continue  # a question in the text (an FAQ's, a heading's) or the document's own title answers nothing
             out.append(Candidate(h, s, e, c.text[s:e], n))
             if e - s > LONG_SENTENCE:
                 out += [Candidate(h, ws, we, c.text[ws:we], n, True) for ws, we in clause_windows(c.text, s, e)

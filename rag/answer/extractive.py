@@ -36,6 +36,10 @@ class Scored:
     answerable: float
 
     @property
+    def probs(self) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-self.logits))
+
+    @property
     def order(self) -> list[int]:
         return [int(i) for i in np.argsort(-self.logits, kind="stable")]
 
@@ -90,7 +94,7 @@ def choose(sc: Scored) -> list[Candidate]:
         return []
     q = sc.ctx.question
     order = sc.order
-    probs = 1.0 / (1.0 + np.exp(-sc.logits))
+    probs = sc.probs
     chosen: list[Candidate] = []
     total = 0
 

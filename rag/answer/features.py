@@ -63,9 +63,9 @@ class QuestionContext:
     weights: dict[str, float]
     gazetteer: frozenset[str] = frozenset()
     unknown: frozenset[str] = frozenset()  # tokens of no indexed passage (informal words, typos, other topics)
-    total: float = 0.0
-    bigrams: set[str] = field(default_factory=set)
-    _passage: dict[str, float] = field(default_factory=dict)
+    total: float = field(init=False)  # sum of the weights
+    bigrams: set[str] = field(init=False)  # of the question, interrogatives left out
+    _passage: dict[str, float] = field(default_factory=dict, init=False)
 
     def __post_init__(self):
         self.total = sum(self.weights.values())
@@ -143,7 +143,7 @@ def answerability_features(ctx: QuestionContext, cands: list[Candidate], X: np.n
     second = float(logits[order[1]]) if len(order) > 1 else top - 5.0
     passages = {c.hit.chunk.id: c.hit.chunk for c in cands}
     dense = {c.hit.chunk.id: float(c.hit.vector_score) for c in cands if c.hit.vector_score is not None}
-    texts = [normalize(f"{ch.title} {ch.heading}\n{ch.text}") for ch in list(passages.values())[:5]]
+    texts = [ch.index_text for ch in list(passages.values())[:5]]
     low = [t.lower() for t in texts]
     # Missing words the corpus does have elsewhere: a passage about something else was retrieved. Words of no
     # passage at all ("里头", "啊", a typo) say nothing about which passage answers.

@@ -25,6 +25,23 @@ class Retrieval:
     timings: dict[str, float]
 
 
+def fused_hits(chunks: list[Chunk], bm: list[tuple[int, float]], vec: list[tuple[int, float]], s: Settings, k: int,
+               mode: RetrievalMode) -> list[Hit]:
+    """The k best of the BM25 and vector rankings ((chunk index, score), best first) fused by weighted RRF,
+    each hit with both retrievers' ranks and scores (None where one did not return it)."""
+    bm_rank = {i: (r, sc) for r, (i, sc) in enumerate(bm, 1)}
+    vec_rank = {i: (r, sc) for r, (i, sc) in enumerate(vec, 1)}
+    runs = {RetrievalMode.HYBRID: [(bm, s.bm25_weight), (vec, s.vector_weight)],
+            RetrievalMode.BM25: [(bm, s.bm25_weight)], RetrievalMode.VECTOR: [(vec, s.vector_weight)]}[mode]
+    fused = rrf([[i for i, _ in ranking] for ranking, _ in runs], k=s.rrf_k, weights=[w for _, w in runs])
+    hits = []
+    for rank, (i, score) in enumerate(fused[:k], 1):
+        b, v = bm_rank.get(i), vec_rank.get(i)
+        hits.append(Hit(chunks[i], score, b[0] if b else None, v[0] if v else None, b[1] if b else None,
+                        v[1] if v else None, rank))
+    return hits
+
+
 class IndexNotReady(Exception):
     """No usable index: str() tells the user what to run."""
 
@@ -198,16 +215,4 @@ class Retriever:
         t = time.perf_counter()
         vec = self.vector_ranking(snap, query, n, timings) if mode in (RetrievalMode.HYBRID, RetrievalMode.VECTOR) else []
         timings["vector"] = time.perf_counter() - t
-        bm_rank = {i: (r, sc) for r, (i, sc) in enumerate(bm, 1)}
-        vec_rank = {i: (r, sc) for r, (i, sc) in enumerate(vec, 1)}
-        runs = {RetrievalMode.HYBRID: [(bm, s.bm25_weight), (vec, s.vector_weight)],
-                RetrievalMode.BM25: [(bm, s.bm25_weight)], RetrievalMode.VECTOR: [(vec, s.vector_weight)]}[mode]
-        fused = rrf([[i for i, _ in ranking] for ranking, _ in runs], k=s.rrf_k, weights=[w for _, w in runs])
-        hits = []
-        for rank, (i, score) in enumerate(fused[:k], 1):
-            b, v = bm_rank.get(i), vec_rank.get(i)
-            hits.append(
-                Hit(snap.chunks[i], score, b[0] if b else None, v[0] if v else None,
-                    b[1] if b else None, v[1] if v else None, rank)
-            )
-        return Retrieval(hits, timings)
+        return Retrieval(fused_hits(snap.chunks, bm, vec, s, k, mode), timings)
