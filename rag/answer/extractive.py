@@ -12,10 +12,9 @@ from rag.answer.candidates import Candidate, candidates
 from rag.answer.features import (
     QuestionContext,
     answerability_features,
-    articles_in,
     ranker_matrix,
 )
-from rag.answer.question import Question
+from rag.answer.question import Question, articles_in
 from rag.answer.ranker import AnswerModels
 from rag.ingest.places import places_in
 from rag.models import Citation, Hit

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rag.answer.candidates import Candidate
-from rag.answer.question import Question
+from rag.answer.question import Question, articles_in
 from rag.answer.sentences import contains_token
 from rag.ingest.places import places_in
-from rag.text import CN_NUMERAL, HAN, normalize, parse_cn_int
+from rag.text import CN_NUMERAL, HAN, normalize
 
 RANKER_FEATURES = (
     "cov", "cov_ctx", "cov_passage", "bigram", "precision", "log_len", "inv_rank", "rank1", "window", "heading",
@@ -30,7 +30,6 @@ ANSWERABILITY_FEATURES = (
 
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*\s*(?:余|多)?(?:万|亿|千|百)?")
 _DATE = re.compile(r"(?:19|20)\d{2}\s*年|\d{1,2}\s*月|\d{1,2}\s*日|[一二三四五六七八九十]{1,3}月")
-_ARTICLE = re.compile(rf"第([{CN_NUMERAL}\d]+)条")
 _YEAR = re.compile(r"(?<!\d)((?:19|20)\d{2})(?!\d)")
 _ENUM = re.compile(r"[、；;]")
 _WHO = re.compile(r"由|负责|主管|主持|担任|书记|主席|部长|局长|院士|教授|委员会|政府|部门|科协|协会|学会")
@@ -40,11 +39,6 @@ _Q_WORDS = re.compile(r"什么|哪些|哪个|哪里|多少|如何|怎么|怎样|
 def _defining(term: str, text: str) -> bool:
     flat = text.replace("“", "").replace("”", "").replace("*", "")
     return re.search(re.escape(term) + r"[^，。]{0,3}?(?:[:：]|是指|是|指|即|就是|，是)", flat) is not None
-
-
-def articles_in(text: str) -> list[int]:
-    """Article numbers (第X条) a heading or sentence start names."""
-    return [n for n in (parse_cn_int(m) for m in _ARTICLE.findall(text)) if n]
 
 
 def bigrams(text: str) -> set[str]:

@@ -52,6 +52,11 @@ _DOC = re.compile(r"《([^》]{2,40})》")
 _ORG = re.compile(r"[\u4e00-\u9fff]{2,10}?(?:科协|科学技术协会|学会|协会|委员会|研究会)")
 
 
+def articles_in(text: str) -> list[int]:
+    """Article numbers (第X条) the text names, as numbers."""
+    return [n for n in (parse_cn_int(m) for m in _ARTICLE.findall(text)) if n]
+
+
 def _kind(q: str) -> tuple[str, str, str]:
     for rx in _DEF_PATTERNS:
         m = rx.match(q)
@@ -105,7 +110,7 @@ def analyze(question: str, gazetteer: frozenset[str] = frozenset(),
     the question also without 《》."""
     q = normalize(question).strip()
     kind, term, unit = _kind(q)
-    articles = [n for n in (parse_cn_int(m.group(1)) for m in _ARTICLE.finditer(q)) if n]
+    articles = articles_in(q)
     years = list(dict.fromkeys(_YEAR.findall(q)))
     named = [d for d in sorted(documents, key=len, reverse=True) if d in q]
     named = [d for d in named if not any(d != o and d in o for o in named)]  # the longest name only
