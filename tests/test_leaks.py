@@ -81,14 +81,16 @@ def test_fds_rss_and_links_stay_flat_over_20_external_reindexes(tmp_path, embedd
             gens.append(r.snapshot().manifest.generation)
             fds.append(_fds(tmp_path))
             rss.append(_rss_mb())
-            pass  #  # only the current view's alias
     finally:
         child.stdin.write("quit\n")
         child.stdin.close()
         child.wait(60)
     assert len(set(gens)) == 20
     print(f"\nfds {fds}\nRSS MB {[round(x) for x in rss]}")
-    assert max(fds[4:]) <= fds[4] + 3, fds  # no descriptors per generation (a leak adds ~7 each)
+    # Chroma's SQLite pool opens and closes handles as it likes (single spikes of +7 were seen on CI), so
+    # compare medians: a leak adds ~7 per generation, i.e. +100 between the first and the last five.
+    first, last = sorted(fds[2:7])[2], sorted(fds[-5:])[2]
+    assert last <= first + 3, fds
     assert rss[-1] - rss[4] < 40, rss  # no HNSW copy per generation
     r.close()
     assert _links(s.chroma_dir) == []
