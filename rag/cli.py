@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -32,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("query", help="问题或关键词")
     p.add_argument("-k", type=int, help="返回条数（默认 5）")
     p.add_argument("--mode", choices=RetrievalMode.choices(), help="检索模式（默认 hybrid）")
+    p.add_argument("--doc", action="append", help="只在这些文档中检索（文件名或标题的一部分，可重复）")
+    p.add_argument("--in-force-on", metavar="YYYY-MM-DD", help="只检索该日期有效的文件版本")
     p.add_argument("--json", action="store_true", help="以 JSON 输出")
 
     p = sub.add_parser("ask", help="提问并得到带引用的回答")
@@ -81,6 +84,8 @@ def cmd_index(s: Settings, args) -> int:
         print(f"  重命名：{a} → {b}")
     for src, reason in sorted(rep.skipped.items()):
         print(f"  跳过：{src}（{reason}）")
+    for src, notes in sorted(rep.warned.items()):
+        print(f"  注意 {src}：{'；'.join(notes)}")
     for src, reason in sorted(rep.failed.items()):
         print(f"  失败：{src}（{reason}）")
     print(
@@ -96,7 +101,11 @@ def cmd_search(s: Settings, args) -> int:
 
     r = Retriever(s)
     try:
-        hits = r.search(args.query)
+        on = args.in_force_on
+        if on and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", on):
+            print(f"日期格式应为 YYYY-MM-DD：{on}", file=sys.stderr)
+            return 2
+        hits = r.search(args.query, documents=args.doc, effective_on=on)
     finally:
         r.close()  # Chroma's handles and the alias link of this process's view
     if args.json:
@@ -106,7 +115,8 @@ def cmd_search(s: Settings, args) -> int:
         print("未检索到相关段落。")
     for h in hits:
         page = f" 第{h.chunk.page}页" if h.chunk.page else ""
-        print(f"[{h.rank}] {h.chunk.source}{page}  {h.chunk.heading}  (得分 {h.score:.4f}, BM25 #{h.bm25_rank or '-'}, 向量 #{h.vector_rank or '-'})")
+        label = f" {h.label}" if h.label else ""
+        print(f"[{h.rank}] {h.chunk.source}{page}{label}{h.note}  {h.chunk.heading}  (得分 {h.score:.4f}, BM25 #{h.bm25_rank or '-'}, 向量 #{h.vector_rank or '-'})")
         print("    " + h.chunk.text.replace("\n", "\n    "))
     return 0
 

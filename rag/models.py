@@ -80,6 +80,8 @@ class Chunk:
     text: str  # original text, for display and citation
     ocr: bool = False
     context: str = ""  # the title's part taken from the text itself (headline, place), not the file name
+    article: str = ""  # regulations: the article this chunk belongs to ("第二十九条"), else ""
+    kind: str = ""  # "table" for a table chunk (markdown rows, header repeated), else "" (prose)
 
     @property
     def index_text(self) -> str:
@@ -105,6 +107,8 @@ class Chunk:
     def from_dict(cls, d: dict) -> "Chunk":
         d.pop("index_text", None)  # stored by indexes written before it was derived
         d.setdefault("context", "")
+        d.setdefault("article", "")
+        d.setdefault("kind", "")
         # Every chunk of a document repeats its source, title and headings: share one string each.
         for k in ("source", "title", "heading", "context"):
             d[k] = sys.intern(d[k])
@@ -123,6 +127,9 @@ class Hit:
     bm25_score: float | None = None
     vector_score: float | None = None
     rank: int = 0
+    label: str = ""  # regulations: 《title》第N条, how the passage is cited
+    note: str = ""  # from a superseded version: "（2002年版，已被2024年修订版取代）"
+    versions: str = ""  # the version group of its document, where the corpus holds several versions
 
     def to_json(self) -> dict:
         """The stable `search --json` shape. `score` is always the fused (RRF) score; each retriever's
@@ -152,9 +159,13 @@ class Citation:
     text: str  # the passage as indexed
     support: list[str] = field(default_factory=list)  # sentences of the passage the answer relies on
     spans: list[tuple[int, int]] = field(default_factory=list)  # their offsets in `text`, where known (extractive)
+    label: str = ""  # regulations: the article as staff quote it, 《社会团体登记管理条例》第二十九条
 
     def to_json(self) -> dict:
-        return {"n": self.n, "source": self.source, "page": self.page, "heading": self.heading, "text": self.text}
+        d = {"n": self.n, "source": self.source, "page": self.page, "heading": self.heading, "text": self.text}
+        if self.label:  # added key: present only for regulation articles
+            d["label"] = self.label
+        return d
 
 
 @dataclass

@@ -47,6 +47,9 @@ class Settings:
     rrf_k: int = 60
     bm25_weight: float = 1.0
     vector_weight: float = 1.0
+    # Policy documents: the named article and definition articles first, the version in force preferred
+    # (rag/search/structure.py). Off: the plain fused ranking (for comparison).
+    structure: bool = True
 
     # OCR for PDF pages without a text layer.
     ocr: bool = False
@@ -74,7 +77,8 @@ class Settings:
     auth_user: str = ""
     auth_password: str = field(default="", repr=False)
     max_upload_mb: int = 50
-    upload_extensions: tuple[str, ...] = (".txt", ".md", ".pdf", ".docx")
+    upload_extensions: tuple[str, ...] = (".txt", ".md", ".pdf", ".docx", ".doc", ".wps", ".xlsx", ".xls", ".csv", ".et",
+                                          ".pptx", ".dps", ".html", ".htm")
 
     def replace(self, **changes: Any) -> "Settings":
         """Copy with the non-None changes applied (CLI flags pass None for 'not given')."""

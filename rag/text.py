@@ -77,3 +77,12 @@ def parse_cn_int(text: str) -> int | None:
             seen_digit = False
             last_unit = 10**9
     return total + section + digit
+
+
+# An article marker: 第X条 with Chinese numerals or digits (第十二条, 第105条).
+ARTICLE = re.compile(rf"第([{CN_NUMERAL}\d]+)条")
+
+
+def articles_in(text: str) -> list[int]:
+    """Article numbers (第X条) the text names, as numbers."""
+    return [n for n in (parse_cn_int(m) for m in ARTICLE.findall(text)) if n]

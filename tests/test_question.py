@@ -6,8 +6,8 @@ import pytest
 from rag.answer.candidates import candidates, clause_windows, sentence_spans
 from rag.answer.extractive import Scored, choose, compose
 from rag.answer.features import QuestionContext
-from rag.answer.question import analyze, document_names
 from rag.models import Chunk, Hit
+from rag.search.question import analyze, document_names
 
 GAZ = frozenset({"青岛", "济宁", "天津"})
 
@@ -26,6 +26,8 @@ GAZ = frozenset({"青岛", "济宁", "天津"})
     # Must not fire: 几乎 is "almost", not "how many"; "第三条是什么" asks an article's content, not which article.
     ("几乎所有学会都成立党组织了吗", "yesno"), ("是否几近完成", "yesno"), ("第三条是什么", "fact"),
     ("哪些人可以申请托举工程", "who"),
+    ("条例是怎样定义科学技术普及的", "definition"), ("条例对科协是怎么定性的", "definition"),
+    ("科协如何开展工作", "how"),  # 如何 without 定义 is a how-question
 ])
 def test_question_kind(q, kind):
     assert analyze(q, GAZ).kind == kind
@@ -33,6 +35,8 @@ def test_question_kind(q, kind):
 
 def test_definition_term_and_count_unit():
     assert analyze("什么是“四服务一加强”？").term == "四服务一加强"
+    assert analyze("广东省科学技术普及条例是怎样定义科学技术普及的？").term == "科学技术普及"
+    assert analyze("重庆市条例对科协是怎么定性的？").term == "科协"
     assert analyze("组建了多少支服务队").unit == "支"
     assert analyze("有多少万元资金").unit == "万元"
     assert analyze("有几家学会").unit == "家"
@@ -148,7 +152,9 @@ TITLES = ["中华人民共和国科学技术普及法 2002 2002年6月29日 第�
 
 
 def test_document_names_from_titles():
-    assert document_names(TITLES) == {"科学技术普及法", "宁波市科协科普画廊管理办法", "宁波市科学技术普及条例"}
+    # with the short forms staff use: 科学技术普及法 -> 科普法, 宁波市科学技术普及条例 -> 宁波市科普条例
+    assert document_names(TITLES) == {"科学技术普及法", "科普法", "宁波市科协科普画廊管理办法", "宁波市科学技术普及条例",
+                                      "宁波市科普条例"}
 
 
 @pytest.mark.parametrize("q, docs", [
@@ -168,3 +174,26 @@ def test_two_articles_get_one_sentence_each():
     c = Hit(chunk("第五条 科协经费来源。", "c2", heading="第一章"), 0.9, rank=3)
     text, _ = compose(choose(scored("第三条和第五条分别规定了什么", [a, b, c], [3.0, 2.9, 1.0])))
     assert "群众组织" in text and "经费来源" in text and "另一种说法" not in text
+
+
+@pytest.mark.parametrize("term, text, yes", [
+    ("社会团体", "本条例所称社会团体，是指中国公民自愿组成的非营利性社会组织。", True),
+    ("科学技术普及", "本条例所称科学技术普及（以下简称科普），是指采取公众易于理解的方式普及科学技术知识。", True),
+    ("科普画廊", "科普画廊是指直接面向公众传播科学技术信息的固定科普设施。", True),
+    ("四服务一加强", "“四服务一加强”：为科技工作者服务、为创新驱动发展服务。", True),
+    # must not fire: the term is used, not defined
+    ("科普画廊", "各级科协要加强对科普画廊的督促检查。", False),
+    ("社会团体", "社会团体应当遵守宪法、法律。", False),
+])
+def test_defines(term, text, yes):
+    from rag.search.question import defines
+
+    assert defines(term, text) is yes
+
+
+def test_short_forms():
+    from rag.search.question import with_short_forms
+
+    assert "科普法" in with_short_forms("中华人民共和国科学技术普及法")
+    assert "科协条例" in with_short_forms("河南省科学技术协会条例")
+    assert with_short_forms("社会团体登记管理条例") == "社会团体登记管理条例"

@@ -1,6 +1,7 @@
 """The web chat end to end in real headless Chromium, plus upload safety rules."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -190,6 +191,9 @@ def test_upload_reindex_ask_delete(page, app_url, out_dir, tmp_path):
 
     ask(page, "宁波市科协的科普画廊由谁负责管理")
     assert NEW_DOC in page.inner_text("#citations")
+    if src.exists():  # a regulation: the card and the answer quote the article as staff do
+        assert re.search(r"《宁波市科协科普画廊管理办法》第[一二三四五六七八九十]+条", page.inner_text("#citations"))
+        assert "《宁波市科协科普画廊管理办法》第" in page.inner_text("#chatbot")
     page.screenshot(path=str(out_dir / "web_new_doc.png"), full_page=True)
 
     page.get_by_role("tab", name="知识库").click()

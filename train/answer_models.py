@@ -34,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +52,6 @@ from rag.answer.features import (  # noqa: E402
     answerability_features,
     ranker_matrix,
 )
-from rag.answer.question import analyze, document_names  # noqa: E402
 from rag.answer.ranker import DEFAULT_PATH, Linear, Trees  # noqa: E402
 from rag.answer.sentences import idf_weights  # noqa: E402
 from rag.index.bm25 import BM25Index  # noqa: E402
@@ -61,6 +60,8 @@ from rag.index.indexer import chunk_file  # noqa: E402
 from rag.index.tokenizer import Tokenizer, quoted_terms  # noqa: E402
 from rag.ingest.places import gazetteer  # noqa: E402
 from rag.models import Chunk, Hit, RetrievalMode  # noqa: E402
+from rag.search import structure  # noqa: E402
+from rag.search.question import analyze  # noqa: E402
 from rag.search.retrieval import fused_hits  # noqa: E402
 from rag.settings import Settings  # noqa: E402
 
@@ -130,22 +131,27 @@ class Corpus:
     documents: frozenset[str] = frozenset()
     matrix: np.ndarray | None = None  # chunk vectors
     vectors: Vectors | None = None
+    docs: dict = field(default_factory=dict)  # source -> structure.DocInfo (versions, names), as the product has
 
     @classmethod
     def build(cls, folder: Path, vectors: Vectors | None = None) -> "Corpus":
         settings = Settings()
         chunks: list[Chunk] = []
+        metas = {}
         for p in sorted(folder.rglob("*")):
             if p.is_file() and p.suffix in (".txt", ".md"):
-                chunks += chunk_file(p, p.relative_to(folder).as_posix(), settings)[0]
+                got = chunk_file(p, p.relative_to(folder).as_posix(), settings)
+                chunks += got.chunks
+                metas[p.relative_to(folder).as_posix()] = got.meta
         tok = Tokenizer(quoted_terms(c.text for c in chunks))
         tokens = [tok.tokens(c.index_text) for c in chunks]
         vocab: dict[str, list[set[str]]] = {}
         for c, t in zip(chunks, tokens):
             vocab.setdefault(c.source, []).append(set(t))
         matrix = vectors.passages([c.vector_text for c in chunks]) if vectors else None
+        docs = structure.documents(metas, chunks)
         return cls(chunks, tok, BM25Index.build(tokens), frozenset(gazetteer((c.index_text for c in chunks), tok)), vocab,
-                   document_names({c.title for c in chunks}), matrix, vectors)
+                   frozenset().union(*(d.names for d in docs.values())), matrix, vectors, docs)
 
     def hits(self, question: str, exclude: set[str] = frozenset(), vector_of: str | None = None) -> list[Hit]:
         """Top passages, the gold ones `exclude`d, fused as the product fuses them. With vectors, hybrid;
@@ -154,12 +160,16 @@ class Corpus:
         s = Settings()
         keep = lambda i: self.chunks[i].source not in exclude  # noqa: E731
         bm = [(i, sc) for i, sc in self.bm25.search(self.tokenizer.tokens(question), s.candidates + 20) if keep(i)]
+        q = analyze(question, documents=self.documents)
+        adjust = lambda fused: structure.rerank(fused, self.chunks, q, self.docs)  # noqa: E731
         if self.matrix is None:
-            return fused_hits(self.chunks, bm[: s.candidates], [], s, TOP_K, RetrievalMode.BM25)
+            hits = fused_hits(self.chunks, bm[: s.candidates], [], s, TOP_K, RetrievalMode.BM25, adjust)
+            return structure.annotate(hits, self.docs)
         sims = self.matrix @ self.vectors.query(vector_of or question)
         top = np.argsort(-sims, kind="stable")[: s.candidates + 20]
         vec = [(int(i), float(sims[i])) for i in top if keep(int(i))]
-        return fused_hits(self.chunks, bm[: s.candidates], vec[: s.candidates], s, TOP_K, RetrievalMode.HYBRID)
+        hits = fused_hits(self.chunks, bm[: s.candidates], vec[: s.candidates], s, TOP_K, RetrievalMode.HYBRID, adjust)
+        return structure.annotate(hits, self.docs)
 
     def terms(self, question: str, exclude: set[str] = frozenset()) -> tuple[dict[str, float], frozenset[str]]:
         """IDF weights and unknown tokens as an index without the `exclude`d documents would have them."""

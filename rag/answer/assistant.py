@@ -15,11 +15,11 @@ from rag.answer.llm import (
     generate_stream,
     rewrite_with_llm,
 )
-from rag.answer.question import analyze, document_names
 from rag.answer.ranker import AnswerModels
 from rag.answer.sentences import Scorer
 from rag.answer.verify import has_content, strip_placeholders, verify_citations
 from rag.models import Answer, Backend, Hit
+from rag.search.question import analyze
 from rag.search.retrieval import Retriever
 from rag.settings import Settings
 
@@ -39,7 +39,6 @@ class Assistant:
         self.models = AnswerModels.load(settings.answer_models or None)
         t = settings.answer_threshold
         self.threshold = self.models.threshold if t < 0 else t
-        self._doc_names: tuple[str, frozenset[str]] = ("", frozenset())
 
     def close(self) -> None:
         """Release what the assistant holds open (at exit): vector store, LLM clients, local model worker."""
@@ -50,17 +49,10 @@ class Assistant:
     def _scorer(snap) -> Scorer:
         return Scorer(snap.tokenizer, snap.bm25.doc_freq, len(snap.chunks))
 
-    def _documents(self, snap) -> frozenset[str]:
-        """The corpus's document names, once per index generation."""
-        gen = snap.manifest.generation
-        if self._doc_names[0] != gen:
-            self._doc_names = (gen, document_names({c.title for c in snap.chunks}))
-        return self._doc_names[1]
-
     def analyze(self, question: str, hits: list[Hit], snap=None) -> Scored:
         """The question's candidates ranked by the learned ranker, with the answerability probability."""
         snap = snap or self.retriever.snapshot()
-        q = analyze(question, snap.places, snap.tokenizer.is_known_place, self._documents(snap))
+        q = analyze(question, snap.places, snap.tokenizer.is_known_place, snap.documents)
         scorer = self._scorer(snap)
         w = scorer.weights(question)
         return score(q, w, hits, self.models, snap.places, scorer.unknown(w))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from rag.ingest import tables
 from rag.models import Hit
 from rag.text import CLOSERS, TERMINAL, normalize
 
@@ -64,6 +65,25 @@ def split_sentences(text: str) -> list[str]:
     return [text[s:e] for s, e in sentence_spans(text)]
 
 
+def _rows(h: Hit) -> list[Candidate]:
+    """A table chunk's data rows, each read with its column names: the span is the row's line."""
+    text = h.chunk.text
+    lines, pos = [], 0
+    for line in text.split("\n"):
+        lines.append((pos, pos + len(line), line))
+        pos += len(line) + 1
+    if len(lines) < 3:
+        return []
+    header = tables.cells(lines[0][2])
+    out = []
+    for n, (s, e, line) in enumerate(lines[2:], 1):
+        if tables.is_row(line) and not tables.is_separator(line):
+            sentence = tables.row_sentence(header, tables.cells(line))
+            if len(sentence) >= MIN_CHARS:
+                out.append(Candidate(h, s, e, sentence, n))
+    return out
+
+
 def candidates(hits: list[Hit]) -> list[Candidate]:
     """Sentences (and clause windows of long sentences) of the hits, plus a chunk's nearest heading when it
     is not the document title (bylines such as "曾能建 福建省科协党组书记" answer "谁")."""
@@ -72,8 +92,12 @@ def candidates(hits: list[Hit]) -> list[Candidate]:
         c = h.chunk
         title = normalize(c.title)
         label = c.heading.rsplit(" > ", 1)[-1]
-        if len(label) >= MIN_CHARS and label not in c.title:
+        # A heading is a candidate ("曾能建 福建省科协党组书记" answers "谁"), an article number alone is not.
+        if len(label) >= MIN_CHARS and label not in c.title and label != c.article:
             out.append(Candidate(h, -1, -1, label, -1))
+        if c.kind == "table":
+            out += _rows(h)
+            continue
         for n, (s, e) in enumerate(sentence_spans(c.text)):
             if e - s < MIN_CHARS or c.text[s:e].rstrip(CLOSERS).endswith(("？", "?")) or normalize(c.text[s:e]) in title:
                 continue  # a question in the text (an FAQ's, a heading's) or the document's own title answers nothing

@@ -14,10 +14,10 @@ from rag.answer.features import (
     answerability_features,
     ranker_matrix,
 )
-from rag.answer.question import Question, articles_in
 from rag.answer.ranker import AnswerModels
 from rag.ingest.places import places_in
 from rag.models import Citation, Hit
+from rag.search.question import Question, articles_in, with_short_forms
 from rag.text import normalize
 
 MAX_ANSWER_CHARS = 260
@@ -66,12 +66,21 @@ def _overlaps(a: Candidate, b: Candidate) -> bool:
     return x in y or y in x  # overlapping chunks of one document repeat sentences
 
 
-def _constraint_groups(q: Question, sc: Scored) -> list[list[int]]:
-    """For questions naming two places, documents or articles ("青岛和济宁分别…", "第三条和第五条"): the
-    candidates satisfying each named value, best first."""
+def _constraint_groups(q: Question, sc: Scored) -> list[tuple[str, list[int]]]:
+    """For questions naming two places, documents or articles ("青岛和济宁分别…", "第三条和第五条"), or asking
+    what changed between versions of a text: the candidates satisfying each value, best first."""
     values = [("place", p) for p in sorted(q.places)] if len(q.places) >= 2 else []
     values += [("doc", normalize(d)) for d in q.documents] if len(q.documents) >= 2 else []
     values += [("article", n) for n in q.articles] if len(q.articles) >= 2 else []
+    if q.change:  # "修订后有什么变化": one sentence from each version of the text, the one in force first
+        by_group: dict[str, list[str]] = {}
+        for c in sc.cands:
+            if c.hit.versions and c.hit.chunk.source not in by_group.setdefault(c.hit.versions, []):
+                by_group[c.hit.versions].append(c.hit.chunk.source)
+        for sources in by_group.values():
+            if len(sources) >= 2:
+                values += [("source", s) for s in sorted(sources, key=lambda s: any(
+                    c.hit.note for c in sc.cands if c.hit.chunk.source == s))]
     if len(values) < 2:
         return []
     groups = []
@@ -79,11 +88,12 @@ def _constraint_groups(q: Question, sc: Scored) -> list[list[int]]:
         ids = []
         for i in sc.order:
             c = sc.cands[i].hit.chunk
-            where = f"{c.title} {c.heading} {sc.cands[i].text}"
+            where = with_short_forms(f"{c.title} {c.heading} {sc.cands[i].text}")
             if ((kind == "place" and v in places_in(where, sc.ctx.gazetteer)) or (kind == "doc" and v in normalize(where))
+                    or (kind == "source" and c.source == v)
                     or (kind == "article" and v in articles_in(f"{c.heading} {sc.cands[i].text[:12]}"))):
                 ids.append(i)
-        groups.append(ids)
+        groups.append((kind, ids))
     return groups
 
 
@@ -110,8 +120,10 @@ def choose(sc: Scored) -> list[Candidate]:
         return True
 
     best = probs[order[0]]
-    for ids in _constraint_groups(q, sc):  # one cited sentence for each place / document named
-        next((True for i in ids if probs[i] >= 0.3 * best and take(i)), None)
+    for kind, ids in _constraint_groups(q, sc):  # one cited sentence for each place / document / version
+        # Each version's own best sentence, however the ranker liked it: the comparison needs both sides.
+        floor = 0.0 if kind == "source" else 0.3 * best
+        next((True for i in ids if probs[i] >= floor and take(i)), None)
     if not chosen:
         limit, keep = _SHAPE.get(q.kind, _SINGLE)
         for i in order:
@@ -130,19 +142,30 @@ def choose(sc: Scored) -> list[Candidate]:
 
 
 def compose(chosen: list[Candidate]) -> tuple[str, list[Citation]]:
-    """Answer text with a [n] marker before each sentence's full stop, and the citations it uses."""
+    """Answer text with a [n] marker before each sentence's full stop, and the citations it uses.
+
+    A sentence from a regulation opens with the article as staff quote it (《条例》第十二条规定：); a
+    sentence from a superseded version says so after it."""
     cites: dict[str, Citation] = {}
     parts = []
+    quoted: set[str] = set()
     for cand in chosen:
         h = cand.hit
-        cite = cites.get(h.chunk.id)
+        c = h.chunk
+        cite = cites.get(c.id)
         if cite is None:
-            c = h.chunk
-            cite = cites[h.chunk.id] = Citation(len(cites) + 1, c.source, c.page, c.heading, c.text)
+            cite = cites[c.id] = Citation(len(cites) + 1, c.source, c.page, c.heading, c.text,
+                                          label=h.label)
         cite.support.append(cand.text)
         if cand.start >= 0:
             cite.spans.append((cand.start, cand.end))
-        parts.append(_with_marker(display(cand.text), cite.n))
+        body = display(cand.text)
+        key = f"{c.source}\0{c.article}"
+        if c.article and key not in quoted:
+            quoted.add(key)
+            body = re.sub(rf"^{re.escape(c.article)}\s*", "", body)
+            body = f"{cite.label}规定：{body}"
+        parts.append(_with_marker(body, cite.n) + h.note)
     return "".join(parts), list(cites.values())
 
 

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rag.answer.candidates import Candidate
-from rag.answer.question import Question, articles_in
 from rag.answer.sentences import contains_token
 from rag.ingest.places import places_in
+from rag.search.question import Question, articles_in, defines, with_short_forms
 from rag.text import CN_NUMERAL, HAN, normalize
 
 RANKER_FEATURES = (
@@ -34,11 +34,6 @@ _YEAR = re.compile(r"(?<!\d)((?:19|20)\d{2})(?!\d)")
 _ENUM = re.compile(r"[、；;]")
 _WHO = re.compile(r"由|负责|主管|主持|担任|书记|主席|部长|局长|院士|教授|委员会|政府|部门|科协|协会|学会")
 _Q_WORDS = re.compile(r"什么|哪些|哪个|哪里|多少|如何|怎么|怎样|是否|为什么|请问|吗|呢")
-
-
-def _defining(term: str, text: str) -> bool:
-    flat = text.replace("“", "").replace("”", "").replace("*", "")
-    return re.search(re.escape(term) + r"[^，。]{0,3}?(?:[:：]|是指|是|指|即|就是|，是)", flat) is not None
 
 
 def bigrams(text: str) -> set[str]:
@@ -82,7 +77,7 @@ def ranker_features(ctx: QuestionContext, cand: Candidate) -> list[float]:
     c = cand.hit.chunk
     s = normalize(cand.text)
     low = s.lower()
-    where = normalize(f"{c.title} {c.heading}")
+    where = with_short_forms(normalize(f"{c.title} {c.heading}"))
     cov = ctx.coverage(low)
     cov_ctx = ctx.coverage(low + " " + where.lower())
     sb = bigrams(s)
@@ -101,7 +96,7 @@ def ranker_features(ctx: QuestionContext, cand: Candidate) -> list[float]:
     place_miss = bool(q.places) and bool(place_text) and not (place_text & q.places)
     docs = [normalize(d) for d in q.documents]
     doc_match = bool(docs) and any(d in where or d in s for d in docs)
-    define = q.kind == "definition" and bool(q.term) and _defining(normalize(q.term), s)
+    define = q.kind == "definition" and bool(q.term) and defines(q.term, s)
     rank = max(cand.hit.rank, 1)
     return [
         cov, cov_ctx, ctx.passage_coverage(cand), bigram, precision,
@@ -137,7 +132,7 @@ def answerability_features(ctx: QuestionContext, cands: list[Candidate], X: np.n
     second = float(logits[order[1]]) if len(order) > 1 else top - 5.0
     passages = {c.hit.chunk.id: c.hit.chunk for c in cands}
     dense = {c.hit.chunk.id: float(c.hit.vector_score) for c in cands if c.hit.vector_score is not None}
-    texts = [ch.index_text for ch in list(passages.values())[:5]]
+    texts = [with_short_forms(ch.index_text) for ch in list(passages.values())[:5]]
     low = [t.lower() for t in texts]
     # Missing words the corpus does have elsewhere: a passage about something else was retrieved. Words of no
     # passage at all ("里头", "啊", a typo) say nothing about which passage answers.

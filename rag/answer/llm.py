@@ -46,7 +46,9 @@ def format_passages(hits: list[Hit]) -> str:
         where = c.source + (f" 第{c.page}页" if c.page else "")
         # Angle brackets inside documents cannot close the fence early.
         body = c.text.replace("<", "＜").replace(">", "＞")
-        parts.append(f"[{n}] 来源：{where}；标题：{c.heading or c.title}\n{body}")
+        about = f"；条款：{h.label}" if h.label else ""
+        about += f"；版本：{h.note.strip('（）')}" if h.note else ""
+        parts.append(f"[{n}] 来源：{where}；标题：{c.heading or c.title}{about}\n{body}")
     return "<资料>\n" + "\n\n".join(parts) + "\n</资料>"
 
 

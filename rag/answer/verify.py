@@ -83,7 +83,7 @@ def verify_citations(text: str, hits: list[Hit]) -> Verified:
             if k not in new_numbers:
                 h = hits[k].chunk
                 new_numbers[k] = len(cites) + 1
-                cites.append(Citation(new_numbers[k], h.source, h.page, h.heading, h.text))
+                cites.append(Citation(new_numbers[k], h.source, h.page, h.heading, h.text, label=hits[k].label))
             cites[new_numbers[k] - 1].support.append(body)
             marks += f"[{new_numbers[k]}]"
         end = body[-1] if body[-1] in "。！？!?" else ""

@@ -13,12 +13,14 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from rag.index import store
 from rag.index.bm25 import BM25Index
-from rag.ingest.chunking import CHUNKER_VERSION, chunk_document
+from rag.ingest.chunking import CHUNKER_VERSION, chunk_document, document_title, is_regulation
 from rag.ingest.cleaning import paragraphs
 from rag.index.embeddings import Embedder, load_embedder
+from rag.ingest.metadata import DocMeta, apply_sidecar, extract, read_sidecar, sidecar_path
 from rag.ingest.loaders import SUPPORTED, LoadError, Skipped, load, walk_corpus
 from rag.models import Chunk
 from rag.ingest.places import gazetteer
@@ -40,6 +42,7 @@ class IndexReport:
     unchanged: int = 0
     failed: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    warned: dict[str, list[str]] = field(default_factory=dict)  # indexed, with something repaired or ignored
     chunks: int = 0
     embedded: int = 0
     vectors: int = 0
@@ -94,16 +97,22 @@ def scan_corpus(corpus_dir: Path) -> tuple[dict[str, Path], dict[str, str]]:
             skipped[source] = "不是普通文件"
             continue
         if p.suffix.lower() not in SUPPORTED:
-            skipped[source] = ("旧版 .doc 格式不支持，请另存为 .docx" if p.suffix.lower() == ".doc"
-                               else f"不支持的文件类型：{p.suffix.lower() or '无扩展名'}")
+            skipped[source] = f"不支持的文件类型：{p.suffix.lower() or '无扩展名'}"
             continue
         files[source] = p
     return files, skipped
 
 
-def chunk_file(path: Path, source: str, settings: Settings,
-               stages: dict[str, float] | None = None) -> tuple[list[Chunk], list[str], list[int]]:
-    """Load, clean and chunk one file: (chunks, warnings, scanned pages left out); adds each step's seconds to `stages`."""
+class Chunked(NamedTuple):
+    chunks: list[Chunk]
+    warnings: list[str]
+    scanned_pages: list[int]
+    meta: DocMeta
+
+
+def chunk_file(path: Path, source: str, settings: Settings, stages: dict[str, float] | None = None) -> Chunked:
+    """Load, clean and chunk one file, and read what it says about itself (its metadata, corrected by
+    its `.meta.toml` sidecar); adds each step's seconds to `stages`."""
     stages = {} if stages is None else stages
     with timed(stages, "load"):
         doc = load(path, source, ocr=settings.ocr)
@@ -111,9 +120,15 @@ def chunk_file(path: Path, source: str, settings: Settings,
         paras = paragraphs(doc.pages, pdf=path.suffix.lower() == ".pdf")
     with timed(stages, "chunk"):
         chunks = chunk_document(paras, source, settings.chunk_size, settings.chunk_overlap)
+        meta = extract(paras, source, document_title(paras, source), is_regulation(paras))
     if not chunks:
         raise Skipped("文件中没有可索引的文字")
-    return chunks, doc.warnings, doc.scanned_pages
+    warnings = list(doc.warnings)
+    try:
+        meta = apply_sidecar(meta, read_sidecar(path))
+    except ValueError as e:  # a broken sidecar must not cost the document: index it, say why the fix was ignored
+        warnings.append(f"{e}，已忽略")
+    return Chunked(chunks, warnings, doc.scanned_pages, meta)
 
 
 @contextmanager
@@ -246,6 +261,9 @@ def plan_generation(settings: Settings, prev: Previous, rep: IndexReport, max_fi
                 rep.skipped[source] = f"文件过大（{size / 2**20:.0f} MB，上限 {max_file_mb} MB）"
                 continue
             hashes[source] = sha1_file(path)
+            side = sidecar_path(path)
+            if side.is_file():  # a corrected sidecar re-reads its document
+                hashes[source] = hashlib.sha1((hashes[source] + sha1_file(side)).encode()).hexdigest()
         except OSError as e:
             rep.failed[source] = "没有读取权限" if isinstance(e, PermissionError) else f"无法读取：{e}"
     gone_by_hash = {r.sha1: s for s, r in prev_files.items() if s not in files and r.status == "indexed"}
@@ -281,7 +299,10 @@ def plan_generation(settings: Settings, prev: Previous, rep: IndexReport, max_fi
         try:
             if size > max_file_mb * 2**20:
                 raise Skipped(f"文件过大（{size / 2**20:.0f} MB，上限 {max_file_mb} MB）")
-            chunks, rec.warnings, rec.scanned_pages = chunk_file(path, source, settings, rep.stages)
+            chunks, rec.warnings, rec.scanned_pages, meta = chunk_file(path, source, settings, rep.stages)
+            rec.meta = meta.to_dict()
+            if rec.warnings:
+                rep.warned[source] = rec.warnings
             new_chunks[source] = chunks
             rec.chunks = len(chunks)
             rec.ocr_pages = len({c.page for c in chunks if c.ocr})

@@ -38,6 +38,7 @@ class FileRecord:
     warnings: list[str] = field(default_factory=list)
     scanned_pages: list[int] = field(default_factory=list)  # pages without text, left out while OCR was off
     ocr_pages: int = 0  # pages whose text came from OCR
+    meta: dict = field(default_factory=dict)  # metadata.DocMeta as read from the text, file name and sidecar
 
 
 @dataclass

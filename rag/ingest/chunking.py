@@ -10,16 +10,19 @@ import hashlib
 import re
 from dataclasses import dataclass
 
+from rag.ingest import tables
 from rag.ingest.cleaning import Para
 from rag.ingest.places import dominant_place, place_counts
 from rag.models import Chunk
-from rag.text import CLOSERS, TERMINAL, has_han, normalize
+from rag.text import CLOSERS, TERMINAL, has_han, normalize, parse_cn_int
 
 _NUM = "一二三四五六七八九十百零〇"
 _MD = re.compile(r"^(#{1,6})\s+(.*)$")
 _CHAPTER = re.compile(rf"^第[{_NUM}\d]+[编章](?:\s|$)")
 _SECTION = re.compile(rf"^第[{_NUM}\d]+节(?:\s|$)")
-_ARTICLE = re.compile(rf"^(第[{_NUM}\d]+条)")
+_ARTICLE = re.compile(rf"^(第([{_NUM}\d]+)条)(?:之[{_NUM}]+)?(?=[\s　【（(]|$|[^，。、的款项])")
+# A document is read as a regulation (articles are its units) when this many paragraphs open an article.
+MIN_ARTICLES = 3
 _LIST_MARKERS = [
     (2, re.compile(rf"^[{_NUM}]+[、.．]")),
     (3, re.compile(rf"^[（(][{_NUM}]+[）)]")),
@@ -30,7 +33,7 @@ _SENTENCE = re.compile(rf"[^{TERMINAL}]*[{TERMINAL}]+[{CLOSERS}]*|[^{TERMINAL}]+
 PLAIN_HEADING_MAX = 40
 # Bump when chunking or cleaning rules change: the indexer then re-chunks every file (vectors of
 # chunks whose text did not change are reused).
-CHUNKER_VERSION = "4"
+CHUNKER_VERSION = "5"
 
 
 @dataclass
@@ -41,11 +44,14 @@ class _Block:
     heading: str  # heading path at this block, clause label included
     section: str  # heading path of the enclosing section
     hard: bool  # a hard boundary (new section) precedes this block
+    table: bool = False  # a markdown table row
 
 
 def _heading_of(text: str) -> tuple[int, str, bool] | None:
     """(level, label, is_pure_heading) if the paragraph starts a heading or clause, else None."""
     t = text.strip().strip("*").strip()
+    if tables.is_row(t):
+        return None
     m = _MD.match(t)
     if m:
         return len(m.group(1)), m.group(2).strip().strip("*#").strip(), True
@@ -68,16 +74,35 @@ def _heading_of(text: str) -> tuple[int, str, bool] | None:
     return None
 
 
+# Lines that head a document without naming it: a chapter or item heading, an issuance or date line
+# ("1998年10月25日 国务院令第250号发布"), a table of contents. Never a headline, so never document context.
+_NOT_HEADLINE = re.compile(rf"^(?:第[{_NUM}\d]+[编章节条]|[{_NUM}]+[、.．]|[（(][{_NUM}\d]+[）)]|\d+[.、．])"
+                           r"|\d{4}\s*年\s*\d{1,2}\s*月|[〔\[]\d{4}[〕\]]|令第|^目\s*录$")
+
+
 def _headlines(paras: list[Para]) -> list[str]:
     """The document's first one or two heading lines (its headline and subtitle)."""
     lines: list[str] = []
     for p in paras[:6]:
         h = _heading_of(p.text)
+        if h and h[2] and _NOT_HEADLINE.search(h[1]):
+            if lines:
+                break
+            continue
         if h and h[2] and len(lines) < 2:
             lines.append(h[1])
         elif lines or len(p.text) > PLAIN_HEADING_MAX:
             break
     return lines
+
+
+def document_title(paras: list[Para], source: str) -> str:
+    """The document's own name: its headline, else the file name without years and separators."""
+    lines = _headlines(paras)
+    if lines:
+        return lines[0]
+    stem = source.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    return re.sub(r"[_\s]+", " ", re.sub(r"[_\s]*(?:19|20)\d{2}[年]?(?:修订|修正)?", "", stem)).strip()
 
 
 def document_contexts(paras: list[Para], source: str) -> tuple[str, str]:
@@ -107,7 +132,68 @@ def document_contexts(paras: list[Para], source: str) -> tuple[str, str]:
 
 
 
+def article_label(text: str) -> str:
+    """"第二十九条" when the paragraph opens an article (not "第三条措施的…" inside a sentence), else ""."""
+    m = _ARTICLE.match(text.strip().strip("*").strip())
+    return m.group(1) if m and parse_cn_int(m.group(2)) else ""
+
+
+def is_regulation(paras: list[Para]) -> bool:
+    """Laws, regulations, measures and rules: several paragraphs open with 第X条."""
+    return sum(1 for p in paras if article_label(p.text)) >= MIN_ARTICLES
+
+
+def _structural(h: tuple[int, str, bool] | None, text: str) -> bool:
+    """A heading that ends an article: 编/章/节, or a markdown heading that is not an item."""
+    if not h or not h[2]:
+        return False
+    t = text.strip().strip("*").strip()
+    return h[0] <= 2 or bool(_CHAPTER.match(t) or _SECTION.match(t) or re.match(r"^附\s*[则件录]", t))
+
+
+def _regulation_blocks(paras: list[Para]) -> list[_Block]:
+    """Articles as units: an article (its heading, 款 and 项) is one group under its 编/章/节 path;
+    lines before the first chapter or article are the document's front matter, kept as text."""
+    stack: list[tuple[int, str]] = []  # structural headings only
+    blocks: list[_Block] = []
+    article = ""
+    started = False  # past the front matter
+    for p in paras:
+        h = _heading_of(p.text)
+        label = article_label(p.text)
+        section = " > ".join(x[1] for x in stack)
+        if label:
+            started = True
+            article = label
+            path = " > ".join(x for x in (section, label) if x)
+            blocks.append(_Block(p.text, p.page, p.ocr, path, path, True))
+            continue
+        if _structural(h, p.text) and (started or _CHAPTER.match(p.text.strip().strip("#* "))):
+            started = True
+            article = ""
+            level = h[0]
+            while stack and stack[-1][0] >= level:
+                stack.pop()
+            stack.append((level, h[1]))
+            continue
+        if article:  # a 款 or 项 of the current article
+            path = f"{section} > {article}" if section else article
+            blocks.append(_Block(p.text, p.page, p.ocr, path, path, False, tables.is_row(p.text)))
+            continue
+        if h and h[2] and _MD.match(p.text.strip()) and not started:
+            # The document's own markdown title heads the front matter; later headings nest under it.
+            while stack and stack[-1][0] >= h[0]:
+                stack.pop()
+            stack.append((h[0], h[1]))
+            continue
+        blocks.append(_Block(p.text, p.page, p.ocr, section, section, not blocks or blocks[-1].section != section,
+                             tables.is_row(p.text)))
+    return blocks
+
+
 def _blocks(paras: list[Para]) -> list[_Block]:
+    if is_regulation(paras):
+        return _regulation_blocks(paras)
     stack: list[list] = []  # [level, label, used_by_body, page, ocr]
     blocks: list[_Block] = []
     last_was_heading = False
@@ -139,7 +225,7 @@ def _blocks(paras: list[Para]) -> list[_Block]:
         path = section
         if h:  # clause / marked item with body: a soft boundary whose label extends the heading path
             path = " > ".join(x for x in (section, h[1]) if x)
-        blocks.append(_Block(p.text, p.page, p.ocr, path, section, hard))
+        blocks.append(_Block(p.text, p.page, p.ocr, path, section, hard, tables.is_row(p.text)))
         last_was_heading = False
     while stack:
         pop()
@@ -165,19 +251,26 @@ def chunk_document(paras: list[Para], source: str, size: int = 300, overlap: int
     unless longer than `size`; the last sentences of a chunk (up to `overlap` chars) open the next one
     within a section."""
     title, context = document_contexts(paras, source)
-    groups: list[tuple[str, list[_Sent]]] = []  # (section, sentences); chunks never cross sections
+    # (section, table?, sentences or rows); chunks never cross sections, and tables are chunked on their own.
+    groups: list[tuple[str, bool, list]] = []
     for b in _blocks(paras):
-        if b.hard or not groups or groups[-1][0] != b.section:
-            groups.append((b.section, []))
+        if b.hard or not groups or groups[-1][0] != b.section or groups[-1][1] != b.table:
+            groups.append((b.section, b.table, []))
+        if b.table:
+            groups[-1][2].append(b)
+            continue
         sents = _sentences(b.text, size)
         para_len = sum(len(x) for x in sents)
-        groups[-1][1].extend(_Sent(s, b.page, b.ocr, i == 0, b.heading, para_len) for i, s in enumerate(sents))
+        groups[-1][2].extend(_Sent(s, b.page, b.ocr, i == 0, b.heading, para_len) for i, s in enumerate(sents))
 
     chunks: list[Chunk] = []
-    for _section, sents in groups:
+    for _section, is_table, items in groups:
+        if is_table:
+            _emit_table(chunks, items, size, title, context, source)
+            continue
         cur: list[_Sent] = []
         fresh = 0  # sentences in cur that are not overlap
-        for item in sents:
+        for item in items:
             length = sum(len(s.text) for s in cur)
             # Keep a paragraph (a clause, a list item) whole when it fits in a chunk of its own.
             need = item.para_len if item.para_start and item.para_len <= size else len(item.text)
@@ -237,10 +330,42 @@ def _emit(chunks: list[Chunk], sents: list[_Sent], fresh: int, title: str, conte
         text=text.strip(),
         ocr=any(s.ocr for s in sents),
         context=context,
+        article=_leaf_article(heading),
     )
     # Content-addressed by what is embedded: unchanged text keeps its vector, whatever the file is called.
     chunk.id = hashlib.sha1(chunk.vector_text.encode("utf-8")).hexdigest()[:20]
     chunks.append(chunk)
+
+
+def _emit_table(chunks: list[Chunk], rows: list[_Block], size: int, title: str, context: str, source: str) -> None:
+    """Rows packed up to `size` characters, each chunk opening with the table's header row."""
+    lines = [b for b in rows if not tables.is_separator(b.text)]
+    if not lines:
+        return
+    head, body = lines[0], lines[1:] or []
+    header = f"{head.text.strip()}\n|{'---|' * len(tables.cells(head.text))}"
+    batch: list[_Block] = []
+
+    def flush() -> None:
+        first = batch[0] if batch else head
+        text = header + "".join("\n" + b.text.strip() for b in batch)
+        chunk = Chunk(id="", source=source, title=title, heading=head.heading, page=first.page,
+                      position=len(chunks), text=text, ocr=any(b.ocr for b in [head, *batch]), context=context,
+                      article=_leaf_article(head.heading), kind="table")
+        chunk.id = hashlib.sha1(chunk.vector_text.encode("utf-8")).hexdigest()[:20]
+        chunks.append(chunk)
+
+    for b in body:
+        if batch and len(header) + sum(len(x.text) + 1 for x in batch) + len(b.text) > size:
+            flush()
+            batch = []
+        batch.append(b)
+    flush()
+
+
+def _leaf_article(heading: str) -> str:
+    leaf = heading.rsplit(" > ", 1)[-1]
+    return leaf if leaf and article_label(leaf) == leaf else ""
 
 
 def ensure_unique_ids(chunks: list[Chunk]) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from rag.ingest.tables import is_row
 from rag.models import Page
 from rag.text import CLOSERS, HAN, TERMINAL, normalize
 
@@ -34,7 +35,7 @@ def _ends_sentence(text: str) -> bool:
 
 def _continues(prev: str, nxt: str, min_prev_len: int) -> bool:
     """True when `nxt` is the rest of a sentence that a page/line break cut out of `prev`."""
-    if _ends_sentence(prev):
+    if _ends_sentence(prev) or is_row(prev):
         return False
     # Short unpunctuated lines are titles; a line with a full stop inside is body text, whatever its length.
     if len(prev.strip()) < min_prev_len and not any(ch in prev for ch in "。！？；"):

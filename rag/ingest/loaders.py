@@ -5,13 +5,16 @@ from __future__ import annotations
 import codecs
 import os
 import re
+import tempfile
 import zipfile
 from pathlib import Path
 
+from rag.ingest import office
+from rag.ingest.tables import fill, markdown, plausible
 from rag.models import Document, Page
 from rag.text import HAN, HAN_CHAR
 
-SUPPORTED = (".txt", ".md", ".markdown", ".pdf", ".docx")
+SUPPORTED = (".txt", ".md", ".markdown", ".pdf", ".docx", *office.SPREADSHEETS, *office.SLIDES, *office.WEB, *office.LEGACY)
 # A .docx is a zip; refuse archives that would expand past this (zip bombs).
 MAX_DOCX_UNCOMPRESSED = 300 * 1024 * 1024
 
@@ -29,34 +32,51 @@ def load(path: Path, source: str | None = None, ocr: bool = False) -> Document:
     source = source or path.name
     ext = path.suffix.lower()
     if ext not in SUPPORTED:
-        if ext == ".doc":
-            raise Skipped("旧版 .doc 格式不支持，请另存为 .docx 后再上传")
         raise Skipped(f"不支持的文件类型：{ext or '无扩展名'}")
+    warnings: list[str] = []
     try:
-        if ext in (".txt", ".md", ".markdown"):
-            data = path.read_bytes()
-            if not data:
-                raise Skipped("文件为空（0 字节）")
-            doc = Document(source, [Page(decode_text(data))])
+        if path.stat().st_size == 0:
+            raise Skipped("文件为空（0 字节）")
+        if ext in (".txt", ".md", ".markdown", *office.WEB):
+            text = decode_text(path.read_bytes(), warnings)
+            if ext in office.WEB or office.looks_like_html(text):  # a web page, also one saved as .txt
+                text = office.html_text(text)
+            elif ext != ".txt":  # markdown comments (<!-- INFO END -->) are no text
+                text = re.sub(r"<!--.*?-->", "", text, flags=re.S)
+            doc = Document(source, [Page(text)])
         elif ext == ".pdf":
             doc = _load_pdf(path, source, ocr)
-        else:
+        elif ext == ".docx":
             doc = _load_docx(path, source)
+        elif ext in office.LEGACY:
+            doc = _load_legacy(path, source)
+        elif ext in office.SPREADSHEETS:
+            doc = office.load_spreadsheet(path, source, decode=lambda b: decode_text(b, warnings))
+        else:
+            doc = office.load_pptx(path, source)
     except LoadError:
         raise
+    except office.ConversionUnavailable as e:
+        raise Skipped(str(e)) from None
     except PermissionError:
         raise LoadError("没有读取权限") from None
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
         raise LoadError(f"文件无法读取（{type(e).__name__}: {e}）") from None
+    except Exception as e:  # openpyxl, xlrd, python-pptx and lxml raise their own types on broken files
+        raise LoadError(f"文件内容损坏，无法解析（{type(e).__name__}: {str(e)[:200]}）") from None
+    doc.warnings = warnings + doc.warnings
     if not any(p.text.strip() for p in doc.pages):
         raise Skipped("文件中没有可提取的文字")
     _check_line_lengths(doc)
     return doc
 
 
-def decode_text(data: bytes) -> str:
-    """Decode text bytes: BOMs, UTF-16 without BOM, UTF-8, then line by line UTF-8 or GB18030 (superset
-    of GBK), so that a file glued together from differently encoded parts keeps every part readable."""
+def decode_text(data: bytes, warnings: list[str] | None = None) -> str:
+    """Decode text bytes: BOMs, UTF-16 without BOM, UTF-8, Big5, then line by line UTF-8 or GB18030
+    (superset of GBK), so that a file glued together from differently encoded parts keeps every part
+    readable. A few NUL or undecodable bytes in a text are replaced, and said so in `warnings`; a text
+    that still reads as mojibake is refused, never indexed."""
+    warnings = [] if warnings is None else warnings
     for bom, enc in (
         (codecs.BOM_UTF32_LE, "utf-32"),  # before UTF-16 LE: FF FE 00 00 starts with FF FE
         (codecs.BOM_UTF32_BE, "utf-32"),
@@ -66,11 +86,15 @@ def decode_text(data: bytes) -> str:
     ):
         if data.startswith(bom):
             return _check_text(data.decode(enc, errors="replace"))
-    if b"\x00" in data[:4096]:
+    if b"\x00" in data:
         enc = _utf16_without_bom(data, min_share=0.0 if _looks_utf16(data) else 0.9)
         if enc:
             return _check_text(data.decode(enc, errors="replace"))
-        raise LoadError("不是文本文件（含二进制数据）")
+        nuls = data.count(0)
+        if nuls > max(8, len(data) // 100):
+            raise LoadError("不是文本文件（含二进制数据）")
+        data = data.replace(b"\x00", b"")  # stray NULs (a bad export): the text around them is good
+        warnings.append(f"含 {nuls} 个 NUL 空字节，已删除")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -90,7 +114,50 @@ def decode_text(data: bytes) -> str:
     enc = _utf16_without_bom(data)
     if enc:
         return _check_text(data.decode(enc, errors="replace"))
-    return _check_text("\n".join(_decode_line(line) for line in data.split(b"\n")))
+    loose = data.decode("utf-8", errors="replace")
+    bad = loose.count("\ufffd")
+    han = len(HAN_CHAR.findall(loose[:20000]))
+    if han >= 40 and bad <= max(8, len(loose) // 200) and plausibility(loose) >= PLAUSIBLE:
+        # A UTF-8 file with a few broken bytes: keep its text, say where it is damaged.
+        warnings.append(f"含 {bad} 处无法按 UTF-8 解码的字节，已替换为 �")
+        return _check_text(loose)
+    lines = "\n".join(_decode_line(line) for line in data.split(b"\n"))
+    big5 = _big5(data)
+    if big5 is not None and plausibility(big5) > plausibility(lines):
+        return _check_text(big5)
+    return _check_text(lines)
+
+
+def _big5(data: bytes) -> str | None:
+    for enc in ("big5", "big5hkscs"):  # HKSCS adds Hong Kong characters to Big5
+        try:
+            return data.decode(enc)
+        except UnicodeDecodeError:
+            continue
+    return None
+
+
+# The most frequent characters of Chinese text, simplified and traditional: about a third of any real
+# Chinese text is made of them, and almost none of a mis-decoded one (Big5 read as GBK: い地チ㎝瓣厩м砃).
+_FREQUENT = frozenset(
+    "的一是在不了有和人这中大为上个国我以要他时来用们生到作地于出就分对成会可主发年动同工也能下过子说产种面而方后多定行"
+    "学法所民得经十三之进着等部度家电力里如水化高自二理起小物现实加量都两体制机当使点从业本去把性好应开它合还因由其些然前外"
+    "天政四日那社义事平形相全表间样与关各重新线内数正心反你明看原又么利比或但质气第向道命此变条只没结解问意建月公无系军很情"
+    "者最立代想已通并提直题党程展五果料象员革位入常文总次品式活设及管特件长求老头基资边流路级少图山统接知较将组见计别她手角"
+    "期根论运农指几九区强放决西被干做必战先回则任取据处队南给色光门即保治北造百规热领七海口东导器压志世金增争济阶油思术极交"
+    "受联什认六共权收证改清己美再采转更单风切打白教速花带安场身车例真务具万每目至达走积示议声报斗完类八离华名确才科张信马节"
+    "這個們為國來會學發與於對說時過還當從點經開關區見長門問題實現進動產種應氣將業後東無體讓機華書車馬語義習歷傳際專強導團農"
+    "織華統務記設資證認議質麼麗廣據價區術環邊幾級條號術協縣鄉級組總辦規劃計費參與舉領導")
+PLAUSIBLE = 0.12
+
+
+def plausibility(text: str) -> float:
+    """Share of the Han characters that are frequent ones: 0.3–0.5 for real text, under 0.1 for mojibake.
+    1.0 for text with too few Han characters to judge."""
+    han = HAN_CHAR.findall(text[:20000])
+    if len(han) < 40:
+        return 1.0
+    return sum(1 for ch in han if ch in _FREQUENT) / len(han)
 
 
 def _prefer_gbk_if_plausible(data: bytes, text: str) -> str:
@@ -202,6 +269,8 @@ def _check_text(text: str) -> str:
     bad = sum(1 for ch in sample if ch == "\ufffd" or (ord(ch) < 32 and ch not in "\n\r\t\f"))
     if bad / len(sample) > 0.05:
         raise LoadError("不是文本文件或编码无法识别（含大量乱码/控制字符）")
+    if plausibility(sample) < PLAUSIBLE:
+        raise LoadError("文字读出来是乱码（编码无法识别：不像正常的简体或繁体中文），未索引；请另存为 UTF-8 后重新上传")
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
@@ -270,6 +339,7 @@ def _load_pdf(path: Path, source: str, ocr: bool) -> Document:
 
     pages: list[Page] = []
     warnings: list[str] = []
+    tables = _pdf_tables(path, warnings)
     broken: list[int] = []  # pages whose text could not be extracted
     scanned: list[int] = []  # pages without a text layer but with images (scans) or drawings
     for i in range(1, n_pages + 1):
@@ -277,7 +347,7 @@ def _load_pdf(path: Path, source: str, ocr: bool) -> Document:
             page = reader.pages[i - 1]
             if _drop_invisible_text(page):
                 warnings.append(f"第 {i} 页含白色占位字（提取时会变成重影字，如“监制制”），已忽略")
-            text = page.extract_text() or ""
+            text = tables[i] if i in tables else (page.extract_text() or "")
         except DependencyError:  # AES-128 streams: the key check passed without cryptography, reading did not
             raise LoadError(_NEEDS_AES) from None
         except Exception as e:  # one damaged page must not lose the others
@@ -319,6 +389,37 @@ def _load_pdf(path: Path, source: str, ocr: bool) -> Document:
         if not ocr:
             raise Skipped("PDF 中没有文字（页面为空白）")
     return Document(source, pages, warnings, scanned_pages=scanned)
+
+
+def _pdf_tables(path: Path, warnings: list[str]) -> dict[int, str]:
+    """Pages holding tables, as text with each table in markdown at its place (pdfplumber: ruled tables,
+    measured on the PDF fixtures; see README). Other pages keep pypdf's text."""
+    try:
+        import pdfplumber
+    except ImportError:
+        return {}
+    out: dict[int, str] = {}
+    try:
+        with pdfplumber.open(str(path)) as pdf:
+            for n, page in enumerate(pdf.pages, 1):
+                found = [t for t in page.find_tables() if plausible(t.extract())]
+                if not found:
+                    continue
+                found.sort(key=lambda t: t.bbox[1])
+                parts, top = [], 0.0
+                for t in found:
+                    x0, y0, x1, y1 = t.bbox
+                    if y0 > top:  # the text above this table (and beside it, on the same lines)
+                        parts.append(page.crop((0, top, page.width, y0)).extract_text() or "")
+                    parts.append(markdown(fill(t.extract())))
+                    top = max(top, y1)
+                if top < page.height:
+                    parts.append(page.crop((0, top, page.width, page.height)).extract_text() or "")
+                out[n] = "\n".join(p for p in parts if p.strip())
+    except Exception as e:  # pypdf reads the text anyway: a table pass that fails costs only the tables
+        warnings.append(f"表格识别失败（{type(e).__name__}），表格按普通文字索引")
+        return {}
+    return out
 
 
 def _page_list(numbers: list[int]) -> str:
@@ -402,6 +503,19 @@ def undouble_glyphs(text: str) -> tuple[str, bool]:
     return "\n".join(out), fixed
 
 
+def _load_legacy(path: Path, source: str) -> Document:
+    """.doc / .wps / .et / .dps converted by LibreOffice (then read as docx / xlsx / pptx) or antiword."""
+    with tempfile.TemporaryDirectory(prefix="kexie-convert-") as tmp:
+        out = office.convert_legacy(path, Path(tmp))
+        if isinstance(out, str):
+            return Document(source, [Page(office.antiword_tables(out))])
+        if out.suffix == ".docx":
+            return _load_docx(out, source)
+        if out.suffix == ".xlsx":
+            return office.load_spreadsheet(out, source)
+        return office.load_pptx(out, source)
+
+
 def _load_docx(path: Path, source: str) -> Document:
     try:
         with zipfile.ZipFile(path) as z:
@@ -438,17 +552,11 @@ def _docx_text(path: Path) -> str:
             level = _heading_level(p.style.name if p.style is not None else "")
             parts.append(("#" * level + " " + text) if level else text)
         elif tag == "tbl":
-            rows = []
-            for row in Table(block, d).rows:
-                cells = []
-                for c in row.cells:
-                    t = c.text.strip().replace("\n", " ")
-                    if not cells or cells[-1] != t:  # merged cells repeat their text
-                        cells.append(t)
-                if any(cells):
-                    rows.append(" | ".join(cells))
-            if rows:
-                parts.append("\n".join(rows))
+            # Merged cells come back as repeats of their text: that is the filling a row needs to be read alone.
+            grid = [[c.text for c in row.cells] for row in Table(block, d).rows]
+            table = markdown(fill(grid))
+            if table:
+                parts.append(table)
     return "\n\n".join(parts)
 
 
@@ -466,7 +574,7 @@ def walk_corpus(corpus_dir: Path):
     for dirpath, dirnames, filenames in os.walk(corpus_dir, followlinks=False):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
-            if name.startswith(".") or name.endswith("~"):
+            if name.startswith(".") or name.endswith(("~", ".meta.toml")):  # a sidecar belongs to its document
                 continue
             p = Path(dirpath) / name
             yield p.relative_to(corpus_dir).as_posix(), p

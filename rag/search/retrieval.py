@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,8 +13,12 @@ from rag.index.bm25 import BM25Index
 from rag.index.embeddings import Embedder, load_embedder
 from rag.index.tokenizer import Tokenizer
 from rag.index.vectors import StoreClosed, VectorStore
+from rag.ingest.metadata import DocMeta
 from rag.models import Chunk, Hit, RetrievalMode
+from rag.search import structure
 from rag.search.fusion import rrf
+from rag.search.question import analyze
+from rag.search.structure import DocInfo
 from rag.settings import Settings
 
 
@@ -26,14 +31,18 @@ class Retrieval:
 
 
 def fused_hits(chunks: list[Chunk], bm: list[tuple[int, float]], vec: list[tuple[int, float]], s: Settings, k: int,
-               mode: RetrievalMode) -> list[Hit]:
+               mode: RetrievalMode, adjust: Callable[[list[tuple[int, float]]], list[tuple[int, float]]] | None = None,
+               ) -> list[Hit]:
     """The k best of the BM25 and vector rankings ((chunk index, score), best first) fused by weighted RRF,
-    each hit with both retrievers' ranks and scores (None where one did not return it)."""
+    each hit with both retrievers' ranks and scores (None where one did not return it). `adjust` re-orders
+    the fused ranking before the cut (document structure: `structure.rerank`)."""
     bm_rank = {i: (r, sc) for r, (i, sc) in enumerate(bm, 1)}
     vec_rank = {i: (r, sc) for r, (i, sc) in enumerate(vec, 1)}
     runs = {RetrievalMode.HYBRID: [(bm, s.bm25_weight), (vec, s.vector_weight)],
             RetrievalMode.BM25: [(bm, s.bm25_weight)], RetrievalMode.VECTOR: [(vec, s.vector_weight)]}[mode]
     fused = rrf([[i for i, _ in ranking] for ranking, _ in runs], k=s.rrf_k, weights=[w for _, w in runs])
+    if adjust is not None:
+        fused = adjust(fused)
     hits = []
     for rank, (i, score) in enumerate(fused[:k], 1):
         b, v = bm_rank.get(i), vec_rank.get(i)
@@ -56,6 +65,8 @@ class Snapshot:
     tokenizer: Tokenizer
     by_id: dict[str, list[int]] = field(default_factory=dict)
     places: frozenset[str] = frozenset()  # the corpus's place names (answer scoring)
+    docs: dict[str, DocInfo] = field(default_factory=dict)  # per source: metadata, version, names
+    documents: frozenset[str] = frozenset()  # the corpus's policy document names, as questions name them
 
     @classmethod
     def load(cls, index_dir: Path, base_tokenizer: Tokenizer | None = None) -> "Snapshot":
@@ -67,8 +78,10 @@ class Snapshot:
         by_id: dict[str, list[int]] = {}
         for i, c in enumerate(chunks):
             by_id.setdefault(c.id, []).append(i)
+        docs = structure.documents({s: DocMeta.from_dict(r.meta) for s, r in m.files.items() if r.status == "indexed"},
+                                   chunks)
         return cls(m, chunks, BM25Index.load(gen / "bm25"), Tokenizer.reuse(store.read_user_words(gen), base_tokenizer), by_id,
-                   frozenset(store.read_places(gen)))
+                   frozenset(store.read_places(gen)), docs, frozenset().union(*(d.names for d in docs.values())))
 
 
 class Retriever:
@@ -194,13 +207,17 @@ class Retriever:
                 out.append((i, sim))
         return out[:n]
 
-    def search(self, query: str, k: int | None = None, mode: str | None = None, snap: Snapshot | None = None) -> list[Hit]:
+    def search(self, query: str, k: int | None = None, mode: str | None = None, snap: Snapshot | None = None,
+               **filters) -> list[Hit]:
         """The k best chunks, best first (see `retrieve` for the per-stage timings too)."""
-        return self.retrieve(query, k, mode, snap).hits
+        return self.retrieve(query, k, mode, snap, **filters).hits
 
-    def retrieve(self, query: str, k: int | None = None, mode: str | None = None, snap: Snapshot | None = None) -> Retrieval:
+    def retrieve(self, query: str, k: int | None = None, mode: str | None = None, snap: Snapshot | None = None,
+                 documents: list[str] | None = None, effective_on: str | None = None) -> Retrieval:
         """Hits and this call's timings. `Hit.score` is the fused (RRF) score in every mode, so it means
-        the same thing whichever retrievers ran; each retriever's own score is in bm25_score / vector_score."""
+        the same thing whichever retrievers ran; each retriever's own score is in bm25_score / vector_score.
+        `documents` (file or title names) and `effective_on` (ISO date: the versions in force that day)
+        restrict the search."""
         s = self.settings
         k = k or s.top_k
         mode = RetrievalMode.from_str(mode or s.retrieval_mode)
@@ -208,11 +225,25 @@ class Retriever:
         timings: dict[str, float] = {}
         if not snap.chunks or not query.strip():
             return Retrieval([], timings)
+        allowed = None
+        if documents:
+            allowed = structure.matching_sources(documents, snap.docs)
+        if effective_on:
+            on = structure.in_force_on(effective_on, snap.docs)
+            allowed = on if allowed is None else allowed & on
         n = max(s.candidates, k)
+        # A filtered search looks deeper, so the filter does not leave it with too few candidates.
+        depth = n if allowed is None else min(len(snap.chunks), n * 10)
         t = time.perf_counter()
-        bm = self.bm25_ranking(snap, query, n) if mode in (RetrievalMode.HYBRID, RetrievalMode.BM25) else []
+        bm = self.bm25_ranking(snap, query, depth) if mode in (RetrievalMode.HYBRID, RetrievalMode.BM25) else []
         timings["bm25"] = time.perf_counter() - t
         t = time.perf_counter()
-        vec = self.vector_ranking(snap, query, n, timings) if mode in (RetrievalMode.HYBRID, RetrievalMode.VECTOR) else []
+        vec = self.vector_ranking(snap, query, depth, timings) if mode in (RetrievalMode.HYBRID, RetrievalMode.VECTOR) else []
         timings["vector"] = time.perf_counter() - t
-        return Retrieval(fused_hits(snap.chunks, bm, vec, s, k, mode), timings)
+        if allowed is not None:
+            bm = [x for x in bm if snap.chunks[x[0]].source in allowed][:n]
+            vec = [x for x in vec if snap.chunks[x[0]].source in allowed][:n]
+        q = analyze(query, documents=snap.documents)
+        adjust = (lambda fused: structure.rerank(fused, snap.chunks, q, snap.docs)) if s.structure else None
+        hits = fused_hits(snap.chunks, bm, vec, s, k, mode, adjust)
+        return Retrieval(structure.annotate(hits, snap.docs), timings)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from rag.index import store
 from rag.ingest.loaders import walk_corpus
+from rag.ingest.metadata import DocMeta, group_versions
 from rag.settings import Settings
 
 
@@ -30,6 +31,8 @@ class DocRow:
     size: int
     indexed_at: str
     reason: str
+    version: str = ""  # among versions of one text: "2002年版：已被2024年修订版取代" / "2024年修订版：现行"
+    effective: str = ""  # 施行 date (ISO), where the document states it
 
 
 def safe_name(name: str) -> str:
@@ -125,6 +128,7 @@ def list_documents(settings: Settings) -> list[DocRow]:
     """Every file in corpus/ with its index status (files not yet indexed show as 待索引)."""
     m = store.Manifest.read(settings.index_dir)
     records = m.files if m else {}
+    versions = group_versions({s: DocMeta.from_dict(r.meta) for s, r in records.items() if r.status == "indexed"})
     rows = []
     seen = set()
     if settings.corpus_dir.is_dir():
@@ -139,7 +143,12 @@ def list_documents(settings: Settings) -> list[DocRow]:
                 continue
             status = {"indexed": "已索引", "skipped": "跳过", "failed": "失败"}.get(r.status, r.status)
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.indexed_at)) if r.indexed_at else ""
-            rows.append(DocRow(source, status, r.chunks, size, when, r.reason))
+            meta = DocMeta.from_dict(r.meta)
+            v = versions.get(source)
+            version = ""
+            if v is not None and v.siblings:
+                version = f"{v.label or '版本'}：{'现行' if v.in_force else '已被' + (v.superseded_label or '新版') + '取代'}"
+            rows.append(DocRow(source, status, r.chunks, size, when, r.reason, version, meta.in_force_since()))
     for source, r in records.items():
         if source not in seen and r.status == "indexed":
             rows.append(DocRow(source, "已删除（待重新索引）", r.chunks, r.size, "", ""))

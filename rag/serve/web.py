@@ -15,6 +15,7 @@ import gradio as gr
 
 from rag.answer.assistant import Assistant
 from rag.index.indexer import reindex_live
+from rag.ingest import tables
 from rag.models import Answer, Backend, RetrievalMode
 from rag.serve import kb
 from rag.settings import Settings
@@ -32,6 +33,11 @@ CSS = """
 .cite-meta {color:#57606a; font-size:0.9em; margin-bottom:6px;}
 .cite-text {white-space:pre-wrap; line-height:1.6;}
 .cite-text mark {background:#fff3b0; padding:0 1px;}
+.cite-table {border-collapse:collapse; white-space:normal; margin:4px 0; font-size:0.92em;}
+.cite-table th, .cite-table td {border:1px solid #d0d7de; padding:3px 6px; vertical-align:top;}
+.cite-table th {background:#f6f8fa;}
+.cite-table tr.marked td {background:#fff3b0;}
+.superseded {color:#9a6700;}
 .cite-link {text-decoration:none; font-weight:600;}
 .refused-note {color:#9a6700; margin-bottom:6px;}
 """
@@ -91,19 +97,45 @@ def _highlight(text: str, support: list[str], spans: list[tuple[int, int]] = ())
     return out
 
 
+def _is_table(text: str) -> bool:
+    lines = text.split("\n")
+    return len(lines) >= 3 and tables.is_row(lines[0]) and tables.is_separator(lines[1])
+
+
+def _table_html(text: str, spans: list[tuple[int, int]] = ()) -> str:
+    """A table chunk drawn as a table, the rows the answer relies on marked."""
+    rows, pos = [], 0
+    for i, line in enumerate(text.split("\n")):
+        start, end = pos, pos + len(line)
+        pos = end + 1
+        if i == 1 or not tables.is_row(line):
+            continue
+        tag = "th" if i == 0 else "td"
+        cells = "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in tables.cells(line))
+        marked = any(a < end and start < b for a, b in spans)
+        rows.append(f"<tr class='marked'>{cells}</tr>" if marked else f"<tr>{cells}</tr>")
+    return f"<table class='cite-table'>{''.join(rows)}</table>"
+
+
 def render_citations(settings: Settings, a: Answer | None) -> str:
     if a is None:
         return "<div class='cite-empty'>回答的引用出处会显示在这里。</div>"
     cards = []
     if a.refused:
         cards.append("<div class='refused-note'>资料中未找到答案。以下是最接近的段落：</div>")
-        items = [(h.rank, h.chunk.source, h.chunk.page, h.chunk.heading, h.chunk.text, [], [], h.chunk.ocr)
+        items = [(h.rank, h.chunk.source, h.chunk.page, h.chunk.heading, h.chunk.text, [], [], h.chunk.ocr, h.label, h.note)
                  for h in a.retrieved[:3]]
     else:
-        ocr = {h.chunk.text: h.chunk.ocr for h in a.retrieved}
-        items = [(c.n, c.source, c.page, c.heading, c.text, c.support, c.spans, ocr.get(c.text, False)) for c in a.citations]
-    for n, source, page, heading, text, support, spans, is_ocr in items:
+        by_text = {h.chunk.text: h for h in a.retrieved}
+        items = [(c.n, c.source, c.page, c.heading, c.text, c.support, c.spans,
+                  by_text[c.text].chunk.ocr if c.text in by_text else False, c.label,
+                  by_text[c.text].note if c.text in by_text else "") for c in a.citations]
+    for n, source, page, heading, text, support, spans, is_ocr, label, note in items:
         meta = []
+        if label:
+            meta.append(f"<b>{html.escape(label)}</b>")
+        if note:
+            meta.append(f"<span class='superseded'>{html.escape(note.strip('（）'))}</span>")
         if page:
             meta.append(f"第 {page} 页" + ("（OCR 识别）" if is_ocr else ""))
         if heading:
@@ -115,14 +147,15 @@ def render_citations(settings: Settings, a: Answer | None) -> str:
         cards.append(
             f"<div class='cite-card' id='cite-{n}'><div class='cite-head'>[{n}] {html.escape(source)} {link}</div>"
             f"<div class='cite-meta'>{' · '.join(meta)}</div>"
-            f"<div class='cite-text'>{_highlight(text, support, spans)}</div></div>"
+            f"<div class='cite-text'>{_table_html(text, spans) if _is_table(text) else _highlight(text, support, spans)}</div></div>"
         )
     # The generation lets load tests check each answer against the index it was served from.
     return f"<div class='cite-list' data-generation='{html.escape(a.generation)}'>" + "\n".join(cards) + "</div>"
 
 
 def _doc_table(settings: Settings) -> list[list]:
-    return [[r.source, r.status, r.chunks, f"{r.size / 1024:.1f} KB", r.indexed_at, r.reason] for r in kb.list_documents(settings)]
+    return [[r.source, r.status, r.chunks, f"{r.size / 1024:.1f} KB", r.indexed_at, r.version, r.effective, r.reason]
+            for r in kb.list_documents(settings)]
 
 
 def build_app(settings: Settings, assistant: Assistant | None = None) -> gr.Blocks:
@@ -166,6 +199,7 @@ def build_app(settings: Settings, assistant: Assistant | None = None) -> gr.Bloc
                  f"失败 {len(rep.failed)}，共 {rep.chunks} 个段落，用时 {rep.seconds:.1f} 秒。"]
         lines += [f"- 失败：{s}（{r}）" for s, r in rep.failed.items()]
         lines += [f"- 跳过：{s}（{r}）" for s, r in rep.skipped.items()]
+        lines += [f"- 注意：{s}（{'；'.join(n)}）" for s, n in rep.warned.items()]
         return "\n".join(lines)
 
     def upload(files, progress=gr.Progress()):
@@ -228,7 +262,7 @@ def build_app(settings: Settings, assistant: Assistant | None = None) -> gr.Bloc
                     upload_btn = gr.Button("上传并索引", variant="primary", elem_id="upload-btn")
                     reindex_btn = gr.Button("重新索引（增量）", elem_id="reindex-btn")
                 kb_msg = gr.Markdown(elem_id="kb-msg")
-                table = gr.Dataframe(_doc_table(settings), headers=["文档", "状态", "段落数", "大小", "索引时间", "说明"],
+                table = gr.Dataframe(_doc_table(settings), headers=["文档", "状态", "段落数", "大小", "索引时间", "版本", "施行日期", "说明"],
                                      interactive=False, elem_id="doc-table")
                 with gr.Row():
                     pick = gr.Dropdown(choices=_sources(), label="选择文档", elem_id="delete-pick")

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from rag.ingest.places import question_places
-from rag.text import CN_NUMERAL, normalize, parse_cn_int
+from rag.text import ARTICLE, articles_in, normalize
 
 KINDS = ("number", "date", "definition", "list", "who", "where", "how", "yesno", "article", "fact")
 
@@ -27,9 +27,13 @@ class Question:
     documents: list[str] = field(default_factory=list)  # names in 《》, and the corpus's document names
     articles: list[int] = field(default_factory=list)  # 第X条 -> X
     orgs: list[str] = field(default_factory=list)  # "XX科协", "XX学会", "XX委员会" (reported; no feature uses it yet)
+    change: bool = False  # asks what changed between versions ("修订后有什么变化", "与2002年版相比")
 
 
 _DEF_PATTERNS = [
+    # "条例是怎样定义科学技术普及的", "条例对科协是怎么定性的": the term defined, not the document
+    re.compile(r"^.*?对(.+?)(?:是|作了|做了|有)?(?:怎样|如何|怎么|什么样的?)(?:定义|界定|定性)的?[？?。！!]*$"),
+    re.compile(r"^.*?(?:怎样|如何|怎么)(?:定义|界定|定性)(.+?)的?[？?。！!]*$"),
     re.compile(r"^(?:请问)?(?:什么是|什么叫|何为|何谓|啥是|解释一下|解释)(.+?)[？?。！!]*$"),
     re.compile(r"^(.+?)(?:是什么意思|是什么|指什么|是指什么|的含义是什么|的含义|的意思|是啥|什么意思|的内容是什么|"
                r"指的是什么|的定义是什么|的定义)[？?。！!]*$"),
@@ -40,21 +44,16 @@ _UNITS = "|".join(sorted(("个|支|家|项|名|人|场|次|所|座|篇|件|期|�
 _COUNT = re.compile(rf"(?:多少|(?<!哪)几(?!乎|近))({_UNITS})?")
 _NUMBER_WORDS = re.compile(r"数量|数目|总数|规模|比例|百分之|几成|多长时间|多久|多长|多大|多高|多重|多远|占比|金额")
 _DATE = re.compile(r"哪一年|哪年|何年|何时|什么时候|什么时间|哪一天|几月|几号|几点|日期|何日|起施行|开始施行|生效")
-_ARTICLE = re.compile(rf"第([{CN_NUMERAL}\d]+)条")
 _ARTICLE_ASK = re.compile(r"哪一条|哪条|第几条|哪个条款|什么条款")
 _LIST = re.compile(r"哪些|有什么|包括|包含|哪几|列举|都有|有哪|几类|几种|几个方面")
 _WHO = re.compile(r"谁|哪位|什么人|哪个人|何人|哪些人|由.{0,6}(?:负责|主管|承担)|哪个部门|哪个单位|哪个机构|什么部门|什么机构")
 _WHERE = re.compile(r"哪里|在哪|何处|什么地方|哪个地方|哪个城市|哪个省|哪个国家")
 _HOW = re.compile(r"如何|怎样|怎么|什么方式|哪种方式|什么办法|为什么|为何|什么原因")
 _YESNO = re.compile(r"(?:是否|能否|可否|可不可以|能不能|是不是|有没有|会不会|要不要)|[^什怎]么[？?]?$|吗[？?]?$")
-_YEAR = re.compile(r"(?<!\d)((?:19|20)\d{2})(?:年|\s*年度)")
+_YEAR = re.compile(r"(?<!\d)((?:19|20)\d{2})(?:年|\s*年度|\s*版)")
+_CHANGE = re.compile(r"变化|变动|改变|修改了|修订了(?:哪些|什么)|有何不同|有什么不同|哪些不同|区别|相比|对比|新旧|前后")
 _DOC = re.compile(r"《([^》]{2,40})》")
 _ORG = re.compile(r"[\u4e00-\u9fff]{2,10}?(?:科协|科学技术协会|学会|协会|委员会|研究会)")
-
-
-def articles_in(text: str) -> list[int]:
-    """Article numbers (第X条) the text names, as numbers."""
-    return [n for n in (parse_cn_int(m) for m in _ARTICLE.findall(text)) if n]
 
 
 def _kind(q: str) -> tuple[str, str, str]:
@@ -64,7 +63,7 @@ def _kind(q: str) -> tuple[str, str, str]:
             term = re.sub(r"[“”\"'《》\s]", "", m.group(1))
             term = re.sub(r"(?:具体|到底|究竟|主要)$", "", term)
             term = re.sub(r"^(?:请问|说的|所说的|提到的)", "", term)
-            if 1 < len(term) <= 20 and not _ARTICLE.search(term):
+            if 1 < len(term) <= 20 and not ARTICLE.search(term):
                 return "definition", term, ""
     if _ARTICLE_ASK.search(q):
         return "article", "", ""
@@ -90,6 +89,24 @@ def _kind(q: str) -> tuple[str, str, str]:
 
 _DOC_NAME = re.compile(r"[\u4e00-\u9fff（）()]{2,40}?(?:法|条例|办法|规定|细则|纲要|章程|规划|方案|意见)(?:（试行）|\(试行\))?")
 _NATIONAL = "中华人民共和国"
+# How staff shorten a law's name: 科学技术普及法 -> 科普法, 科学技术进步法 -> 科技进步法.
+_SHORT_FORMS = (("科学技术普及", "科普"), ("科学技术协会", "科协"), ("科学技术", "科技"))
+
+
+_ALIAS_NOTE = re.compile(r"[（(]以下简称[^）)]{1,16}[）)]")
+
+
+def defines(term: str, text: str) -> bool:
+    """The text defines the term: "本条例所称X，是指…", "X（以下简称Y），是指…", "X是…", "X：…"."""
+    flat = _ALIAS_NOTE.sub("", normalize(text).replace("“", "").replace("”", "").replace("*", ""))
+    t = normalize(term)
+    return f"所称{t}" in flat or re.search(re.escape(t) + r"[^,，。]{0,3}?(?:[:：]|是指|是|指|即|就是|[,，]是)", flat) is not None
+
+
+def with_short_forms(text: str) -> str:
+    """The text followed by its short-form spellings, so a question's 科普法 matches a title's 科学技术普及法."""
+    extra = [text.replace(long, short) for long, short in _SHORT_FORMS if long in text]
+    return " ".join([text, *extra])
 
 
 def document_names(titles) -> frozenset[str]:
@@ -100,7 +117,12 @@ def document_names(titles) -> frozenset[str]:
         m = _DOC_NAME.match(normalize(t).replace(" ", ""))
         if m and len(m.group(0)) >= 5:
             name = m.group(0)
-            names.add(name[len(_NATIONAL):] if name.startswith(_NATIONAL) else name)
+            name = name[len(_NATIONAL):] if name.startswith(_NATIONAL) else name
+            names.add(name)
+            for long, short in _SHORT_FORMS:
+                if long in name:
+                    names.add(name.replace(long, short))
+                    break
     return frozenset(names)
 
 
@@ -117,4 +139,4 @@ def analyze(question: str, gazetteer: frozenset[str] = frozenset(),
     docs = list(dict.fromkeys([d.strip() for d in _DOC.findall(q)] + named))
     orgs = list(dict.fromkeys(_ORG.findall(q)))
     places = question_places(q, gazetteer, is_place)
-    return Question(q, kind, term, unit, places, years, docs, articles, orgs)
+    return Question(q, kind, term, unit, places, years, docs, articles, orgs, bool(_CHANGE.search(q)))

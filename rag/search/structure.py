@@ -1,0 +1,139 @@
+"""What a policy document's structure adds to a ranking: the article a question names, the definition
+article of the term it asks about, the version of a regulation in force, and filters by document and by
+effective date. Every rule is applied to the fused ranking in one place (`rerank`)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from rag.ingest.metadata import DocMeta, Version, group_versions
+from rag.models import Chunk, Hit
+from rag.search.question import Question, defines, document_names
+from rag.text import normalize, parse_cn_int
+
+# A superseded version that the question did not ask for keeps this share of its fused score: still found
+# when only it holds the answer (a provision the revision dropped), never ahead of the text in force.
+OLD_VERSION = 0.5
+# Only the fused top of the list is re-ordered: a structural match deep in the ranking is not evidence.
+WINDOW = 50
+
+
+@dataclass
+class DocInfo:
+    """Per source: its metadata, its place among versions, the names a question may call it by."""
+
+    meta: DocMeta
+    version: Version | None
+    names: frozenset[str]
+    years: frozenset[str]  # the years that identify this version ("2002年的科普法")
+
+
+def documents(metas: dict[str, DocMeta], chunks: list[Chunk]) -> dict[str, DocInfo]:
+    """DocInfo for every indexed source, from its metadata and its chunks' titles."""
+    versions = group_versions(metas)
+    titles: dict[str, str] = {}
+    for c in chunks:
+        titles.setdefault(c.source, c.title)
+    out = {}
+    for s, m in metas.items():
+        own = {d[:4] for d in (m.latest(), m.effective) if d}
+        own |= set(re.findall(r"(?:19|20)\d{2}", m.version))
+        out[s] = DocInfo(m, versions.get(s), document_names([titles.get(s, ""), m.title]), frozenset(own))
+    return out
+
+
+def _names_doc(q: Question, info: DocInfo) -> bool:
+    return any(d in info.names or any(d in n or n in d for n in info.names) for d in q.documents)
+
+
+def wanted_versions(q: Question, docs: dict[str, DocInfo]) -> set[str] | None:
+    """Sources the question asks for among versions of one text; None when every version is wanted
+    (it asks what changed)."""
+    if q.change:
+        return None
+    out = set()
+    grouped = {s: i for s, i in docs.items() if i.version and i.version.siblings}
+    groups: dict[str, list[str]] = {}
+    for s, i in grouped.items():
+        groups.setdefault(i.version.group, []).append(s)
+    for members in groups.values():
+        named = [s for s in members if q.years and set(q.years) & docs[s].years]
+        out |= set(named) if named else {s for s in members if docs[s].version.in_force}
+    return out
+
+
+def rerank(fused: list[tuple[int, float]], chunks: list[Chunk], q: Question, docs: dict[str, DocInfo]) -> list[tuple[int, float]]:
+    """The fused ranking with structure applied: the named article of the named document, then definition
+    articles of the asked term, first (in their fused order); superseded versions not asked for scaled down."""
+    if not docs:
+        return fused
+    want = wanted_versions(q, docs)
+    scored = []
+    for i, score in fused:
+        info = docs.get(chunks[i].source)
+        if want is not None and info and info.version and info.version.siblings and chunks[i].source not in want:
+            score *= OLD_VERSION
+        scored.append((i, score))
+    scored.sort(key=lambda x: -x[1])
+    head, tail = scored[:WINDOW], scored[WINDOW:]
+    named_docs = {s for s, info in docs.items() if q.documents and _names_doc(q, info)}
+
+    def tier(i: int) -> int:
+        c = chunks[i]
+        if q.articles and c.article and parse_cn_int(c.article[1:-1]) in q.articles:
+            return 0 if not named_docs or c.source in named_docs else 1
+        if q.kind == "definition" and q.term and defines(q.term, c.text):
+            return 0 if not named_docs or c.source in named_docs else 1
+        return 2
+
+    tiers = [tier(i) for i, _ in head]
+    if min(tiers, default=2) == 2:
+        return scored
+    return [x for _, x in sorted(zip(tiers, head), key=lambda t: t[0])] + tail
+
+
+def in_force_on(date: str, docs: dict[str, DocInfo]) -> set[str]:
+    """Sources in force on an ISO date: put in force on or before it, and of a version group the newest
+    such version. Documents that state no date count as in force."""
+    out, best = set(), {}
+    for s, info in docs.items():
+        since = info.meta.in_force_since()
+        if since and since > date:
+            continue
+        if info.version and info.version.siblings:
+            g = info.version.group
+            if g not in best or since > best[g][0]:
+                best[g] = (since, s)
+        else:
+            out.add(s)
+    return out | {s for _, s in best.values()}
+
+
+def matching_sources(names: list[str], docs: dict[str, DocInfo]) -> set[str]:
+    """Sources a user's document filter names: the file name or a part of the title."""
+    out = set()
+    for n in names:
+        key = normalize(n).replace(" ", "")
+        for s, info in docs.items():
+            if key in s or key in normalize(info.meta.title).replace(" ", "") or any(key in x for x in info.names):
+                out.add(s)
+    return out
+
+
+def label(chunk: Chunk, info: DocInfo | None) -> str:
+    """《社会团体登记管理条例》第二十九条 for an article of a regulation, else ""."""
+    if not chunk.article:
+        return ""
+    title = info.meta.title if info is not None and info.meta.title else chunk.title.split(" ")[0]
+    return f"《{title.strip('《》')}》{chunk.article}"
+
+
+def annotate(hits: list[Hit], docs: dict[str, DocInfo]) -> list[Hit]:
+    """Each hit's citation label and, from a superseded version, the note an answer carries."""
+    for h in hits:
+        info = docs.get(h.chunk.source)
+        h.label = label(h.chunk, info)
+        h.note = info.version.note() if info is not None and info.version else ""
+        h.versions = info.version.group if info is not None and info.version and info.version.siblings else ""
+    return hits

@@ -1,0 +1,286 @@
+"""The files offices have: tables in DOCX and PDF, legacy .doc, spreadsheets, slides, web pages, and
+encodings that must never be indexed as mojibake. Real files: fixtures from ../shared, or files written
+here by the libraries that write them (python-docx, openpyxl, python-pptx, reportlab)."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from conftest import shared
+
+from rag.answer.assistant import Assistant
+from rag.index.indexer import index_corpus
+from rag.ingest import office, tables
+from rag.ingest.chunking import chunk_document
+from rag.ingest.cleaning import paragraphs
+from rag.ingest.loaders import LoadError, Skipped, decode_text, load
+from rag.search.retrieval import Retriever
+from rag.settings import load_settings
+
+
+def _chunks(path, source=None):
+    d = load(path, source or path.name)
+    return chunk_document(paragraphs(d.pages, pdf=path.suffix == ".pdf"), source or path.name), d
+
+
+# -- tables ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("grid,want", [
+    ([["年份", "经费"], ["2023", "120万元"]], [["年份", "经费"], ["2023", "120万元"]]),
+    # a header spanning two columns (None to its right) and a category spanning two rows (None below)
+    ([["类别", "经费", None], ["科普", "2022", "100"], [None, "2023", "120"]],
+     [["类别", "经费", "经费"], ["科普", "2022", "100"], ["科普", "2023", "120"]]),
+    # empty rows and columns go; a cell's line break inside Chinese goes
+    ([["主体信用\n评级", "", "机构"], [None, None, None], ["AA+", "", "中诚信"]], [["主体信用评级", "机构"], ["AA+", "中诚信"]]),
+])
+def test_fill(grid, want):
+    assert tables.fill(grid) == want
+
+
+@pytest.mark.parametrize("grid,ok", [
+    ([["序号", "名称"], ["1", "工商银行"]], True),
+    ([["只有一列"], ["x"]], False),
+    ([["a", None, None, None], [None, None, None, "b"]], False),  # a layout frame, mostly empty
+    ([["x" * 400, "y"], ["1", "2"]], False),  # a whole text column in one cell
+])
+def test_plausible_tables(grid, ok):
+    assert tables.plausible(grid) is ok
+
+
+def test_row_sentence_names_the_columns():
+    assert tables.row_sentence(["年份", "科普活动经费"], ["2023年", "120万元"]) == "年份：2023年；科普活动经费：120万元"
+
+
+def _funds_docx(path):
+    import docx
+
+    d = docx.Document()
+    d.add_heading("测试市科协经费情况", level=1)
+    d.add_paragraph("近三年科普经费投入情况见下表。")
+    t = d.add_table(rows=4, cols=3)
+    for i, row in enumerate([["年份", "科普活动经费", "参加人数"], ["2021年", "80万元", "2100人次"],
+                             ["2022年", "100万元", "3000人次"], ["2023年", "120万元", "5000人次"]]):
+        for j, v in enumerate(row):
+            t.cell(i, j).text = v
+    d.add_paragraph("经费全部用于基层科普活动。")
+    d.save(str(path))
+
+
+@pytest.fixture(scope="module")
+def table_kb(tmp_path_factory, embedder):
+    root = tmp_path_factory.mktemp("tables")
+    corpus = root / "corpus"
+    corpus.mkdir()
+    _funds_docx(corpus / "经费.docx")
+    shutil.copy(shared("fixtures", "pdf", "chinese-tables_bond_prospectus.pdf"), corpus / "募集说明书.pdf")
+    s = load_settings(env={}, corpus_dir=corpus, index_dir=root / "index")
+    rep = index_corpus(s, embedder=embedder)
+    assert not rep.failed, rep.failed
+    r = Retriever(s, embedder)
+    yield s, r, Assistant(s, r)
+    r.close()
+
+
+def test_docx_table_chunks_repeat_the_header_and_answer_a_cell(table_kb):
+    s, r, a = table_kb
+    chunks = [c for c in r.snapshot().chunks if c.source == "经费.docx" and c.kind == "table"]
+    assert chunks and all(c.text.startswith("| 年份 | 科普活动经费 | 参加人数 |") for c in chunks)
+    ans = a.ask("2023年科普活动经费是多少？")
+    assert not ans.refused and "120万元" in ans.answer and "100万元" not in ans.answer, ans.answer
+    assert ans.citations[0].source == "经费.docx"
+
+
+def test_pdf_table_question_is_answered_from_the_right_row(table_kb):
+    s, r, a = table_kb
+    chunks = [c for c in r.snapshot().chunks if c.source == "募集说明书.pdf" and c.kind == "table"]
+    assert any("| 序号 | 金融机构名称 | 授信总额 | 已使用情况 | 剩余额度 |" in c.text for c in chunks)
+    ans = a.ask("工商银行的授信总额是多少？")
+    assert not ans.refused and "330,435.30" in ans.answer, ans.answer
+    assert ans.citations[0].page == 1
+
+
+def test_pdf_tables_measured_on_the_fixtures():
+    """pdfplumber's ruled-table detection on the four fixture PDFs: the prospectus's two tables and the
+    ship rules' one are found; the research report's layout frames are not taken for tables."""
+    found = {}
+    for name in ("chinese-tables_bond_prospectus.pdf", "2list_1table_CCS_smart_ship_rules.pdf",
+                 "test_rearch_report_broker_research.pdf", "simplified_chinese_colophon.pdf"):
+        chunks, _ = _chunks(shared("fixtures", "pdf", name))
+        found[name] = len({c.text.split("\n", 1)[0] for c in chunks if c.kind == "table"})
+    assert found["chinese-tables_bond_prospectus.pdf"] == 2
+    assert found["2list_1table_CCS_smart_ship_rules.pdf"] == 1
+    assert found["simplified_chinese_colophon.pdf"] == 0
+    assert found["test_rearch_report_broker_research.pdf"] <= 2  # the 评级 table, never the page frame
+
+
+def test_table_citation_card_is_a_table():
+    from rag.models import Answer, Citation
+    from rag.serve.web import render_citations
+
+    text = "| 年份 | 经费 |\n|---|---|\n| 2022年 | 100万元 |\n| 2023年 | 120万元 |"
+    s = load_settings(env={})
+    a = Answer("q", "年份：2023年；经费：120万元[1]。", False,
+               [Citation(1, "经费.docx", None, "", text, spans=[(text.index("| 2023年"), len(text))])], [])
+    html = render_citations(s, a)
+    assert "<table class='cite-table'>" in html and "<th>年份</th>" in html
+    assert "<tr class='marked'><td>2023年</td><td>120万元</td></tr>" in html
+    assert "<tr><td>2022年</td>" in html
+
+
+# -- legacy and other formats ---------------------------------------------------------------------
+def test_legacy_doc_is_converted_or_skipped_with_the_reason(monkeypatch):
+    doc = shared("fixtures", "docx", "核电厂定期安全审查指南_第1部分_通用要求_征求意见稿.doc")
+    if office.soffice() or shutil.which("antiword"):
+        chunks, d = _chunks(doc)
+        text = "".join(c.text for c in chunks)
+        assert "核电厂定期安全评价" in text and "通用要求" in text and len(text) > 5000
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(Skipped, match="antiword|LibreOffice"):
+        load(doc)
+    with pytest.raises(Skipped, match="LibreOffice"):
+        bogus = doc.parent / "x.et"
+        load(bogus if bogus.exists() else _copy_as(doc, ".et"))
+
+
+def _copy_as(src, ext):
+    import tempfile
+    from pathlib import Path
+
+    p = Path(tempfile.mkdtemp()) / f"表格{ext}"
+    shutil.copy(src, p)
+    return p
+
+
+def test_xlsx_sheets_become_tables_with_merged_cells_filled(tmp_path):
+    import openpyxl
+
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.title = "经费"
+    ws.append(["类别", "年份", "金额"])
+    ws.append(["科普活动", "2022年", "100万元"])
+    ws.append([None, "2023年", "120万元"])
+    ws.merge_cells("A2:A3")
+    ws2 = wb.create_sheet("人员")
+    ws2.append(["姓名", "职务"])
+    ws2.append(["张三", "秘书长"])
+    wb.save(tmp_path / "统计.xlsx")
+    chunks, d = _chunks(tmp_path / "统计.xlsx")
+    assert [p.page for p in d.pages] == [1, 2]
+    t = [c for c in chunks if c.kind == "table"]
+    assert "| 科普活动 | 2023年 | 120万元 |" in t[0].text  # the merged 类别 cell filled downwards
+    assert t[0].heading == "经费" and t[1].heading == "人员"
+
+
+def test_csv_is_a_table(tmp_path):
+    (tmp_path / "名单.csv").write_bytes("单位,人数\n青岛市科协,30\n济宁市科协,25\n".encode("gbk"))
+    chunks, _ = _chunks(tmp_path / "名单.csv")
+    assert chunks[0].kind == "table" and "| 青岛市科协 | 30 |" in chunks[0].text
+
+
+def test_pptx_slides_and_notes_with_slide_numbers(tmp_path):
+    from pptx import Presentation
+
+    deck = Presentation()
+    for title, body, notes in (("科普工作总结", "全年开展科普活动300场。", "讲稿：重点说明社区活动。"),
+                               ("明年计划", "建设10个科普示范社区。", "")):
+        slide = deck.slides.add_slide(deck.slide_layouts[1])
+        slide.shapes.title.text = title
+        slide.placeholders[1].text = body
+        if notes:
+            slide.notes_slide.notes_text_frame.text = notes
+    deck.save(tmp_path / "汇报.pptx")
+    chunks, d = _chunks(tmp_path / "汇报.pptx")
+    assert [p.page for p in d.pages] == [1, 2]
+    by_page = {c.page: c for c in chunks}
+    assert "300场" in by_page[1].text and "重点说明社区活动" in by_page[1].text
+    assert "10个科普示范社区" in by_page[2].text and by_page[2].heading == "明年计划"
+
+
+PAGE = """<!DOCTYPE html><html><head><title>科协新闻</title><style>.x{color:red}</style>
+<script>var tracking = "不应被索引的脚本";</script></head><body>
+<nav class="menu"><a href="/">首页</a><a href="/news">新闻中心</a></nav>
+<div class="header">网站导航栏目</div>
+<h1>青岛市科协开展科普进社区活动</h1>
+<p>5月20日，青岛市科协组织科技志愿者走进社区，开展科普宣传。</p>
+<table><tr><th>活动</th><th>人数</th></tr><tr><td>科普讲座</td><td>200</td></tr></table>
+<div class="footer">版权所有 © 青岛市科协</div></body></html>"""
+
+
+@pytest.mark.parametrize("name", ["新闻.html", "新闻.htm", "网页另存为.txt"])
+def test_html_main_text_only(tmp_path, name):
+    (tmp_path / name).write_text(PAGE, encoding="utf-8")
+    chunks, _ = _chunks(tmp_path / name)
+    text = "\n".join(c.text + c.heading for c in chunks)
+    assert "青岛市科协组织科技志愿者走进社区" in text and "| 科普讲座 | 200 |" in text
+    for junk in ("<p>", "tracking", "color:red", "新闻中心", "网站导航栏目", "版权所有"):
+        assert junk not in text, junk
+
+
+@pytest.mark.parametrize("text,is_html", [
+    (PAGE, True),
+    ("科协工作总结。<b>重点</b>是社区科普。", False),  # a stray tag in prose is not a page
+    ("# 标题\n\n正文内容。", False),
+])
+def test_looks_like_html(text, is_html):
+    assert office.looks_like_html(text) is is_html
+
+
+def test_unsupported_types_are_skipped_with_the_reason(tmp_path):
+    (tmp_path / "文件.ofd").write_bytes(b"PK\x03\x04 not really")
+    with pytest.raises(Skipped, match="不支持的文件类型：.ofd"):
+        load(tmp_path / "文件.ofd")
+
+
+# -- encodings ------------------------------------------------------------------------------------
+TRAD = ("中華人民共和國科學技術普及法規定，科學技術協會是科普工作的主要社會力量。各級人民政府應當加強對科普工作的領導，"
+        "將科普工作納入國民經濟和社會發展計劃，為開展科普工作創造良好的環境和條件。") * 3
+SIMP = "科普大篷车开进乡村学校。孩子们体验了虚拟现实设备，参加人数超过三百人。\n" * 8
+
+
+def test_big5_is_read_as_traditional_chinese():
+    w: list[str] = []
+    assert decode_text(TRAD.encode("big5"), w) == TRAD and not w
+
+
+def test_a_few_bad_bytes_are_replaced_with_a_warning():
+    data = SIMP.encode()
+    w: list[str] = []
+    text = decode_text(data[:50] + b"\xff\xfe\xfa" + data[50:], w)
+    assert "参加人数超过三百人" in text and text.count("\ufffd") >= 3
+    assert w and "无法按 UTF-8 解码" in w[0]
+
+
+def test_nul_bytes_are_removed_with_a_warning(tmp_path):
+    (tmp_path / "a.md").write_bytes(SIMP.encode()[:60] + b"\x00\x00" + SIMP.encode()[60:])
+    d = load(tmp_path / "a.md")
+    assert "\x00" not in d.pages[0].text and "参加人数" in d.pages[0].text
+    assert any("NUL" in w for w in d.warnings)
+
+
+def test_mojibake_is_refused_never_indexed():
+    garbled = TRAD.encode("big5").decode("gbk", errors="ignore")  # what GBK makes of Big5 bytes
+    with pytest.raises(LoadError, match="乱码"):
+        decode_text(garbled.encode("utf-8"))
+
+
+def test_gbk_and_utf8_still_decode_cleanly():
+    for enc in ("utf-8", "gbk", "gb18030"):
+        w: list[str] = []
+        assert decode_text(SIMP.encode(enc), w) == SIMP and not w
+
+
+def test_warnings_reach_the_index_report(tmp_path, embedder):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "坏字节.txt").write_bytes(SIMP.encode()[:50] + b"\xff\xfe" + SIMP.encode()[50:])
+    (corpus / "繁体.txt").write_bytes(TRAD.encode("big5"))
+    s = load_settings(env={}, corpus_dir=corpus, index_dir=tmp_path / "index")
+    rep = index_corpus(s, embedder=embedder)
+    assert not rep.failed and "坏字节.txt" in rep.warned and "繁体.txt" not in rep.warned
+    r = Retriever(s, embedder)
+    try:
+        hits = r.search("科學技術協會", 3)
+        assert hits[0].chunk.source == "繁体.txt" and "科學技術協會" in hits[0].chunk.text
+    finally:
+        r.close()
