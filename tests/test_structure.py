@@ -331,3 +331,33 @@ def test_rerank_table(question, expect_first):
     fused = [(0, 0.04), (1, 0.03), (2, 0.02), (3, 0.01)]
     q = analyze(question, documents=frozenset({"科普条例", "画廊办法"}))
     assert rerank(fused, chunks, q, docs)[0][0] == expect_first
+
+
+def test_rerank_brings_each_named_document_up():
+    from rag.search.structure import DocInfo, rerank
+
+    chunks = [_chunk("a.md", "第一条", "经费由财政保障。"), _chunk("a.md", "第二条", "经费逐年增加。"),
+              _chunk("a.md", "第三条", "经费专款专用。"), _chunk("b.md", "第九条", "画廊经费由设置单位承担。")]
+    docs = {"a.md": DocInfo(DocMeta(), None, frozenset({"科普条例"}), frozenset()),
+            "b.md": DocInfo(DocMeta(), None, frozenset({"画廊办法"}), frozenset())}
+    fused = [(0, 0.04), (1, 0.03), (2, 0.02), (3, 0.01)]
+    names = frozenset({"科普条例", "画廊办法"})
+    both = analyze("科普条例和画廊办法分别怎么规定经费", documents=names)
+    assert [i for i, _ in rerank(fused, chunks, both, docs)][:2] == [0, 3]
+    one = analyze("科普条例怎么规定经费", documents=names)  # one document named: the order stands
+    assert [i for i, _ in rerank(fused, chunks, one, docs)] == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("question,words", [
+    ("社会团体登记管理条例规定的活动资金是多少", "规定的活动资金是多少"),
+    ("《科普法》第七条规定了什么", "第七条规定了什么"),  # a short form the corpus's title answers to
+    ("浙江省科学技术普及条例怎么规定", "浙江省科学技术普及条例怎么规定"),  # not a corpus document: unchanged
+    ("社会团体登记管理条例", "社会团体登记管理条例"),  # nothing left but the name: unchanged
+])
+def test_content_query(question, words):
+    from rag.search.structure import DocInfo, content_query
+
+    docs = {"a.md": DocInfo(DocMeta(), None, frozenset({"社会团体登记管理条例"}), frozenset()),
+            "b.md": DocInfo(DocMeta(), None, frozenset({"科学技术普及法", "科普法"}), frozenset())}
+    names = frozenset({"社会团体登记管理条例", "科学技术普及法", "科普法"})
+    assert content_query(analyze(question, documents=names), docs).strip() == words

@@ -159,8 +159,9 @@ class Corpus:
         as the words barely differ)."""
         s = Settings()
         keep = lambda i: self.chunks[i].source not in exclude  # noqa: E731
-        bm = [(i, sc) for i, sc in self.bm25.search(self.tokenizer.tokens(question), s.candidates + 20) if keep(i)]
         q = analyze(question, documents=self.documents)
+        words = structure.content_query(q, self.docs)  # as the product does: BM25 on the content words
+        bm = [(i, sc) for i, sc in self.bm25.search(self.tokenizer.tokens(words), s.candidates + 20) if keep(i)]
         adjust = lambda fused: structure.rerank(fused, self.chunks, q, self.docs)  # noqa: E731
         if self.matrix is None:
             hits = fused_hits(self.chunks, bm[: s.candidates], [], s, TOP_K, RetrievalMode.BM25, adjust)

@@ -234,8 +234,11 @@ class Retriever:
         n = max(s.candidates, k)
         # A filtered search looks deeper, so the filter does not leave it with too few candidates.
         depth = n if allowed is None else min(len(snap.chunks), n * 10)
+        q = analyze(query, documents=snap.documents)
         t = time.perf_counter()
-        bm = self.bm25_ranking(snap, query, depth) if mode in (RetrievalMode.HYBRID, RetrievalMode.BM25) else []
+        # BM25 matches the content words: a document's name matches every one of its chunks (its title).
+        words = structure.content_query(q, snap.docs) if s.structure else query
+        bm = self.bm25_ranking(snap, words, depth) if mode in (RetrievalMode.HYBRID, RetrievalMode.BM25) else []
         timings["bm25"] = time.perf_counter() - t
         t = time.perf_counter()
         vec = self.vector_ranking(snap, query, depth, timings) if mode in (RetrievalMode.HYBRID, RetrievalMode.VECTOR) else []
@@ -243,7 +246,6 @@ class Retriever:
         if allowed is not None:
             bm = [x for x in bm if snap.chunks[x[0]].source in allowed][:n]
             vec = [x for x in vec if snap.chunks[x[0]].source in allowed][:n]
-        q = analyze(query, documents=snap.documents)
         adjust = (lambda fused: structure.rerank(fused, snap.chunks, q, snap.docs)) if s.structure else None
         hits = fused_hits(snap.chunks, bm, vec, s, k, mode, adjust)
         return Retrieval(structure.annotate(hits, snap.docs), timings)

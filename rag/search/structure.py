@@ -85,12 +85,31 @@ def rerank(fused: list[tuple[int, float]], chunks: list[Chunk], q: Question, doc
             return 0 if not named_docs or c.source in named_docs else 1
         if q.kind == "definition" and q.term and defines(q.term, c.text):
             return 0 if not named_docs or c.source in named_docs else 1
-        return 2
+        return 2 if not named_docs or c.source in named_docs else 3
 
     tiers = [tier(i) for i, _ in head]
-    if min(tiers, default=2) == 2:
+    if len(named_docs) >= 2:  # "A条例和B办法分别…": the best passage of each named document up front
+        firsts = {}
+        for n, (i, _) in enumerate(head):
+            firsts.setdefault(chunks[i].source, n)
+        for src, n in firsts.items():
+            if src in named_docs and tiers[n] == 2:
+                tiers[n] = 1
+    if len(set(tiers)) <= 1:
         return scored
     return [x for _, x in sorted(zip(tiers, head), key=lambda t: t[0])] + tail
+
+
+def content_query(q: Question, docs: dict[str, DocInfo]) -> str:
+    """The question without the names of the corpus documents it names: those words match the title
+    every chunk of that document carries, and would rank its shortest chunks first whatever they say.
+    The document constraint is applied by `rerank` instead."""
+    text = q.text
+    if not any(_names_doc(q, info) for info in docs.values()):
+        return text
+    for d in sorted(q.documents, key=len, reverse=True):
+        text = text.replace(f"《{d}》", " ").replace(d, " ")
+    return text if text.strip(" ，,。？?的和与及") else q.text
 
 
 def in_force_on(date: str, docs: dict[str, DocInfo]) -> set[str]:
