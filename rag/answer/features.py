@@ -25,7 +25,7 @@ RANKER_FEATURES = (
 ANSWERABILITY_FEATURES = (
     "top", "second", "gap", "top_cov", "passage_cov", "uncovered", "uncovered_max", "year_missing",
     "doc_missing", "article_missing", "place_missing", "type_ok", "log_tokens", "top_place_miss", "top_year_miss",
-    "top_unit", "top_heading", "dense_max", "dense_best", "dense_rank1",
+    "top_unit", "top_heading", "dense_max", "dense_best", "dense_rank1", "top_doc_miss",
 )
 
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*\s*(?:余|多)?(?:万|亿|千|百)?")
@@ -143,7 +143,9 @@ def answerability_features(ctx: QuestionContext, cands: list[Candidate], X: np.n
     uncovered_max = max(missing.values(), default=0.0) / w_max
     year_missing = bool(q.years) and not any(y in t for y in q.years for t in texts)
     doc_missing = bool(q.documents) and not any(normalize(d) in t for d in q.documents for t in texts)
-    article_missing = bool(q.articles) and not X[:, _FI["article_match"]].any()
+    # The named article of the named document: 第六十一条 of another law does not answer "科普法第六十一条".
+    in_doc = X[:, _FI["doc_match"]] > 0 if q.documents else np.ones(len(cands), bool)
+    article_missing = bool(q.articles) and not (X[:, _FI["article_match"]].astype(bool) & in_doc).any()
     place_missing = bool(q.places) and not any(p in t for p in q.places for t in texts)
     type_ok = {"number": best[_FI["number_q"]], "date": best[_FI["date_q"]], "definition": max(best[_FI["define"]], best[_FI["term"]]),
                "who": best[_FI["who"]]}.get(q.kind, 1.0)
@@ -159,5 +161,7 @@ def answerability_features(ctx: QuestionContext, cands: list[Candidate], X: np.n
         # a paraphrase shares few words with its answer but lies close to it.
         "dense_max": max(dense.values(), default=0.0), "dense_best": dense.get(cands[order[0]].hit.chunk.id, 0.0),
         "dense_rank1": dense.get(rank1, 0.0),
+        # The best sentence comes from another document than the one the question names.
+        "top_doc_miss": float(best[_FI["doc_miss"]]),
     }
     return [f[n] for n in ANSWERABILITY_FEATURES]

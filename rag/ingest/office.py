@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import zipfile
 from pathlib import Path
 
 from rag.ingest.tables import fill, markdown
@@ -162,6 +163,18 @@ def _walk(el, out: list[str]) -> None:
 
 
 # -- legacy binary formats -----------------------------------------------------------------------
+_OLE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+
+
+def _legacy_container(path: Path) -> bool:
+    """An OLE compound file (its 8-byte signature and at least its 512-byte header), a zip, or RTF."""
+    with open(path, "rb") as fh:
+        head = fh.read(512)
+    if head.startswith(_OLE):
+        return len(head) == 512
+    return head.startswith(b"{\\rtf") or zipfile.is_zipfile(path)
+
+
 def soffice() -> str | None:
     return shutil.which("soffice") or shutil.which("libreoffice")
 
@@ -170,11 +183,9 @@ def convert_legacy(path: Path, workdir: Path) -> Path | str:
     """A .doc / .wps / .et / .dps file as a modern file (LibreOffice) or as plain text (antiword for
     Word-format .doc and .wps). Raises ConversionUnavailable naming what to install."""
     ext = path.suffix.lower()
-    with open(path, "rb") as fh:
-        head = fh.read(8)
     # Word / WPS binaries are OLE compound files (newer WPS files may be zips, Word may save RTF): a
     # converter would read anything else as plain text and index garbage.
-    if not head.startswith((b"\xd0\xcf\x11\xe0", b"PK\x03\x04", b"{\\rtf")):
+    if not _legacy_container(path):
         raise ValueError(f"不是有效的 {ext} 文件（文件头不符），可能已损坏或是其他格式改了扩展名")
     office = soffice()
     if office:
@@ -189,16 +200,22 @@ def convert_legacy(path: Path, workdir: Path) -> Path | str:
             raise ValueError(f"LibreOffice 转换超时（{CONVERT_TIMEOUT} 秒）") from None
         out = workdir / f"{path.stem}.{target}"
         if run.returncode != 0 or not out.is_file():
-            raise ValueError(f"LibreOffice 无法转换此文件（{run.stderr.decode('utf-8', 'replace')[-200:].strip()}）")
+            raise ValueError(f"LibreOffice 无法转换此文件（{_last_error(run.stderr)}）")
         return out
     if ext in (".doc", ".wps") and shutil.which("antiword"):
         run = subprocess.run(["antiword", "-m", "UTF-8.txt", "-w", "0", str(path)], capture_output=True, timeout=CONVERT_TIMEOUT)
         if run.returncode != 0:
-            raise ValueError(f"antiword 无法读取此文件（{run.stderr.decode('utf-8', 'replace').strip()[:200]}）")
+            raise ValueError(f"antiword 无法读取此文件（{_last_error(run.stderr)}）")
         return run.stdout.decode("utf-8", "replace")
     need = "LibreOffice（apt install libreoffice-writer-nogui）或 antiword（apt install antiword）" \
         if ext in (".doc", ".wps") else "LibreOffice（apt install libreoffice-calc-nogui libreoffice-impress-nogui）"
     raise ConversionUnavailable(f"{ext} 文件需要转换工具，本机未安装：请安装 {need} 后重新索引，或另存为新格式后上传")
+
+
+def _last_error(stderr: bytes) -> str:
+    """The converter's own error, one line (its warnings about Java and fonts say nothing about the file)."""
+    lines = [x.strip() for x in stderr.decode("utf-8", "replace").splitlines() if x.strip() and not x.startswith("Warning")]
+    return lines[-1][:200] if lines else "未给出原因"
 
 
 def antiword_tables(text: str) -> str:
