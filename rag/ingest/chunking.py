@@ -133,7 +133,8 @@ def document_contexts(paras: list[Para], source: str) -> tuple[str, str]:
 
 
 def article_label(text: str) -> str:
-    """"第二十九条" when the paragraph opens an article (not "第三条措施的…" inside a sentence), else ""."""
+    """"第二十九条" when the paragraph opens an article, "" otherwise (also for a paragraph that opens with a
+    cross-reference: "第三条的规定…", "第三条、第四条…")."""
     m = _ARTICLE.match(text.strip().strip("*").strip())
     return m.group(1) if m and parse_cn_int(m.group(2)) else ""
 
