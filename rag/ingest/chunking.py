@@ -155,10 +155,28 @@ def _structural(h: tuple[int, str, bool] | None, text: str) -> bool:
 def _regulation_blocks(paras: list[Para]) -> list[_Block]:
     """Articles as units: an article (its heading, 款 and 项) is one group under its 编/章/节 path;
     lines before the first chapter or article are the document's front matter, kept as text."""
-    stack: list[tuple[int, str]] = []  # structural headings only
+    stack: list[list] = []  # structural headings only: [level, label, used_by_body, page, ocr]
     blocks: list[_Block] = []
     article = ""
     started = False  # past the front matter
+
+    def push(level: int, label: str, p: Para) -> None:
+        while stack and stack[-1][0] >= level:
+            pop()
+        stack.append([level, label, False, p.page, p.ocr])
+
+    def pop() -> None:
+        # A heading nothing came under (an empty chapter, a last line) is kept as text: no text is lost.
+        level, label, used, page, ocr = stack.pop()
+        if not used:
+            parent = " > ".join(x[1] for x in stack)
+            blocks.append(_Block(label, page, ocr, parent, parent, True))
+
+    def add(block: _Block) -> None:
+        for entry in stack:
+            entry[2] = True
+        blocks.append(block)
+
     for p in paras:
         h = _heading_of(p.text)
         label = article_label(p.text)
@@ -167,28 +185,25 @@ def _regulation_blocks(paras: list[Para]) -> list[_Block]:
             started = True
             article = label
             path = " > ".join(x for x in (section, label) if x)
-            blocks.append(_Block(p.text, p.page, p.ocr, path, path, True))
+            add(_Block(p.text, p.page, p.ocr, path, path, True))
             continue
         if _structural(h, p.text) and (started or _CHAPTER.match(p.text.strip().strip("#* "))):
             started = True
             article = ""
-            level = h[0]
-            while stack and stack[-1][0] >= level:
-                stack.pop()
-            stack.append((level, h[1]))
+            push(h[0], h[1], p)
             continue
         if article:  # a 款 or 项 of the current article
             path = f"{section} > {article}" if section else article
-            blocks.append(_Block(p.text, p.page, p.ocr, path, path, False, tables.is_row(p.text)))
+            add(_Block(p.text, p.page, p.ocr, path, path, False, tables.is_row(p.text)))
             continue
         if h and h[2] and _MD.match(p.text.strip()) and not started:
             # The document's own markdown title heads the front matter; later headings nest under it.
-            while stack and stack[-1][0] >= h[0]:
-                stack.pop()
-            stack.append((h[0], h[1]))
+            push(h[0], h[1], p)
             continue
-        blocks.append(_Block(p.text, p.page, p.ocr, section, section, not blocks or blocks[-1].section != section,
-                             tables.is_row(p.text)))
+        add(_Block(p.text, p.page, p.ocr, section, section, not blocks or blocks[-1].section != section,
+                   tables.is_row(p.text)))
+    while stack:
+        pop()
     return blocks
 
 
