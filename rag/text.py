@@ -79,6 +79,26 @@ def parse_cn_int(text: str) -> int | None:
     return total + section + digit
 
 
+_DIGITS = "零一二三四五六七八九"
+
+
+def cn_numeral(n: int) -> str:
+    """1..9999 in Chinese numerals as laws write them: 十一, 二十三, 一百零五, 一千零一."""
+    if not 0 < n < 10000:
+        return str(n)
+    out, zero = "", False
+    for value, unit in ((1000, "千"), (100, "百"), (10, "十"), (1, "")):
+        d = n // value % 10
+        if d:
+            if zero and out:
+                out += "零"
+            out += ("" if (unit == "十" and d == 1 and n < 20) else _DIGITS[d]) + unit
+            zero = False
+        elif out:
+            zero = True
+    return out
+
+
 # An article marker: 第X条 with Chinese numerals or digits (第十二条, 第105条).
 ARTICLE = re.compile(rf"第([{CN_NUMERAL}\d]+)条")
 

@@ -361,3 +361,22 @@ def test_content_query(question, words):
             "b.md": DocInfo(DocMeta(), None, frozenset({"科学技术普及法", "科普法"}), frozenset())}
     names = frozenset({"社会团体登记管理条例", "科学技术普及法", "科普法"})
     assert content_query(analyze(question, documents=names), docs).strip() == words
+
+
+def test_an_article_the_named_regulation_lacks_is_said_so(laws):
+    s, r, a = laws
+    ans = a.ask("测试市科普画廊管理办法第二十条规定了什么？")
+    assert ans.refused and "《测试市科普画廊管理办法》共十二条，没有第二十条。" in ans.answer, ans.answer
+    # the article exists: answered; no document named: no structural refusal
+    assert not a.ask("测试市科普画廊管理办法第三条规定了什么？").refused
+    assert "没有第" not in a.ask("第二十条规定了什么？").answer
+    # the version asked for decides: the 2024 text has a 第五条 like the 2002 one
+    assert not a.ask("2024年修订的测试市科学普及条例第五条规定了什么？").refused
+
+
+@pytest.mark.parametrize("n,text", [(1, "一"), (10, "十"), (11, "十一"), (20, "二十"), (105, "一百零五"), (110, "一百一十"),
+                                    (1001, "一千零一")])
+def test_cn_numeral_round_trips(n, text):
+    from rag.text import cn_numeral
+
+    assert cn_numeral(n) == text and parse_cn_int(text) == n

@@ -19,6 +19,7 @@ from rag.answer.ranker import AnswerModels
 from rag.answer.sentences import Scorer
 from rag.answer.verify import has_content, strip_placeholders, verify_citations
 from rag.models import Answer, Backend, Hit
+from rag.search import structure
 from rag.search.question import analyze
 from rag.search.retrieval import Retriever
 from rag.settings import Settings
@@ -96,6 +97,12 @@ class Assistant:
         timings["rank"] = time.perf_counter() - t
         base = Answer(question, "", False, [], hits, standalone, backend, evidence=scored.answerable, timings=timings,
                       generation=snap.manifest.generation)
+        absent = structure.absent_articles(scored.ctx.question, snap.docs)
+        if absent:  # the named regulation has no such article: say so, never quote another law's article
+            refused = self._refuse(base)
+            refused.answer = f"{REFUSAL}{absent}" + ("以下是最接近的段落，供参考。" if hits else "")
+            yield refused
+            return
         if backend == Backend.EXTRACTIVE:
             t = time.perf_counter()
             result = self._extractive(base, scored)

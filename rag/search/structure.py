@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from rag.ingest.metadata import DocMeta, Version, group_versions
 from rag.models import Chunk, Hit
 from rag.search.question import Question, defines, document_names
-from rag.text import normalize, parse_cn_int
+from rag.text import cn_numeral, normalize, parse_cn_int
 
 # A superseded version that the question did not ask for keeps this share of its fused score: still found
 # when only it holds the answer (a provision the revision dropped), never ahead of the text in force.
@@ -27,19 +27,24 @@ class DocInfo:
     version: Version | None
     names: frozenset[str]
     years: frozenset[str]  # the years that identify this version ("2002年的科普法")
+    articles: frozenset[int] = frozenset()  # the article numbers it has (regulations)
 
 
 def documents(metas: dict[str, DocMeta], chunks: list[Chunk]) -> dict[str, DocInfo]:
     """DocInfo for every indexed source, from its metadata and its chunks' titles."""
     versions = group_versions(metas)
     titles: dict[str, str] = {}
+    numbers: dict[str, set[int]] = {}
     for c in chunks:
         titles.setdefault(c.source, c.title)
+        if c.article:
+            numbers.setdefault(c.source, set()).add(parse_cn_int(c.article[1:-1]) or 0)
     out = {}
     for s, m in metas.items():
         own = {d[:4] for d in (m.latest(), m.effective) if d}
         own |= set(re.findall(r"(?:19|20)\d{2}", m.version))
-        out[s] = DocInfo(m, versions.get(s), document_names([titles.get(s, ""), m.title]), frozenset(own))
+        out[s] = DocInfo(m, versions.get(s), document_names([titles.get(s, ""), m.title]), frozenset(own),
+                         frozenset(numbers.get(s, ())))
     return out
 
 
@@ -98,6 +103,25 @@ def rerank(fused: list[tuple[int, float]], chunks: list[Chunk], q: Question, doc
     if len(set(tiers)) <= 1:
         return scored
     return [x for _, x in sorted(zip(tiers, head), key=lambda t: t[0])] + tail
+
+
+def absent_articles(q: Question, docs: dict[str, DocInfo]) -> str:
+    """"《中华人民共和国科学技术普及法》共六十条，没有第六十一条。" when the question names an article of a named
+    regulation (the version it asks for) that does not have it; "" otherwise. A fact of the document's
+    structure, so the answer says so instead of quoting another law's article."""
+    if not q.articles or not q.documents:
+        return ""
+    named = [s for s, info in docs.items() if _names_doc(q, info)]
+    want = wanted_versions(q, docs)
+    named = [s for s in named if want is None or not (docs[s].version and docs[s].version.siblings) or s in want]
+    if not named or not all(docs[s].meta.regulation and docs[s].articles for s in named):
+        return ""
+    if any(set(q.articles) & docs[s].articles for s in named):
+        return ""
+    info = docs[named[0]]
+    title = info.meta.title or named[0]
+    missing = "、".join(f"第{cn_numeral(n)}条" for n in q.articles)
+    return f"《{title}》共{cn_numeral(max(info.articles))}条，没有{missing}。"
 
 
 def content_query(q: Question, docs: dict[str, DocInfo]) -> str:
