@@ -38,7 +38,7 @@ def documents(metas: dict[str, DocMeta], chunks: list[Chunk]) -> dict[str, DocIn
     for c in chunks:
         titles.setdefault(c.source, c.title)
         if c.article:
-            numbers.setdefault(c.source, set()).add(parse_cn_int(c.article[1:-1]) or 0)
+            numbers.setdefault(c.source, set()).add(_number(c.article))
     out = {}
     for s, m in metas.items():
         own = {d[:4] for d in (m.latest(), m.effective) if d}
@@ -48,8 +48,17 @@ def documents(metas: dict[str, DocMeta], chunks: list[Chunk]) -> dict[str, DocIn
     return out
 
 
-def _names_doc(q: Question, info: DocInfo) -> bool:
-    return any(d in info.names or any(d in n or n in d for n in info.names) for d in q.documents)
+def named_sources(q: Question, docs: dict[str, DocInfo]) -> set[str]:
+    """The corpus sources the question names (by full name, without 中华人民共和国, or by short form)."""
+    if not q.documents:
+        return set()
+    return {s for s, info in docs.items()
+            if any(d in info.names or any(d in n or n in d for n in info.names) for d in q.documents)}
+
+
+def _number(article: str) -> int:
+    """第二十九条 -> 29."""
+    return parse_cn_int(article[1:-1]) or 0
 
 
 def wanted_versions(q: Question, docs: dict[str, DocInfo]) -> set[str] | None:
@@ -82,11 +91,11 @@ def rerank(fused: list[tuple[int, float]], chunks: list[Chunk], q: Question, doc
         scored.append((i, score))
     scored.sort(key=lambda x: -x[1])
     head, tail = scored[:WINDOW], scored[WINDOW:]
-    named_docs = {s for s, info in docs.items() if q.documents and _names_doc(q, info)}
+    named_docs = named_sources(q, docs)
 
     def tier(i: int) -> int:
         c = chunks[i]
-        if q.articles and c.article and parse_cn_int(c.article[1:-1]) in q.articles:
+        if q.articles and c.article and _number(c.article) in q.articles:
             return 0 if not named_docs or c.source in named_docs else 1
         if q.kind == "definition" and q.term and defines(q.term, c.text):
             return 0 if not named_docs or c.source in named_docs else 1
@@ -111,7 +120,7 @@ def absent_articles(q: Question, docs: dict[str, DocInfo]) -> str:
     structure, so the answer says so instead of quoting another law's article."""
     if not q.articles or not q.documents:
         return ""
-    named = [s for s, info in docs.items() if _names_doc(q, info)]
+    named = sorted(named_sources(q, docs))
     want = wanted_versions(q, docs)
     named = [s for s in named if want is None or not (docs[s].version and docs[s].version.siblings) or s in want]
     if not named or not all(docs[s].meta.regulation and docs[s].articles for s in named):
@@ -129,7 +138,7 @@ def content_query(q: Question, docs: dict[str, DocInfo]) -> str:
     every chunk of that document carries, and would rank its shortest chunks first whatever they say.
     The document constraint is applied by `rerank` instead."""
     text = q.text
-    if not any(_names_doc(q, info) for info in docs.values()):
+    if not named_sources(q, docs):
         return text
     for d in sorted(q.documents, key=len, reverse=True):
         text = text.replace(f"《{d}》", " ").replace(d, " ")
