@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -52,11 +53,13 @@ def judge_hits(item: Item, texts: list[str], sources: list[str], gold_sources: b
     return relevance(texts, item.evidence)
 
 
-def run_retrieval(name: str, search, items: list[Item], gold_sources: bool) -> Run:
+def run_retrieval(name: str, search, items: list[Item], gold_sources: bool, step=None) -> Run:
     run = Run(name)
     for it in items:
         if not it.answerable:
             continue
+        if step:
+            step(f"检索 {name}")
         t = time.perf_counter()
         texts, sources = search(it.question)
         run.latencies.append(time.perf_counter() - t)
@@ -212,8 +215,21 @@ def cmrc_items(path: Path, corpus: Path, limit: int | None) -> list[Item]:
 
 
 def evaluate(settings: Settings, items: list[Item], configs: list[str], gold_sources: bool = False,
-             answers: bool = True, backend: str | None = None, log=print) -> dict:
-    """Index (incrementally) and evaluate; returns the metrics document and per-question records."""
+             answers: bool = True, backend: str | None = None, log=print, progress=None) -> dict:
+    """Index (incrementally) and evaluate; returns the metrics document and per-question records.
+
+    progress(done, total, stage) is called before each question of each stage (0 first, while indexing)."""
+    total = len(configs) * sum(i.answerable for i in items) + (len(items) if answers else 0)
+    done = 0
+
+    def step(stage: str) -> None:
+        nonlocal done
+        if progress:
+            progress(done, total, stage)
+        done += 1
+
+    if progress:
+        progress(0, total, "索引与加载模型")
     rep = index_corpus(settings)
     log(f"索引：{rep.chunks} 个段落（新嵌入 {rep.embedded}）")
     retriever = Retriever(settings)
@@ -225,7 +241,7 @@ def evaluate(settings: Settings, items: list[Item], configs: list[str], gold_sou
             search = ours(retriever, name)
         else:
             raise ValueError(f"未知的评测配置：{name}（可选 {', '.join(RETRIEVAL_CONFIGS)}）")
-        runs[name] = run_retrieval(name, search, items, gold_sources)
+        runs[name] = run_retrieval(name, search, items, gold_sources, step)
         log(f"{name:10s} " + json.dumps(summarize_retrieval(runs[name]), ensure_ascii=False))
     doc: dict = {"questions": len(items), "answerable": sum(i.answerable for i in items),
                  "comparison": {k: summarize_retrieval(v) for k, v in runs.items()},
@@ -234,7 +250,10 @@ def evaluate(settings: Settings, items: list[Item], configs: list[str], gold_sou
     records = []
     if answers:
         assistant = Assistant(settings, retriever)
-        outs = [assistant.ask(it.question, backend=backend) for it in items]
+        outs = []
+        for it in items:
+            step("回答")
+            outs.append(assistant.ask(it.question, backend=backend))
         records = [answer_record(i, a) for i, a in zip(items, outs)]
         am, types = answer_metrics(items, outs, gold_sources)
         doc["answer"] = am
@@ -252,7 +271,24 @@ def evaluate(settings: Settings, items: list[Item], configs: list[str], gold_sou
         doc.update({k: v for k, v in doc["comparison"][primary].items() if k != "questions"})
     if "answer" in doc:
         doc.update({k: v for k, v in doc["answer"].items()})
+    if progress:
+        progress(total, total, "完成")
     return {"metrics": doc, "records": records}
+
+
+class StderrProgress:
+    """`进度 DONE/TOTAL STAGE` lines on stderr (the web app's eval tab reads them): at each new stage,
+    every `every` questions and at the end; stdout and the --out files stay as they were."""
+
+    PREFIX = "进度 "
+
+    def __init__(self, every: int = 10, stream=None):
+        self.every, self.stream, self.stage = every, stream, None
+
+    def __call__(self, done: int, total: int, stage: str) -> None:
+        if stage != self.stage or done % self.every == 0 or done == total:
+            self.stage = stage
+            print(f"{self.PREFIX}{done}/{total} {stage}", file=self.stream or sys.stderr, flush=True)
 
 
 def _by_type(run: Run) -> dict:
@@ -287,7 +323,7 @@ def main(settings: Settings, args) -> int:
         cached = Path.cwd() / "index" / "cmrc" if args.index is None else settings.index_dir
         s = settings.replace(corpus_dir=work / "corpus", index_dir=cached)
         try:
-            result = evaluate(s, items, configs, gold_sources=True, backend=args.backend)
+            result = evaluate(s, items, configs, gold_sources=True, backend=args.backend, progress=StderrProgress())
         finally:
             shutil.rmtree(work, ignore_errors=True)
         title = "CMRC 2018 试验集"
@@ -303,7 +339,7 @@ def main(settings: Settings, args) -> int:
         problems = check_evidence(items, texts) if texts else []
         for pr in problems:
             print(f"警告：{pr}")
-        result = evaluate(settings, items, configs, backend=args.backend)
+        result = evaluate(settings, items, configs, backend=args.backend, progress=StderrProgress())
         result["metrics"]["evidence_problems"] = problems
         title = path.name
     m = result["metrics"]

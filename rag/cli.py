@@ -52,6 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--configs", help="对比的配置，逗号分隔：bm25,vector,hybrid,langchain（默认只评测当前设置）")
     p.add_argument("--limit", type=int, help="只评测前 N 个问题")
     p.add_argument("--backend", help="回答后端")
+
+    p = sub.add_parser("feedback", help="网页中的 👍/👎 反馈")
+    fsub = p.add_subparsers(dest="action", required=True)
+    e = fsub.add_parser("export", help="导出为评测数据集（JSONL），可直接用于 kexie eval")
+    _common(e)
+    e.add_argument("--data", type=Path, help="数据目录（会话与反馈，默认 index/ 旁的 data/，环境变量 KEXIE_DATA_DIR）")
+    e.add_argument("--out", type=Path, required=True, help="输出的 JSONL 文件")
+    e.add_argument("--only", choices=["up", "down"], help="只导出 👍（up）或 👎（down）")
     return ap
 
 
@@ -63,6 +71,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "top_k": getattr(args, "k", None),
         "retrieval_mode": getattr(args, "mode", None),
         "answer_backend": getattr(args, "backend", None),
+        "data_dir": str(args.data) if getattr(args, "data", None) else None,
     }
     return load_settings(getattr(args, "config", None) or find_config(), **over)
 
@@ -149,13 +158,27 @@ def cmd_eval(s: Settings, args) -> int:
     return eval_main(s, args)
 
 
+def cmd_feedback(s: Settings, args) -> int:
+    from rag.serve import feedback
+    from rag.serve.db import Database
+    from rag.serve.history import History
+
+    if not (s.data_root / "kexie.db").is_file():
+        print(f"错误：数据目录中没有会话与反馈：{s.data_root}", file=sys.stderr)
+        return 2
+    items = History(Database(s.data_root)).feedback(rating={"up": 1, "down": -1}.get(args.only or ""))
+    n, review = feedback.export(items, args.out)
+    print(f"已导出 {n} 条反馈到 {args.out}" + (f"，其中 {review} 条 👎 没有给出正确答案，标记为待审核（review），评测时跳过" if review else ""))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         s = settings_from(args)
         configure_logging(s)
-        return {"index": cmd_index, "search": cmd_search, "ask": cmd_ask, "eval": cmd_eval}[args.cmd](s, args)
+        return {"index": cmd_index, "search": cmd_search, "ask": cmd_ask, "eval": cmd_eval, "feedback": cmd_feedback}[args.cmd](s, args)
     except KeyboardInterrupt:
         print("已中断；已提交的索引保持可用，下次运行会继续完成。", file=sys.stderr)
         return 130

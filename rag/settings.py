@@ -18,7 +18,7 @@ import tomllib
 from rag.models import Backend, RetrievalMode
 
 CONFIG_NAME = "kexie.toml"
-SECRETS = ("llm_api_key", "auth_password")
+SECRETS = ("llm_api_key", "auth_password", "api_keys", "users")
 
 
 @dataclass
@@ -76,6 +76,19 @@ class Settings:
     port: int = 7860
     auth_user: str = ""
     auth_password: str = field(default="", repr=False)
+    # More logins: {"name": "password"} (TOML table [users]; env KEXIE_USERS="name:password,…"), and the
+    # knowledge bases each may use: {"name": ["kb name", …]} ("*" = all). auth_user is granted all.
+    users: dict = field(default_factory=dict, repr=False)
+    grants: dict = field(default_factory=dict)
+    # Saved conversations, feedback, knowledge bases and eval runs (SQLite + files); "" = "data" beside the index.
+    data_dir: str = ""
+    # Curated Q&A pairs of this knowledge base (CSV / XLSX / JSONL); "" = "faq" beside the corpus.
+    faq_dir: str = ""
+    # A question at least this similar to a curated question gets its curated answer; < 0 = the calibrated value.
+    faq_threshold: float = -1.0
+    # The HTTP API (/v1, /api): keys required unless the app listens on loopback only; requests per minute per key.
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    api_rate_limit: int = 60
     max_upload_mb: int = 50
     upload_extensions: tuple[str, ...] = (".txt", ".md", ".pdf", ".docx", ".doc", ".wps", ".xlsx", ".xls", ".csv", ".et",
                                           ".pptx", ".dps", ".html", ".htm")
@@ -88,13 +101,28 @@ class Settings:
     def chroma_dir(self) -> Path:
         return self.index_dir / "chroma"
 
+    @property
+    def data_root(self) -> Path:
+        return Path(self.data_dir).expanduser() if self.data_dir else self.index_dir.parent / "data"
+
+    @property
+    def faq_root(self) -> Path:
+        return Path(self.faq_dir).expanduser() if self.faq_dir else self.corpus_dir.parent / "faq"
+
+    def logins(self) -> dict[str, str]:
+        """Every configured login: auth_user and the users table."""
+        out = {str(k): str(v) for k, v in self.users.items()}
+        if self.auth_user:
+            out[self.auth_user] = self.auth_password
+        return out
+
     def public_dict(self) -> dict[str, Any]:
         """Settings as shown to users and logs: secrets masked."""
         out = {}
         for f in fields(self):
             v = getattr(self, f.name)
             if f.name in SECRETS and v:
-                v = "***"
+                v = {k: "***" for k in v} if isinstance(v, dict) else "***"
             out[f.name] = str(v) if isinstance(v, Path) else v
         return out
 
@@ -105,7 +133,11 @@ class SecretFilter(logging.Filter):
 
     def __init__(self, settings: Settings):
         super().__init__()
-        self.secrets = [v for v in (getattr(settings, n) for n in SECRETS) if v and len(v) >= 4]
+        values = []
+        for n in SECRETS:
+            v = getattr(settings, n)
+            values += list(v.values()) if isinstance(v, dict) else list(v) if isinstance(v, tuple) else [v]
+        self.secrets = [str(v) for v in values if v and len(str(v)) >= 4]
 
     def _mask(self, text: str) -> str:
         for v in self.secrets:
@@ -155,6 +187,11 @@ def _coerce(s: Settings, name: str, value: Any) -> Any:
             return Path(value).expanduser()
         if isinstance(current, tuple):
             return tuple(x.strip() for x in value.split(",") if x.strip())
+        if isinstance(current, dict):  # KEXIE_USERS="a:pw,b:pw2", KEXIE_GRANTS="a:kb1|kb2,b:*"
+            pairs = [x.split(":", 1) for x in value.split(",") if ":" in x]
+            if name == "grants":
+                return {k.strip(): [g.strip() for g in v.split("|") if g.strip()] for k, v in pairs}
+            return {k.strip(): v for k, v in pairs}
     if isinstance(current, Path) and not isinstance(value, Path):
         return Path(value).expanduser()
     if isinstance(current, tuple) and isinstance(value, list):

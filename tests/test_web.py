@@ -90,6 +90,23 @@ def test_server_address_honours_gradio_variables(env, overrides, expected):
 
 
 # -- the running app --------------------------------------------------------------------------
+def start_app(root, port, env):
+    log = open(root / "app.log", "a")
+    proc = subprocess.Popen([sys.executable, str(PROJECT_ROOT / "app.py")], env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return proc
+        except OSError:
+            if proc.poll() is not None:
+                pytest.fail("app exited: " + (root / "app.log").read_text())
+            time.sleep(0.5)
+    proc.kill()
+    pytest.fail("app did not start in 120 s")
+
+
 @pytest.fixture(scope="module")
 def app_url(corpus_index, tmp_path_factory):
     if not os.path.exists(CHROMIUM):
@@ -100,24 +117,10 @@ def app_url(corpus_index, tmp_path_factory):
     port = free_port()
     env = {**os.environ, "KEXIE_CORPUS_DIR": str(root / "corpus"), "KEXIE_INDEX_DIR": str(root / "index"),
            "KEXIE_PORT": str(port), "HF_HUB_OFFLINE": "1"}
-    log = open(root / "app.log", "w")
-    proc = subprocess.Popen([sys.executable, str(PROJECT_ROOT / "app.py")], env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            break
-        except OSError:
-            if proc.poll() is not None:
-                pytest.fail("app exited: " + (root / "app.log").read_text())
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("app did not start in 120 s")
-    yield url, root
-    proc.terminate()
-    proc.wait(timeout=20)
+    app = {"proc": start_app(root, port, env), "env": env, "port": port}
+    yield f"http://127.0.0.1:{port}/", root, app
+    app["proc"].terminate()
+    app["proc"].wait(timeout=20)
 
 
 @pytest.fixture(scope="module")
@@ -207,6 +210,118 @@ def test_upload_reindex_ask_delete(page, app_url, out_dir, tmp_path):
     assert NEW_DOC not in page.inner_text("#citations")
 
 
+def wait_text(page, selector: str, text: str, timeout: int = 30000):
+    """Wait until the element exists and shows the text (after a reload the page renders late)."""
+    page.wait_for_function("([s, t]) => { const e = document.querySelector(s); return !!e && e.innerText.includes(t); }",
+                           arg=[selector, text], timeout=timeout)
+
+
+def last_answer_turn(page):
+    return page.locator("#chatbot button[aria-label='Dislike']").last
+
+
+def open_tab(page, name):
+    page.get_by_role("tab", name=name).click()
+    if name == "知识库":  # the managed base is filled in by the page's load event
+        wait_text(page, "#kb-info", "当前知识库", 30000)
+
+
+def test_conversation_survives_a_reload(page):
+    ask(page, "聊城市科普大篷车开进了哪些地方")
+    wait_text(page, "#conv-list", "聊城市科普大篷车", 30000)
+    answer = page.inner_text("#chatbot")
+    page.reload()
+    wait_text(page, "#conv-list", "聊城市科普大篷车", 60000)
+    assert "聊城" not in page.inner_text("#chatbot")  # a fresh page starts a new chat
+    page.locator("#conv-list label", has_text="聊城市科普大篷车").first.click()
+    wait_text(page, "#chatbot", "聊城市科普大篷车开进了哪些地方", 30000)
+    page.wait_for_selector("#cite-1", timeout=30000)
+    assert answer.split("\n")[-1][:20] in page.inner_text("#chatbot")
+    # Export as Markdown: the answer and its sources.
+    page.click("#conv-export-md")
+    wait_text(page, "#conv-msg", "已导出", 30000)
+
+
+def test_dislike_with_correction_becomes_an_eval_question(page, app_url, tmp_path):
+    ask(page, "青岛市科协组建了多少支科技志愿服务队")
+    wait_text(page, "#conv-list", "青岛市科协组建", 30000)
+    last_answer_turn(page).click()
+    page.wait_for_selector("#feedback-form textarea", timeout=30000)
+    page.fill("#fb-comment textarea", "想要的是队伍数量")
+    page.fill("#fb-correction textarea", "374支")
+    page.click("#fb-submit")
+    wait_text(page, "#fb-msg", "已提交", 30000)
+    open_tab(page, "反馈")
+    page.check("#fb-only-down input")
+    wait_text(page, "#fb-table", "374支", 30000)
+    root = app_url[1]
+    out, run = tmp_path / "feedback.jsonl", tmp_path / "run"
+    env = {**os.environ, "KEXIE_CORPUS_DIR": str(root / "corpus"), "KEXIE_INDEX_DIR": str(root / "index")}
+    r = subprocess.run([sys.executable, "-m", "rag.cli", "feedback", "export", "--out", str(out)], env=env,
+                       capture_output=True, text=True, cwd=PROJECT_ROOT)
+    assert r.returncode == 0, r.stderr
+    import json
+    lines = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
+    [item] = [x for x in lines if x["question"] == "青岛市科协组建了多少支科技志愿服务队"]
+    assert item["answer"] == "374支" and item["must_include"] == ["374支"] and item["evidence"]
+    r = subprocess.run([sys.executable, "-m", "rag.cli", "eval", str(out), "--out", str(run)], env=env,
+                       capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    results = [json.loads(x) for x in (run / "results.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert any(x["question"] == item["question"] and "374" in x["answer"] for x in results)
+    open_tab(page, "问答")
+
+
+def test_chunk_view_and_retrieval_test(page, out_dir):
+    open_tab(page, "知识库")
+    doc = "连云港市科协_十届三次全委会议讲话和工作报告.txt"
+    page.locator("#chunk-view").get_by_text("查看段落").click()
+    page.locator("#chunk-doc input").fill(doc)
+    page.keyboard.press("Enter")
+    wait_text(page, "#chunk-table", "连云港市科学技术协会文件", 30000)  # its first chunk, as indexed
+    page.locator("#hit-test").get_by_text("命中测试").click()
+    page.fill("#hit-query textarea", "什么是四服务一加强")
+    page.click("#hit-btn")
+    wait_text(page, "#hit-msg", "共 ", 60000)
+    wait_text(page, "#hit-table", ".txt", 30000)
+    ranked = re.findall(r"\S+\.txt", page.inner_text("#hit-table"))
+    assert ranked[0] == doc  # rank 1 (rows in rank order)
+    page.screenshot(path=str(out_dir / "web_chunks.png"), full_page=True)
+    open_tab(page, "问答")
+
+
+def test_two_knowledge_bases_switch(page, app_url, tmp_path, out_dir):
+    open_tab(page, "知识库")
+    page.fill("#kb-name textarea", "舟山知识库")
+    page.click("#kb-create")
+    wait_text(page, "#kb-msg", "已创建知识库", 120000)
+    wait_text(page, "#kb-info", "舟山知识库", 30000)
+    doc = tmp_path / "舟山市海洋科普基地管理办法.txt"
+    doc.write_text("舟山市海洋科普基地管理办法\n\n第一条 舟山市海洋科普基地由舟山市科协统一认定，各县区科协负责日常管理。\n\n"
+                   "第二条 海洋科普基地每年至少举办六次海洋主题科普活动。\n\n第三条 本办法自二〇二四年三月一日起施行。\n",
+                   encoding="utf-8")
+    page.set_input_files("#upload input[type=file]", str(doc))
+    page.click("#upload-btn")
+    wait_text(page, "#kb-msg", "索引完成（舟山知识库）", 180000)
+    assert not (app_url[1] / "corpus" / doc.name).exists()  # not in the default base's folder
+    open_tab(page, "问答")
+    pick = page.locator("#kb-pick")
+    pick.locator("input").click()
+    page.get_by_role("option", name="舟山知识库").click()
+    page.keyboard.press("Escape")
+    ask(page, "舟山市海洋科普基地每年至少举办几次海洋主题科普活动")
+    cites = page.inner_text("#citations")
+    assert doc.name in cites and "知识库：舟山知识库" in cites
+    page.screenshot(path=str(out_dir / "web_kbs.png"), full_page=True)
+    # Only the default base again: the new document is out of scope.
+    pick.locator("input").click()
+    page.keyboard.press("Backspace")  # removes the last chosen base
+    page.keyboard.press("Escape")
+    page.locator("#question textarea").click()  # closes the option list
+    ask(page, "舟山市海洋科普基地每年至少举办几次海洋主题科普活动")
+    assert doc.name not in page.inner_text("#citations")
+
+
 def test_login_required_when_configured(kb_settings):
     import urllib.parse
 
@@ -247,3 +362,16 @@ def test_citation_highlight(text, support, spans, want):
     from rag.serve.web import _highlight
 
     assert _highlight(text, support, spans) == want
+
+
+def test_conversations_survive_a_restart(page, app_url):
+    """Last of the browser tests: it restarts the app."""
+    app = app_url[2]
+    app["proc"].terminate()
+    app["proc"].wait(timeout=20)
+    app["proc"] = start_app(app_url[1], app["port"], app["env"])
+    page.reload()
+    wait_text(page, "#conv-list", "聊城市科普大篷车", 60000)
+    page.locator("#conv-list label", has_text="青岛市科协组建").first.click()
+    wait_text(page, "#chatbot", "374", 30000)
+    page.wait_for_selector("#cite-1", timeout=30000)

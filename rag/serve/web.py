@@ -8,6 +8,10 @@ import logging
 import os
 import re
 import threading
+import time
+import uuid
+from collections.abc import Callable
+from http.cookies import SimpleCookie
 from pathlib import Path
 from urllib.parse import quote
 
@@ -16,8 +20,13 @@ import gradio as gr
 from rag.answer.assistant import Assistant
 from rag.index.indexer import reindex_live
 from rag.ingest import tables
-from rag.models import Answer, Backend, RetrievalMode
-from rag.serve import kb
+from rag.models import Answer, Backend, Hit, RetrievalMode
+from rag.serve import export, feedback, kb
+from rag.serve.evaltab import eval_tab
+from rag.serve.history import History, NotFound, Turn
+from rag.serve.kbs import KB, KBError, Registry
+from rag.serve.links import Signer
+from rag.serve.multi import ask_many
 from rag.settings import Settings
 
 log = logging.getLogger("kexie.web")
@@ -44,6 +53,11 @@ CSS = """
 
 # Clicking [n] in an answer scrolls its card into view (Gradio renders answers as sanitised HTML).
 HEAD = """<script>
+// A random id per browser (a year), so saved conversations come back after a reload with login off.
+if (!document.cookie.split('; ').some(c => c.startsWith('kexie_browser='))) {
+  const id = Array.from(crypto.getRandomValues(new Uint8Array(16)), b => b.toString(16).padStart(2, '0')).join('');
+  document.cookie = 'kexie_browser=' + id + '; path=/; max-age=31536000; SameSite=Lax';
+}
 document.addEventListener('click', function (e) {
   const a = e.target.closest('a');
   if (!a) return;
@@ -117,40 +131,66 @@ def _table_html(text: str, spans: list[tuple[int, int]] = ()) -> str:
     return f"<table class='cite-table'>{''.join(rows)}</table>"
 
 
-def render_citations(settings: Settings, a: Answer | None) -> str:
-    if a is None:
-        return "<div class='cite-empty'>回答的引用出处会显示在这里。</div>"
-    cards = []
+def answer_cards(a: Answer) -> list[dict]:
+    """What the citation column shows for a fresh answer: its citations, or for a refusal the closest passages."""
     if a.refused:
-        cards.append("<div class='refused-note'>资料中未找到答案。以下是最接近的段落：</div>")
-        items = [(h.rank, h.chunk.source, h.chunk.page, h.chunk.heading, h.chunk.text, [], [], h.chunk.ocr, h.label, h.note)
-                 for h in a.retrieved[:3]]
-    else:
-        by_text = {h.chunk.text: h for h in a.retrieved}
-        items = [(c.n, c.source, c.page, c.heading, c.text, c.support, c.spans,
-                  by_text[c.text].chunk.ocr if c.text in by_text else False, c.label,
-                  by_text[c.text].note if c.text in by_text else "") for c in a.citations]
-    for n, source, page, heading, text, support, spans, is_ocr, label, note in items:
+        return [{"n": h.rank, "source": h.chunk.source, "page": h.chunk.page, "heading": h.chunk.heading,
+                 "text": h.chunk.text, "ocr": h.chunk.ocr, "label": h.label, "note": h.note} for h in a.retrieved[:3]]
+    by_text = {h.chunk.text: h for h in a.retrieved}
+    out = []
+    for c in a.citations:
+        h = by_text.get(c.text)
+        out.append({"n": c.n, "source": c.source, "page": c.page, "heading": c.heading, "text": c.text,
+                    "support": c.support, "spans": c.spans, "label": c.label,
+                    "ocr": h.chunk.ocr if h else False, "note": h.note if h else ""})
+    return out
+
+
+def turn_cards(t: Turn) -> list[dict]:
+    """The same from a saved turn."""
+    if t.refused:
+        return [{**h, "n": h["rank"]} for h in t.retrieved]
+    return [{**c, "spans": [tuple(s) for s in c.get("spans", [])]} for c in t.citations]
+
+
+def render_cards(cards: list[dict], refused: bool, generation: str, faq: str = "") -> str:
+    """Citation cards; a card's "href" (a signed link) and "base" (its knowledge base) are shown where set."""
+    out = [faq] if faq else []
+    if refused:
+        out.append("<div class='refused-note'>资料中未找到答案。以下是最接近的段落：</div>")
+    for c in cards:
         meta = []
-        if label:
-            meta.append(f"<b>{html.escape(label)}</b>")
-        if note:
-            meta.append(f"<span class='superseded'>{html.escape(note.strip('（）'))}</span>")
-        if page:
-            meta.append(f"第 {page} 页" + ("（OCR 识别）" if is_ocr else ""))
-        if heading:
-            meta.append(html.escape(heading))
-        try:
-            link = f"<a href='{file_url(settings, source)}' target='_blank' download>打开原文</a>"
-        except kb.UploadRejected:
-            link = ""
-        cards.append(
-            f"<div class='cite-card' id='cite-{n}'><div class='cite-head'>[{n}] {html.escape(source)} {link}</div>"
-            f"<div class='cite-meta'>{' · '.join(meta)}</div>"
-            f"<div class='cite-text'>{_table_html(text, spans) if _is_table(text) else _highlight(text, support, spans)}</div></div>"
-        )
+        if c.get("label"):
+            meta.append(f"<b>{html.escape(c['label'])}</b>")
+        if c.get("note"):
+            meta.append(f"<span class='superseded'>{html.escape(c['note'].strip('（）'))}</span>")
+        if c.get("page"):
+            meta.append(f"第 {c['page']} 页" + ("（OCR 识别）" if c.get("ocr") else ""))
+        if c.get("heading"):
+            meta.append(html.escape(c["heading"]))
+        if c.get("base"):
+            meta.append(f"知识库：{html.escape(c['base'])}")
+        href = c.get("href", "")
+        a_tag = f"<a href='{html.escape(href)}' target='_blank' download>打开原文</a>" if href else ""
+        text, spans = c["text"], c.get("spans") or []
+        body = _table_html(text, spans) if _is_table(text) else _highlight(text, c.get("support") or [], spans)
+        out.append(
+            f"<div class='cite-card' id='cite-{c['n']}'><div class='cite-head'>[{c['n']}] {html.escape(c['source'])} {a_tag}</div>"
+            f"<div class='cite-meta'>{' · '.join(meta)}</div><div class='cite-text'>{body}</div></div>")
     # The generation lets load tests check each answer against the index it was served from.
-    return f"<div class='cite-list' data-generation='{html.escape(a.generation)}'>" + "\n".join(cards) + "</div>"
+    return f"<div class='cite-list' data-generation='{html.escape(generation)}'>" + "\n".join(out) + "</div>"
+
+
+EMPTY_CITES = "<div class='cite-empty'>回答的引用出处会显示在这里。</div>"
+
+
+def render_citations(settings: Settings, a: Answer | None, link: Callable[[str], str] | None = None) -> str:
+    if a is None:
+        return EMPTY_CITES
+    cards = answer_cards(a)
+    for c in cards:
+        c["href"] = link(c["source"]) if link else ""
+    return render_cards(cards, a.refused, a.generation)
 
 
 def _doc_table(settings: Settings) -> list[list]:
@@ -158,27 +198,91 @@ def _doc_table(settings: Settings) -> list[list]:
             for r in kb.list_documents(settings)]
 
 
-def build_app(settings: Settings, assistant: Assistant | None = None) -> gr.Blocks:
-    assistant = assistant or Assistant(settings)
-    index_lock = threading.Lock()  # one re-index at a time from the UI; chats keep reading meanwhile
+def chunk_rows(assistant: Assistant, source: str) -> list[list]:
+    """A document's chunks as indexed: id, heading path, page, text."""
+    if not source:
+        return []
+    snap = assistant.retriever.snapshot()
+    return [[c.id, c.heading, c.page or "", c.text] for c in snap.chunks if c.source == source]
 
-    def respond(message: str, chat: list, history: list, opts: dict):
+
+def hit_rows(hits: list[Hit]) -> list[list]:
+    """The retrieval test table: the ranks and scores `kexie search` prints."""
+    def num(x):
+        return "" if x is None else round(float(x), 4)
+    return [[h.rank, h.chunk.source, h.label or h.chunk.heading, num(h.score), h.bm25_rank or "", num(h.bm25_score),
+             h.vector_rank or "", num(h.vector_score), h.chunk.text] for h in hits]
+
+
+def browser_id(request: gr.Request | None) -> str:
+    """The browser's id from its cookie (set by HEAD's script): conversations per browser with login off."""
+    cookies = SimpleCookie(request.headers.get("cookie", "")) if request is not None else {}
+    value = cookies["kexie_browser"].value if "kexie_browser" in cookies else ""
+    if re.fullmatch(r"[0-9a-f]{32}", value):
+        return value
+    return f"session-{getattr(request, 'session_hash', None) or 'none'}"  # a client without cookies: this session only
+
+
+def user_of(request: gr.Request | None) -> str | None:
+    """The logged-in user (None with login off)."""
+    return getattr(request, "username", None) or None if request is not None else None
+
+
+def build_app(settings: Settings, assistant: Assistant | None = None, registry: Registry | None = None,
+              signer: Signer | None = None) -> gr.Blocks:
+    registry = registry or Registry(settings, assistant=assistant)
+    signer = signer or Signer(settings.data_root)
+    saved = History(registry.db)
+    index_lock = threading.Lock()  # one re-index at a time from the UI; chats keep reading meanwhile
+    exports = settings.data_root / "exports"
+
+    def owner(request) -> str:
+        user = user_of(request)
+        return f"user:{user}" if user else f"browser:{browser_id(request)}"
+
+    def is_admin(request) -> bool:
+        user = user_of(request)
+        return not settings.logins() or user == settings.auth_user
+
+    def kb_names(request) -> list[str]:
+        return [b.name for b in registry.visible(user_of(request))]
+
+    def linker(user, base: KB):
+        return lambda source: signer.url(user, base.id, source)
+
+    def conv_choices(own: str) -> list[tuple[str, str]]:
+        return [(f"{c.title} · {time.strftime('%m-%d %H:%M', time.localtime(c.updated))}", c.id) for c in saved.list(own)]
+
+    # -- chat ------------------------------------------------------------------------------
+    def respond(message, chat, history, opts, conv, turn_ids, picked, request: gr.Request):
         message = (message or "").strip()
+        user, own = user_of(request), owner(request)
+        keep = (chat, history, gr.update(), "", conv, turn_ids, gr.update())
         if not message:
-            yield chat, history, gr.update(), ""
+            yield keep
             return
         chat = chat + [{"role": "user", "content": message}, {"role": "assistant", "content": "正在检索资料…"}]
-        yield chat, history, gr.update(), ""
+        yield chat, history, gr.update(), "", conv, turn_ids, gr.update()
         llm = endpoint_settings(settings, opts.get("base_url", ""), opts.get("model", ""), opts.get("api_key", ""))
-        final = None
         try:
-            for final in assistant.ask_stream(message, history, opts.get("backend"), opts.get("k"), opts.get("mode"), llm):
-                chat[-1]["content"] = linkify(final.answer) or "正在生成回答…"
-                yield chat, history, gr.update(), ""
+            bases = [registry.get(n, user) for n in (picked or [])] or [registry.get(None, user)]
+            final, fused = None, None
+            kw = {"k": opts.get("k"), "mode": opts.get("mode"), "llm": llm}
+            if len(bases) == 1:
+                base = bases[0]
+                for final in registry.assistant(base).ask_stream(message, history, opts.get("backend"), **kw):
+                    chat[-1]["content"] = linkify(final.answer) or "正在生成回答…"
+                    yield chat, history, gr.update(), "", conv, turn_ids, gr.update()
+            else:
+                final, base, fused = ask_many(registry, bases, message, history, backend=opts.get("backend"), **kw)
+        except KBError as e:
+            chat[-1]["content"] = f"无法回答：{e}"
+            yield chat, history, gr.update(), "", conv, turn_ids, gr.update()
+            return
         except Exception as e:  # the page must stay usable; no internals or secrets in the message
             log.exception("answer failed")
             chat[-1]["content"] = f"出错了：{type(e).__name__}。请稍后再试或联系管理员。"
-            yield chat, history, gr.update(), ""
+            yield chat, history, gr.update(), "", conv, turn_ids, gr.update()
             return
         assert final is not None
         text = linkify(final.answer)
@@ -186,48 +290,244 @@ def build_app(settings: Settings, assistant: Assistant | None = None) -> gr.Bloc
             text += f"\n\n> {final.notice}"
         chat[-1]["content"] = text
         history = history + [(message, final.answer)]
-        yield chat, history, render_citations(settings, final), ""
+        names = [b.name for b in bases]
+        if not conv:
+            conv = saved.create(own, message, names)
+        turn_ids = turn_ids + [saved.add_turn(own, conv, final, base.name, names)]
+        cards = answer_cards(final)
+        if fused is not None and final.refused:  # the closest passages of every base
+            cards = [{"n": h.rank, "source": h.chunk.source, "page": h.chunk.page, "heading": h.chunk.heading,
+                      "text": h.chunk.text, "label": h.label, "note": h.note, "base": b.name} for b, h in fused[:3]]
+        links = {b.name: linker(user, b) for b in bases}
+        for c in cards:  # each card links through its own base: a signed link only for a base this user may read
+            c.setdefault("base", base.name)
+            c["href"] = links[c["base"]](c["source"])
+        cards_html = render_cards(cards, final.refused, final.generation)
+        yield chat, history, cards_html, "", conv, turn_ids, gr.update(choices=conv_choices(own), value=conv)
 
-    def clear():
-        return [], [], render_citations(settings, None), ""
+    def new_chat():
+        return [], [], EMPTY_CITES, "", "", [], gr.update(value=None), ""
 
-    def reindex(progress=gr.Progress()):
+    def open_conv(cid, request: gr.Request):
+        own = owner(request)
+        if not cid:
+            return [], [], EMPTY_CITES, "", "", [], gr.update(), ""
+        try:
+            conv, turns = saved.get(own, cid), saved.turns(own, cid)
+        except NotFound:
+            return [], [], EMPTY_CITES, "", "", [], gr.update(choices=conv_choices(own), value=None), ""
+        chat, history = [], []
+        for t in turns:
+            text = linkify(t.answer) + (f"\n\n> {t.notice}" if t.notice else "")
+            chat += [{"role": "user", "content": t.question}, {"role": "assistant", "content": text}]
+            history.append((t.question, t.answer))
+        cites = EMPTY_CITES
+        if turns:
+            last = turns[-1]
+            user = user_of(request)
+            try:
+                link = linker(user, registry.get(last.kb, user))
+            except KBError:  # the base was deleted or the grant withdrawn: the cards, without links
+                link = None
+            cards = turn_cards(last)
+            for c in cards:
+                c["base"], c["href"] = last.kb, link(c["source"]) if link else ""
+            cites = render_cards(cards, last.refused, last.generation)
+        return chat, history, cites, "", cid, [t.id for t in turns], gr.update(), conv.title
+
+    def rename_conv(cid, title, request: gr.Request):
+        own = owner(request)
+        if not cid:
+            return gr.update(), "请先打开一个对话。"
+        saved.rename(own, cid, title)
+        return gr.update(choices=conv_choices(own), value=cid), "已重命名。"
+
+    def delete_conv(cid, request: gr.Request):
+        own = owner(request)
+        if cid:
+            try:
+                saved.delete(own, cid)
+            except NotFound:
+                pass
+        return ([], [], EMPTY_CITES, "", "", [], gr.update(choices=conv_choices(own), value=None), "")
+
+    def export_conv(cid, fmt, request: gr.Request):
+        own = owner(request)
+        if not cid:
+            return None, "请先打开一个对话。"
+        conv, turns = saved.get(own, cid), saved.turns(own, cid)
+        folder = exports / uuid.uuid4().hex[:8]
+        folder.mkdir(parents=True, exist_ok=True)
+        name = kb.safe_name(conv.title.rstrip("…")) or "对话"
+        if fmt == "docx":
+            path = export.docx(conv, turns, folder / f"{name}.docx")
+        else:
+            path = folder / f"{name}.md"
+            path.write_text(export.markdown(conv, turns), encoding="utf-8")
+        return str(path), f"已导出：{path.name}"
+
+    def export_md(cid, request: gr.Request):
+        return export_conv(cid, "md", request)
+
+    def export_docx(cid, request: gr.Request):
+        return export_conv(cid, "docx", request)
+
+    # -- feedback --------------------------------------------------------------------------
+    def on_like(turn_ids, data: gr.LikeData):
+        n = data.index[0] if isinstance(data.index, (list, tuple)) else data.index
+        i = n // 2  # user and assistant messages alternate
+        if i >= len(turn_ids):
+            return None, gr.update(), "这条回答还没有保存，请稍后再试。"
+        rating = 1 if data.liked is True else -1
+        return {"turn": turn_ids[i], "rating": rating, "n": i + 1}, gr.update(visible=True), \
+            f"已记录对第 {i + 1} 个回答的{'👍' if rating > 0 else '👎'}。可补充说明或填写正确答案后提交。"
+
+    def rate_saved(pending, request: gr.Request):
+        if pending:
+            saved.rate(owner(request), pending["turn"], pending["rating"])
+
+    def submit_feedback(pending, comment, correction, request: gr.Request):
+        if not pending:
+            return gr.update(), "请先点击某个回答下方的 👍 或 👎。", comment, correction
+        try:
+            saved.rate(owner(request), pending["turn"], pending["rating"], comment, correction)
+        except NotFound:
+            return gr.update(), "这条回答不存在或不属于当前用户。", comment, correction
+        return gr.update(visible=False), f"已提交对第 {pending['n']} 个回答的反馈，谢谢！", "", ""
+
+    def feedback_rows(only_down, request: gr.Request):
+        own = None if is_admin(request) else owner(request)
+        rows = saved.feedback(own, -1 if only_down else None)
+        return [[time.strftime("%Y-%m-%d %H:%M", time.localtime(f.created)), "👍" if f.rating > 0 else "👎", f.question,
+                 feedback.plain(f.answer), f.comment, f.correction, f.kb] for f in rows]
+
+    def export_feedback(only_down, request: gr.Request):
+        own = None if is_admin(request) else owner(request)
+        items = saved.feedback(own, -1 if only_down else None)
+        folder = exports / uuid.uuid4().hex[:8]
+        n, review = feedback.export(items, folder / "feedback.jsonl")
+        return str(folder / "feedback.jsonl"), f"已导出 {n} 条（其中待审核 {review} 条），可在“评测”页或用 kexie eval 运行。"
+
+    # -- knowledge bases ------------------------------------------------------------------
+    def managed(name, request) -> tuple[KB, Settings, Assistant]:
+        base = registry.get(name or None, user_of(request))
+        return base, registry.settings_for(base), registry.assistant(base)
+
+    def sources_of(s: Settings) -> list[str]:
+        return [r.source for r in kb.list_documents(s)]
+
+    def kb_view(name, request: gr.Request):
+        """Everything in the KB tab that depends on the managed base."""
+        try:
+            base, s, _ = managed(name, request)
+        except KBError as e:
+            return [], gr.update(choices=[]), gr.update(choices=[]), f"{e}"
+        srcs = sources_of(s)
+        return _doc_table(s), gr.update(choices=srcs, value=None), gr.update(choices=srcs, value=None), f"当前知识库：**{base.name}**"
+
+    def reindex(name, request, progress):
+        base, s, a = managed(name, request)
         with index_lock:
             # Returns once the chat answers from the new generation, so "done" means searchable.
-            rep = reindex_live(assistant.retriever, lambda stage, done, total: progress(done / max(total, 1), desc=stage))
-        lines = [f"索引完成：新增 {len(rep.added)}，修改 {len(rep.changed)}，删除 {len(rep.removed)}，"
+            rep = reindex_live(a.retriever, lambda stage, done, total: progress(done / max(total, 1), desc=stage))
+        lines = [f"索引完成（{base.name}）：新增 {len(rep.added)}，修改 {len(rep.changed)}，删除 {len(rep.removed)}，"
                  f"失败 {len(rep.failed)}，共 {rep.chunks} 个段落，用时 {rep.seconds:.1f} 秒。"]
-        lines += [f"- 失败：{s}（{r}）" for s, r in rep.failed.items()]
-        lines += [f"- 跳过：{s}（{r}）" for s, r in rep.skipped.items()]
-        lines += [f"- 注意：{s}（{'；'.join(n)}）" for s, n in rep.warned.items()]
+        lines += [f"- 失败：{src}（{r}）" for src, r in rep.failed.items()]
+        lines += [f"- 跳过：{src}（{r}）" for src, r in rep.skipped.items()]
+        lines += [f"- 注意：{src}（{'；'.join(n)}）" for src, n in rep.warned.items()]
         return "\n".join(lines)
 
-    def upload(files, progress=gr.Progress()):
+    def upload(name, files, request: gr.Request, progress=gr.Progress()):
+        try:
+            base, s, _ = managed(name, request)
+        except KBError as e:
+            return f"{e}", gr.update(), gr.update(), gr.update()
         msgs = []
         for f in files or []:
             path = Path(f if isinstance(f, str) else f.name)
             try:
-                msgs.append(kb.save_upload(settings, path, path.name).message)
+                msgs.append(kb.save_upload(s, path, path.name).message)
             except kb.UploadRejected as e:
                 msgs.append(f"已拒绝：{e}")
-        msgs.append(reindex(progress))
-        return "\n".join(msgs), _doc_table(settings), gr.update(choices=_sources())
+        msgs.append(reindex(name, request, progress))
+        srcs = sources_of(s)
+        return "\n".join(msgs), _doc_table(s), gr.update(choices=srcs), gr.update(choices=srcs)
 
-    def delete(source, progress=gr.Progress()):
-        if not source:
-            return "请先选择要删除的文档。", _doc_table(settings), gr.update()
+    def delete(name, source, request: gr.Request, progress=gr.Progress()):
         try:
-            kb.delete_document(settings, source)
+            base, s, _ = managed(name, request)
+        except KBError as e:
+            return f"{e}", gr.update(), gr.update(), gr.update()
+        if not source:
+            return "请先选择要删除的文档。", _doc_table(s), gr.update(), gr.update()
+        try:
+            kb.delete_document(s, source)
         except kb.UploadRejected as e:
-            return f"删除失败：{e}", _doc_table(settings), gr.update(choices=_sources())
-        msg = f"已删除：{source}\n" + reindex(progress)
-        return msg, _doc_table(settings), gr.update(choices=_sources(), value=None)
+            return f"删除失败：{e}", _doc_table(s), gr.update(), gr.update()
+        msg = f"已删除：{source}\n" + reindex(name, request, progress)
+        srcs = sources_of(s)
+        return msg, _doc_table(s), gr.update(choices=srcs, value=None), gr.update(choices=srcs, value=None)
 
-    def do_reindex(progress=gr.Progress()):
-        return reindex(progress), _doc_table(settings), gr.update(choices=_sources())
+    def do_reindex(name, request: gr.Request, progress=gr.Progress()):
+        try:
+            _, s, _ = managed(name, request)
+            msg = reindex(name, request, progress)
+        except KBError as e:
+            return f"{e}", gr.update(), gr.update(), gr.update()
+        srcs = sources_of(s)
+        return msg, _doc_table(s), gr.update(choices=srcs), gr.update(choices=srcs)
 
-    def _sources():
-        return [r.source for r in kb.list_documents(settings)]
+    def kb_lists(request, value=None):
+        names = kb_names(request)
+        return gr.update(choices=names, value=value if value in names else (names[0] if names else None))
+
+    def kb_create(new, request: gr.Request):
+        try:
+            base = registry.create(new, user_of(request))
+        except KBError as e:
+            return f"创建失败：{e}", gr.update(), gr.update(choices=kb_names(request))
+        return f"已创建知识库：{base.name}", kb_lists(request, base.name), gr.update(choices=kb_names(request))
+
+    def kb_rename(name, new, request: gr.Request):
+        try:
+            base = registry.rename(name, new, user_of(request))
+        except KBError as e:
+            return f"重命名失败：{e}", gr.update(), gr.update(choices=kb_names(request))
+        return f"已重命名为：{base.name}", kb_lists(request, base.name), gr.update(choices=kb_names(request))
+
+    def kb_delete(name, request: gr.Request):
+        try:
+            registry.delete(name, user_of(request))
+        except KBError as e:
+            return f"删除失败：{e}", gr.update(), gr.update(choices=kb_names(request))
+        return f"已删除知识库：{name}", kb_lists(request), gr.update(choices=kb_names(request), value=kb_names(request)[:1])
+
+    def show_chunks(name, source, request: gr.Request):
+        try:
+            _, _, a = managed(name, request)
+        except KBError:
+            return []
+        return chunk_rows(a, source)
+
+    def hit_test(name, query, request: gr.Request):
+        query = (query or "").strip()
+        if not query:
+            return [], "请输入检索词。"
+        try:
+            _, s, a = managed(name, request)
+        except KBError as e:
+            return [], f"{e}"
+        hits = a.retriever.search(query, max(s.top_k, 10))
+        return hit_rows(hits), f"共 {len(hits)} 条，按融合得分排序；BM25 / 向量各自的名次与得分见右侧各列。"
+
+    def on_load(request: gr.Request):
+        own = owner(request)
+        names = kb_names(request)
+        who = user_of(request)
+        greet = f"当前用户：**{who}**" if who else "未启用登录：对话记录保存在本浏览器对应的服务器端存储中。"
+        first = names[:1]
+        return (gr.update(choices=conv_choices(own), value=None), gr.update(choices=names, value=first),
+                gr.update(choices=names, value=first[0] if first else None), greet)
 
     def save_opts(k, mode, backend, base_url, model, api_key):
         opts = {"k": int(k), "mode": MODES[mode], "backend": BACKENDS[backend], "base_url": base_url, "model": model, "api_key": api_key}
@@ -240,13 +540,35 @@ def build_app(settings: Settings, assistant: Assistant | None = None) -> gr.Bloc
         opts = gr.State({"k": settings.top_k, "mode": settings.retrieval_mode, "backend": settings.answer_backend,
                          "base_url": settings.llm_base_url, "model": settings.llm_model, "api_key": ""})
         history = gr.State([])
+        conv = gr.State("")
+        turn_ids = gr.State([])
+        pending = gr.State(None)
         with gr.Tabs():
             with gr.Tab("问答", id="chat"):
                 status = gr.Markdown(f"当前回答后端：**{default_backend}** · 检索：{default_mode} · top-k {settings.top_k}",
                                      elem_id="backend-status")
                 with gr.Row():
+                    with gr.Column(scale=1, min_width=220):
+                        who = gr.Markdown(elem_id="who")
+                        new_btn = gr.Button("＋ 新对话", elem_id="new-chat")
+                        conv_pick = gr.Radio([], label="对话记录", elem_id="conv-list")
+                        conv_title = gr.Textbox(label="对话标题", elem_id="conv-title")
+                        with gr.Row():
+                            rename_btn = gr.Button("重命名", size="sm", elem_id="conv-rename")
+                            del_conv_btn = gr.Button("删除", size="sm", variant="stop", elem_id="conv-delete")
+                        with gr.Row():
+                            md_btn = gr.Button("导出 Markdown", size="sm", elem_id="conv-export-md")
+                            docx_btn = gr.Button("导出 Word", size="sm", elem_id="conv-export-docx")
+                        conv_file = gr.File(label="导出文件", interactive=False, elem_id="conv-file")
+                        conv_msg = gr.Markdown(elem_id="conv-msg")
                     with gr.Column(scale=3):
-                        chatbot = gr.Chatbot(label="对话", height=480, elem_id="chatbot")
+                        kb_pick = gr.Dropdown([], multiselect=True, label="知识库（可多选，结果跨库融合）", elem_id="kb-pick")
+                        chatbot = gr.Chatbot(label="对话", height=480, elem_id="chatbot", feedback_options=("Like", "Dislike"))
+                        with gr.Group(visible=False, elem_id="feedback-form") as fb_form:
+                            fb_comment = gr.Textbox(label="说明（可选）", elem_id="fb-comment")
+                            fb_correct = gr.Textbox(label="正确答案（可选，将成为评测题的标准答案）", elem_id="fb-correction")
+                            fb_send = gr.Button("提交反馈", elem_id="fb-submit")
+                        fb_msg = gr.Markdown(elem_id="fb-msg")
                         box = gr.Textbox(placeholder="请输入问题，例如：什么是四服务一加强", label="问题", elem_id="question")
                         with gr.Row():
                             send = gr.Button("发送", variant="primary", elem_id="send")
@@ -254,19 +576,47 @@ def build_app(settings: Settings, assistant: Assistant | None = None) -> gr.Bloc
                         gr.Examples(EXAMPLES, inputs=box, label="示例问题")
                     with gr.Column(scale=2):
                         gr.Markdown("### 引用出处")
-                        cites = gr.HTML(render_citations(settings, None), elem_id="citations")
+                        cites = gr.HTML(EMPTY_CITES, elem_id="citations")
             with gr.Tab("知识库", id="kb"):
-                files = gr.File(label="上传文档（txt / md / pdf / docx，可多选）", file_count="multiple",
+                with gr.Row():
+                    kb_manage = gr.Dropdown([], label="管理的知识库", elem_id="kb-manage")
+                    kb_new_name = gr.Textbox(label="名称（新建或重命名）", elem_id="kb-name")
+                    kb_create_btn = gr.Button("新建知识库", elem_id="kb-create")
+                    kb_rename_btn = gr.Button("重命名", elem_id="kb-rename")
+                    kb_delete_btn = gr.Button("删除知识库", variant="stop", elem_id="kb-delete")
+                kb_info = gr.Markdown(elem_id="kb-info")
+                files = gr.File(label="上传文档（txt / md / pdf / docx / xlsx / pptx / html …，可多选）", file_count="multiple",
                                 file_types=list(settings.upload_extensions), elem_id="upload")
                 with gr.Row():
                     upload_btn = gr.Button("上传并索引", variant="primary", elem_id="upload-btn")
                     reindex_btn = gr.Button("重新索引（增量）", elem_id="reindex-btn")
                 kb_msg = gr.Markdown(elem_id="kb-msg")
-                table = gr.Dataframe(_doc_table(settings), headers=["文档", "状态", "段落数", "大小", "索引时间", "版本", "施行日期", "说明"],
+                table = gr.Dataframe([], headers=["文档", "状态", "段落数", "大小", "索引时间", "版本", "施行日期", "说明"],
                                      interactive=False, elem_id="doc-table")
                 with gr.Row():
-                    pick = gr.Dropdown(choices=_sources(), label="选择文档", elem_id="delete-pick")
+                    pick = gr.Dropdown([], label="选择文档", elem_id="delete-pick")
                     del_btn = gr.Button("删除所选文档", variant="stop", elem_id="delete-btn")
+                with gr.Accordion("查看段落（索引中的分块）", open=False, elem_id="chunk-view"):
+                    chunk_doc = gr.Dropdown([], label="文档", elem_id="chunk-doc")
+                    chunk_table = gr.Dataframe([], headers=["段落 id", "标题路径", "页码", "正文"], interactive=False,
+                                               wrap=True, elem_id="chunk-table")
+                with gr.Accordion("命中测试（检索测试）", open=False, elem_id="hit-test"):
+                    with gr.Row():
+                        hit_q = gr.Textbox(label="检索词", elem_id="hit-query", scale=4)
+                        hit_btn = gr.Button("测试", elem_id="hit-btn", scale=1)
+                    hit_msg = gr.Markdown(elem_id="hit-msg")
+                    hit_table = gr.Dataframe([], headers=["名次", "文档", "标题路径", "融合得分", "BM25 名次", "BM25 得分", "向量名次",
+                                                          "向量得分", "正文"], interactive=False, wrap=True, elem_id="hit-table")
+            with gr.Tab("反馈", id="feedback"):
+                only_down = gr.Checkbox(label="只看 👎", elem_id="fb-only-down")
+                fb_table = gr.Dataframe([], headers=["时间", "评价", "问题", "回答", "说明", "正确答案", "知识库"], interactive=False,
+                                        wrap=True, elem_id="fb-table")
+                with gr.Row():
+                    fb_refresh = gr.Button("刷新", elem_id="fb-refresh")
+                    fb_export = gr.Button("导出为评测数据集（JSONL）", elem_id="fb-export")
+                fb_file = gr.File(label="导出文件", interactive=False, elem_id="fb-file")
+                fb_export_msg = gr.Markdown(elem_id="fb-export-msg")
+            eval_tab(settings, registry, user_of)
             with gr.Tab("设置", id="settings"):
                 k = gr.Slider(1, 20, value=settings.top_k, step=1, label="检索条数 top-k")
                 mode = gr.Radio(list(MODES), value=default_mode, label="检索模式")
@@ -279,14 +629,37 @@ def build_app(settings: Settings, assistant: Assistant | None = None) -> gr.Bloc
                 api_key = gr.Textbox(value="", type="password", label="API Key（留空时：配置中的地址使用配置的 Key，其他地址不发送 Key）")
                 apply = gr.Button("应用设置", elem_id="apply-settings")
 
-        outs = [chatbot, history, cites, box]
-        box.submit(respond, [box, chatbot, history, opts], outs)
-        send.click(respond, [box, chatbot, history, opts], outs)
-        clear_btn.click(clear, None, outs)
-        upload_btn.click(upload, files, [kb_msg, table, pick])
-        reindex_btn.click(do_reindex, None, [kb_msg, table, pick])
-        del_btn.click(delete, pick, [kb_msg, table, pick])
+        chat_outs = [chatbot, history, cites, box, conv, turn_ids, conv_pick]
+        conv_outs = [chatbot, history, cites, box, conv, turn_ids, conv_pick, conv_title]
+        ask_in = [box, chatbot, history, opts, conv, turn_ids, kb_pick]
+        box.submit(respond, ask_in, chat_outs)
+        send.click(respond, ask_in, chat_outs)
+        clear_btn.click(new_chat, None, conv_outs)
+        new_btn.click(new_chat, None, conv_outs)
+        conv_pick.input(open_conv, [conv_pick], conv_outs)
+        rename_btn.click(rename_conv, [conv, conv_title], [conv_pick, conv_msg])
+        del_conv_btn.click(delete_conv, [conv], conv_outs)
+        md_btn.click(export_md, [conv], [conv_file, conv_msg])
+        docx_btn.click(export_docx, [conv], [conv_file, conv_msg])
+        chatbot.like(on_like, [turn_ids], [pending, fb_form, fb_msg]).then(rate_saved, [pending], None)
+        fb_send.click(submit_feedback, [pending, fb_comment, fb_correct], [fb_form, fb_msg, fb_comment, fb_correct])
+        for ev in (fb_refresh.click, only_down.change):
+            ev(feedback_rows, [only_down], fb_table)
+        fb_export.click(export_feedback, [only_down], [fb_file, fb_export_msg])
+
+        kb_outs = [table, pick, chunk_doc, kb_info]
+        kb_manage.change(kb_view, kb_manage, kb_outs)
+        upload_btn.click(upload, [kb_manage, files], [kb_msg, table, pick, chunk_doc])
+        reindex_btn.click(do_reindex, kb_manage, [kb_msg, table, pick, chunk_doc])
+        del_btn.click(delete, [kb_manage, pick], [kb_msg, table, pick, chunk_doc])
+        kb_create_btn.click(kb_create, kb_new_name, [kb_msg, kb_manage, kb_pick])
+        kb_rename_btn.click(kb_rename, [kb_manage, kb_new_name], [kb_msg, kb_manage, kb_pick])
+        kb_delete_btn.click(kb_delete, kb_manage, [kb_msg, kb_manage, kb_pick])
+        chunk_doc.change(show_chunks, [kb_manage, chunk_doc], chunk_table)
+        hit_btn.click(hit_test, [kb_manage, hit_q], [hit_table, hit_msg])
+        hit_q.submit(hit_test, [kb_manage, hit_q], [hit_table, hit_msg])
         apply.click(save_opts, [k, mode, backend, base_url, model, api_key], [opts, status])
+        demo.load(on_load, None, [conv_pick, kb_pick, kb_manage, who])
     return demo
 
 

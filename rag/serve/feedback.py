@@ -1,0 +1,66 @@
+"""Feedback -> eval dataset lines (`kexie feedback export`), ready for `kexie eval`.
+
+A 👍 keeps the answer as gold; a 👎 with a correction takes the correction; a 👎 without one is a
+question to review (`"review": true`, no gold), which `kexie eval` skips and counts, never scores."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from rag.serve.history import Feedback
+
+CITE = re.compile(r"\[\d+\]")
+# What a corrected answer must contain: figures with their unit, dates, quoted names.
+KEY = re.compile(r"\d[\d,.，]*\s*(?:万|亿)?\s*[个支名人次项家场所篇元天年月日件部条届期%％余多]*|《[^》]{2,40}》|“[^”]{2,20}”")
+SHORT = 24  # a correction this short is itself the key phrase
+
+
+def plain(answer: str) -> str:
+    """The answer text without [n] markers, notices or the FAQ label."""
+    text = CITE.sub("", answer).split("\n\n> ", 1)[0]
+    return " ".join(text.split()).strip()
+
+
+def must_include(correction: str) -> list[str]:
+    text = plain(correction)
+    if not text:
+        return []
+    if len(text) <= SHORT:
+        return [text.strip("。；;，, ")]
+    return list(dict.fromkeys(m.group(0).strip() for m in KEY.finditer(text) if len(m.group(0).strip()) >= 2))
+
+
+def evidence(fb: Feedback, gold: str, keys: list[str]) -> tuple[list[str], list[str]]:
+    """The cited passages' supporting sentences (else the passage), with their files. For a correction,
+    only passages that contain its key phrases: a wrong answer's citations are not evidence."""
+    ev, src = [], []
+    for c in fb.citations:
+        parts = [s for s in c.get("support") or [] if s.strip()] or [c["text"]]
+        if fb.rating < 0 and not any(k in c["text"] for k in keys or [gold]):
+            continue
+        for p in parts:
+            ev.append(p)
+            src.append(c["source"])
+    return ev, src
+
+
+def to_item(fb: Feedback) -> dict:
+    base = {"id": f"fb-{fb.turn[:12]}", "question": fb.question, "type": "feedback",
+            "feedback": {"rating": fb.rating, "comment": fb.comment, "kb": fb.kb, "generation": fb.generation}}
+    if fb.rating < 0 and not fb.correction:
+        return {**base, "answer": "", "evidence": [], "source": [], "must_include": [], "review": True,
+                "original_answer": plain(fb.answer)}
+    gold = plain(fb.correction) if fb.correction else ("" if fb.refused else plain(fb.answer))
+    keys = must_include(fb.correction) if fb.correction else []
+    ev, src = evidence(fb, gold, keys) if gold else ([], [])
+    return {**base, "answer": gold, "evidence": ev, "source": src, "must_include": keys}
+
+
+def export(items: list[Feedback], out: Path) -> tuple[int, int]:
+    """Write one JSONL line per feedback; returns (lines, of which to review)."""
+    lines = [to_item(fb) for fb in items]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines), encoding="utf-8")
+    return len(lines), sum(1 for x in lines if x.get("review"))

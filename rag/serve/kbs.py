@@ -1,0 +1,175 @@
+"""Knowledge bases of the web app and the API: each its own corpus, index and FAQ folder, with grants.
+
+The default base is the configured corpus/index (as the CLI uses it); bases created in the app live
+under data_dir/kbs/<id>/. With login off everyone sees every base; with login on a user sees the bases
+granted in the settings (`grants`, "*" = all), those granted in the database, and those they created;
+`auth_user` sees all."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from rag.serve.db import Database
+from rag.settings import Settings
+
+DEFAULT_ID = "default"
+DEFAULT_NAME = "默认知识库"
+
+
+class KBError(Exception):
+    """A knowledge-base operation refused, with the reason for the user (in Chinese)."""
+
+
+@dataclass(frozen=True)
+class KB:
+    id: str
+    name: str
+    corpus_dir: Path
+    index_dir: Path
+    faq_dir: Path
+    owner: str = ""
+
+
+class Registry:
+    """The knowledge bases, who may use them, and one Assistant per base (loaded on first use)."""
+
+    def __init__(self, settings: Settings, db: Database | None = None, assistant=None):
+        self.settings = settings
+        self.db = db or Database(settings.data_root)
+        self._assistants: dict = {}
+        if assistant is not None:
+            self._assistants[DEFAULT_ID] = assistant
+        self._lock = threading.Lock()
+        with self.db.connect() as c:
+            c.execute("INSERT OR IGNORE INTO kbs (id, name, owner, created) VALUES (?, ?, '', ?)",
+                      (DEFAULT_ID, DEFAULT_NAME, time.time()))
+
+    # -- reading ---------------------------------------------------------------------------
+    def _kb(self, row) -> KB:
+        if row["id"] == DEFAULT_ID:
+            s = self.settings
+            return KB(DEFAULT_ID, row["name"], s.corpus_dir, s.index_dir, s.faq_root, "")
+        root = self.settings.data_root / "kbs" / row["id"]
+        return KB(row["id"], row["name"], root / "corpus", root / "index", root / "faq", row["owner"])
+
+    def all(self) -> list[KB]:
+        with self.db.connect() as c:
+            rows = c.execute("SELECT * FROM kbs ORDER BY id != ?, created", (DEFAULT_ID,)).fetchall()
+        return [self._kb(r) for r in rows]
+
+    def allowed(self, user: str | None, kb: KB) -> bool:
+        s = self.settings
+        if not user or not s.logins():  # login off: one trusted office
+            return True
+        if user == s.auth_user or kb.owner == user:
+            return True
+        granted = s.grants.get(user, [])
+        if "*" in granted or kb.name in granted or kb.id in granted:
+            return True
+        with self.db.connect() as c:
+            return c.execute("SELECT 1 FROM grants WHERE user = ? AND kb_id = ?", (user, kb.id)).fetchone() is not None
+
+    def visible(self, user: str | None) -> list[KB]:
+        return [kb for kb in self.all() if self.allowed(user, kb)]
+
+    def get(self, key: str | None, user: str | None = None) -> KB:
+        """A base by id or name (None: the first visible one); KBError if unknown or not granted.
+
+        Unknown and not granted read the same, so names of other users' bases do not leak."""
+        bases = self.visible(user)
+        if not bases:
+            raise KBError("没有可用的知识库")
+        if not key:
+            return bases[0]
+        for kb in bases:
+            if key in (kb.id, kb.name):
+                return kb
+        raise KBError(f"知识库不存在或无权访问：{key}")
+
+    def settings_for(self, kb: KB) -> Settings:
+        return self.settings.replace(corpus_dir=kb.corpus_dir, index_dir=kb.index_dir, faq_dir=str(kb.faq_dir))
+
+    def assistant(self, kb: KB):
+        """The base's Assistant, created once; the embedding model is shared by all bases."""
+        from rag.answer.assistant import Assistant
+        from rag.search.retrieval import Retriever
+
+        with self._lock:
+            a = self._assistants.get(kb.id)
+            if a is None:
+                embedder = next((x.retriever.embedder for x in self._assistants.values()), None)
+                s = self.settings_for(kb)
+                a = Assistant(s, Retriever(s, embedder))
+                self._assistants[kb.id] = a
+            return a
+
+    # -- changing --------------------------------------------------------------------------
+    def create(self, name: str, user: str | None = None) -> KB:
+        name = _valid_name(name)
+        kb_id = uuid.uuid4().hex[:12]
+        with self.db.connect() as c:
+            if c.execute("SELECT 1 FROM kbs WHERE name = ?", (name,)).fetchone():
+                raise KBError(f"已有同名知识库：{name}")
+            c.execute("INSERT INTO kbs (id, name, owner, created) VALUES (?, ?, ?, ?)", (kb_id, name, user or "", time.time()))
+        kb = self.get(kb_id, user)
+        kb.corpus_dir.mkdir(parents=True, exist_ok=True)
+        kb.faq_dir.mkdir(parents=True, exist_ok=True)
+        from rag.index.indexer import index_corpus
+
+        # An empty index, so the base answers "not found" at once instead of failing.
+        index_corpus(self.settings_for(kb), embedder=self._any_embedder())
+        return kb
+
+    def rename(self, key: str, new_name: str, user: str | None = None) -> KB:
+        kb = self.get(key, user)
+        new_name = _valid_name(new_name)
+        with self.db.connect() as c:
+            other = c.execute("SELECT id FROM kbs WHERE name = ?", (new_name,)).fetchone()
+            if other and other["id"] != kb.id:
+                raise KBError(f"已有同名知识库：{new_name}")
+            c.execute("UPDATE kbs SET name = ? WHERE id = ?", (new_name, kb.id))
+        return self.get(kb.id, user)
+
+    def delete(self, key: str, user: str | None = None) -> None:
+        kb = self.get(key, user)
+        if kb.id == DEFAULT_ID:
+            raise KBError("默认知识库不能删除")
+        with self._lock:
+            a = self._assistants.pop(kb.id, None)
+        if a is not None:
+            a.close()
+        with self.db.connect() as c:
+            c.execute("DELETE FROM grants WHERE kb_id = ?", (kb.id,))
+            c.execute("DELETE FROM kbs WHERE id = ?", (kb.id,))
+        shutil.rmtree(self.settings.data_root / "kbs" / kb.id, ignore_errors=True)
+
+    def grant(self, user: str, key: str) -> None:
+        kb = self.get(key, None)
+        with self.db.connect() as c:
+            c.execute("INSERT OR IGNORE INTO grants (user, kb_id) VALUES (?, ?)", (user, kb.id))
+
+    def _any_embedder(self):
+        with self._lock:
+            a = next(iter(self._assistants.values()), None)
+        return a.retriever.embedder if a is not None else None
+
+    def close(self) -> None:
+        with self._lock:
+            items, self._assistants = list(self._assistants.values()), {}
+        for a in items:
+            a.close()
+
+
+def _valid_name(name: str) -> str:
+    name = re.sub(r"\s+", " ", (name or "").strip())
+    if not name:
+        raise KBError("知识库名称不能为空")
+    if len(name) > 40 or any(not ch.isprintable() for ch in name):
+        raise KBError("知识库名称过长或含不可见字符（最多 40 字）")
+    return name
