@@ -330,6 +330,13 @@ def main(settings: Settings, args) -> int:
     else:
         path = Path(args.dataset)
         items = load_dataset(path)
+        review = [i for i in items if i.review]
+        if review:  # 👎 without a correct answer: there is no gold to score against
+            print(f"跳过 {len(review)} 个待审核问题（review：反馈中没有给出正确答案）", file=sys.stderr)
+            items = [i for i in items if not i.review]
+        if not items:
+            print("错误：数据集中没有可评测的问题", file=sys.stderr)
+            return 2
         if args.limit:
             items = items[: args.limit]
         texts = {}

@@ -6,8 +6,12 @@ import hashlib
 import sys
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from rag.text import normalize
+
+if TYPE_CHECKING:
+    from rag.answer.faq import FaqMatch
 
 
 class _Choice(str, Enum):
@@ -182,11 +186,15 @@ class Answer:
     confidence: float = 0.0  # extractive: the ranker's probability for the best candidate sentence
     generation: str = ""  # the index generation the answer was served from
     timings: dict[str, float] = field(default_factory=dict)
+    faq: "FaqMatch | None" = None  # the curated pair (标准答案) the question matched, if any
 
     def to_json(self) -> dict:
-        return {
+        d = {
             "answer": self.answer,
             "refused": self.refused,
             "citations": [c.to_json() for c in self.citations],
             "retrieved": [h.to_json() for h in self.retrieved],
         }
+        if self.faq is not None:  # added key: present only when a curated answer was given
+            d["faq"] = self.faq.to_json()
+        return d

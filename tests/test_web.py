@@ -226,7 +226,7 @@ def open_tab(page, name):
         wait_text(page, "#kb-info", "当前知识库", 30000)
 
 
-def test_conversation_survives_a_reload(page):
+def test_conversation_survives_a_reload(page, out_dir):
     ask(page, "聊城市科普大篷车开进了哪些地方")
     wait_text(page, "#conv-list", "聊城市科普大篷车", 30000)
     answer = page.inner_text("#chatbot")
@@ -240,9 +240,10 @@ def test_conversation_survives_a_reload(page):
     # Export as Markdown: the answer and its sources.
     page.click("#conv-export-md")
     wait_text(page, "#conv-msg", "已导出", 30000)
+    page.screenshot(path=str(out_dir / "web_history.png"), full_page=True)
 
 
-def test_dislike_with_correction_becomes_an_eval_question(page, app_url, tmp_path):
+def test_dislike_with_correction_becomes_an_eval_question(page, app_url, tmp_path, out_dir):
     ask(page, "青岛市科协组建了多少支科技志愿服务队")
     wait_text(page, "#conv-list", "青岛市科协组建", 30000)
     last_answer_turn(page).click()
@@ -254,6 +255,7 @@ def test_dislike_with_correction_becomes_an_eval_question(page, app_url, tmp_pat
     open_tab(page, "反馈")
     page.check("#fb-only-down input")
     wait_text(page, "#fb-table", "374支", 30000)
+    page.screenshot(path=str(out_dir / "web_feedback.png"), full_page=True)
     root = app_url[1]
     out, run = tmp_path / "feedback.jsonl", tmp_path / "run"
     env = {**os.environ, "KEXIE_CORPUS_DIR": str(root / "corpus"), "KEXIE_INDEX_DIR": str(root / "index")}
@@ -320,6 +322,29 @@ def test_two_knowledge_bases_switch(page, app_url, tmp_path, out_dir):
     page.locator("#question textarea").click()  # closes the option list
     ask(page, "舟山市海洋科普基地每年至少举办几次海洋主题科普活动")
     assert doc.name not in page.inner_text("#citations")
+
+
+def test_uploaded_faq_answers_a_paraphrase_first(page, app_url, tmp_path, out_dir):
+    faq = tmp_path / "常见问题.csv"
+    faq.write_text("question,answer\n青岛市科协组建了多少支科技志愿服务队？,青岛组建了374支科技志愿服务队。\n"
+                   "什么是四服务一加强？,服务科技工作者、服务创新驱动发展、服务全民科学素质提高、服务党和政府科学决策，加强自身建设。\n",
+                   encoding="utf-8")
+    open_tab(page, "知识库")
+    page.locator("#faq-section").get_by_text("标准问答").first.click()
+    page.set_input_files("#faq-upload input[type=file]", str(faq))
+    page.click("#faq-upload-btn")
+    wait_text(page, "#faq-table", "青岛组建了374支", 60000)
+    assert (app_url[1] / "faq" / faq.name).exists()
+    open_tab(page, "问答")
+    ask(page, "青岛科技志愿服务队一共有多少支？")
+    wait_text(page, "#citations", "标准答案", 30000)
+    card = page.inner_text(".faq-card")
+    assert "青岛组建了374支科技志愿服务队" in card and "常见问题.csv 第 2 行" in card
+    chat = page.inner_text("#chatbot")
+    assert "【标准答案】" in chat and "[1]" in chat  # the document citations beneath it
+    page.screenshot(path=str(out_dir / "web_faq.png"), full_page=True)
+    ask(page, "济宁注册的科技志愿者有多少人？")  # a near miss gets no curated answer
+    assert "标准答案" not in page.inner_text("#citations")
 
 
 def test_login_required_when_configured(kb_settings):

