@@ -1,4 +1,4 @@
-"""科协问答 web chat: `python app.py` (or `make run`). Indexes corpus/ first if there is no index."""
+"""科协问答 web chat and HTTP API on one port: `python app.py` (or `make run`). Indexes corpus/ first if there is no index."""
 
 from __future__ import annotations
 
@@ -22,14 +22,20 @@ def main() -> int:
     import atexit
 
     from rag.answer.assistant import Assistant
-    from rag.serve.web import build_app, launch, server_address
+    from rag.serve.kbs import Registry
+    from rag.serve.links import Signer
+    from rag.serve.server import serve, url_of
+    from rag.serve.web import build_app, server_address
 
     assistant = Assistant(settings)
-    atexit.register(assistant.close)  # Chroma handles, alias links, the local model's worker
-    demo = build_app(settings, assistant)
-    host, port = server_address(settings)
-    print(f"科协问答已启动：http://{host}:{port}", flush=True)
-    launch(settings, demo)
+    registry = Registry(settings, assistant=assistant)
+    atexit.register(registry.close)  # every base's Chroma handles, alias links, the local model's worker
+    signer = Signer(settings.data_root)
+    demo = build_app(settings, assistant, registry=registry, signer=signer)
+    url = url_of(*server_address(settings))
+    print(f"科协问答已启动：{url}", flush=True)
+    print(f"API：{url}/v1", flush=True)
+    serve(settings, demo, registry, signer)
     return 0
 
 

@@ -86,7 +86,8 @@ class Settings:
     faq_dir: str = ""
     # A question at least this similar to a curated question gets its curated answer; < 0 = the calibrated value.
     faq_threshold: float = -1.0
-    # The HTTP API (/v1, /api): keys required unless the app listens on loopback only; requests per minute per key.
+    # The HTTP API (/v1, /api): keys required unless the app listens on loopback only; requests per minute per key
+    # (or per client address when open; <= 0: no limit).
     api_keys: tuple[str, ...] = field(default=(), repr=False)
     api_rate_limit: int = 60
     max_upload_mb: int = 50

@@ -16,6 +16,13 @@ answers that name the new document come only from generations that contain it; i
 generation get identical answers in every session; answers from the old generation equal what a single user
 gets in-process. Re-indexing must not block reading: some chats start and finish inside the re-index window.
 
+A quarter of the users (every API_EVERY-th session) ask through the HTTP API instead (`POST /api/ask`, their own
+history sent with each question). /api/ask names no generation: a request that finished before the new document
+was written is known to be served from the first generation, one that started after the re-index finished (after
+the CLI, CLI_STALE_GRACE_S later) from the new one, and the checks above apply to them as to page sessions
+(including identical answers to identical turns across page and API users); a request in between is checked for
+errors, [n] without a citation, and files that are no document of any generation.
+
 Latency p50/p95 before / during / after the re-index is printed and written to test-output/load.json.
 Size and limits: KEXIE_LOAD_SESSIONS (20), KEXIE_LOAD_TURNS (10 per session), KEXIE_LOAD_TIMEOUT (240 s a run),
 KEXIE_LOAD_BASELINE_SCRIPTS (5: how many of the scripts are compared with a single user's answers).
@@ -37,12 +44,15 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from conftest import PROJECT_ROOT, free_port
+
+from rag.serve.kbs import DEFAULT_NAME
 
 pytestmark = pytest.mark.slow
 
@@ -55,6 +65,7 @@ POST_TURNS = 3
 # arrive during that load may be answered from the previous committed generation. After the UI button, never.
 CLI_STALE_GRACE_S = 10.0
 REQUEST_TIMEOUT_S = 120.0
+API_EVERY = int(os.environ.get("KEXIE_LOAD_API_EVERY", "4"))  # every 4th session asks through POST /api/ask; 0: none
 SCRIPTS = max(1, SESSIONS // 2)  # two sessions share each script: same turn + same generation => same answer
 
 NEW_DOC = "舟山市科协海洋科普基地建设管理办法.txt"
@@ -131,7 +142,8 @@ def start_app(corpus_index, tmp_path_factory):
         (root / "corpus").chmod(0o755)  # the test adds a document to the copy
         port = free_port()
         env = quiet_env(KEXIE_CORPUS_DIR=str(root / "corpus"), KEXIE_INDEX_DIR=str(root / "index"),
-                        KEXIE_PORT=str(port), KEXIE_HOST="127.0.0.1")
+                        KEXIE_PORT=str(port), KEXIE_HOST="127.0.0.1",
+                        KEXIE_API_RATE_LIMIT="100000")  # the API users share one address: no limit in the way
         log = root / "app.log"
         with open(log, "w") as fh:
             proc = subprocess.Popen([sys.executable, str(PROJECT_ROOT / "app.py")], env=env, cwd=root, stdout=fh,
@@ -171,6 +183,15 @@ def endpoint_names(client) -> tuple[str, str]:
     respond = sorted(n for n in named if re.fullmatch(r"/respond(_\d+)?", n))
     assert respond and "/do_reindex" in named, f"endpoints changed: {sorted(named)}"
     return respond[0], "/do_reindex"
+
+
+def page_load_name(client) -> str:
+    """The API name of the page's load handler that fills the 知识库 tab's list (other tabs have their own)."""
+    named = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    loads = [n for n in sorted(named) if re.fullmatch(r"/on_load(_\d+)?", n)
+             and any(r.get("label") == "管理的知识库" for r in named[n]["returns"])]
+    assert len(loads) == 1, f"page load endpoints changed: {sorted(named)}"
+    return loads[0]
 
 
 # -- generations ------------------------------------------------------------------------------
@@ -278,6 +299,7 @@ class Result:
     prev_answer: str = ""
     error: str = ""
     problems: list[str] = field(default_factory=list)
+    api: bool = False  # asked through POST /api/ask, not the page
 
     @property
     def latency(self) -> float:
@@ -337,9 +359,49 @@ def ask(client, api: str, r: Result, chat: list, timeout: float) -> list:
         return chat
 
 
+def is_api_user(session: int) -> bool:
+    return API_EVERY > 0 and session % API_EVERY == API_EVERY - 1
+
+
+def ask_api(url: str, r: Result, history: list[tuple[str, str]], timeout: float) -> bool:
+    """One question through `POST /api/ask` (the page's checks on its JSON); False if it failed."""
+    r.api = True
+    body = json.dumps({"question": r.question, "history": history}, ensure_ascii=False).encode()
+    req = urllib.request.Request(url + "api/ask", data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            a = json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        r.t1 = time.perf_counter()
+        r.error = f"HTTP {e.code}: {e.read()[:300].decode('utf-8', 'replace')}"
+        return False
+    except Exception as e:  # noqa: BLE001 - every failure is a finding
+        r.t1 = time.perf_counter()
+        r.error = f"{type(e).__name__}: {e}"
+        return False
+    r.t1 = time.perf_counter()
+    r.answer, r.refused = a["answer"], a["refused"]
+    if ERROR_TEXT in r.answer:
+        r.error = r.answer
+        return False
+    # What the page's cards would show: the citations, or for a refusal the closest passages.
+    r.sources = [h["source"] for h in a["retrieved"][:3]] if r.refused else [c["source"] for c in a["citations"]]
+    if not r.refused:
+        marks = {int(n) for n in re.findall(r"\[(\d+)\]", r.answer)}
+        if not a["citations"] or not marks:
+            r.problems.append("an answer without citations")
+        missing = marks - {c["n"] for c in a["citations"]}
+        if missing:
+            r.problems.append(f"answer cites {sorted(missing)} but has no such citation")
+    return True
+
+
 def session_worker(idx: int, script_id: int, script: list[Turn], client, api: str, results: list, lock,
                    reindexed: threading.Event, deadline: float, start: threading.Event) -> None:
+    """One user's script: through the page (`client`, `api` = the respond endpoint) or, with client None,
+    through POST /api/ask (`api` = the app's URL)."""
     chat: list = []
+    history: list[tuple[str, str]] = []
     prev_q = prev_a = ""
     start.wait()
     for i, turn in enumerate(script):
@@ -350,10 +412,15 @@ def session_worker(idx: int, script_id: int, script: list[Turn], client, api: st
             return
         r = Result(idx, script_id, i, turn.question, turn.kind, turn.post, time.perf_counter(),
                    prev_question=prev_q, prev_answer=prev_a)
-        chat = ask(client, api, r, chat, min(REQUEST_TIMEOUT_S, remaining))
+        if client is None:
+            ok = ask_api(api, r, history, min(REQUEST_TIMEOUT_S, remaining))
+            history.append((r.question, r.answer))
+        else:
+            chat = ask(client, api, r, chat, min(REQUEST_TIMEOUT_S, remaining))
+            ok = not r.error and len(chat) == 2 * (i + 1)
         with lock:
             results.append(r)
-        if r.error or len(chat) != 2 * (i + 1):
+        if not ok:
             return  # this user's conversation is broken; later turns would only repeat the finding
         prev_q, prev_a = r.question, re.sub(r"\n\n> .*$", "", r.answer, flags=re.S)
 
@@ -439,17 +506,19 @@ def test_concurrent_chats_during_reindex(reindex, start_app, corpus_index, retri
 
     admin = make_client(app.url)
     api, reindex_api = endpoint_names(admin)
+    page_load = page_load_name(admin)
     warm = admin.predict("什么是四服务一加强", [], api_name=api)  # loads the embedder before anything is timed
     assert ERROR_TEXT not in message_text(warm[0][-1]) and f"data-generation='{gen0}'" in warm[1]
 
     scripts = build_scripts(SCRIPTS, TURNS)
-    clients = [make_client(app.url) for _ in range(SESSIONS)]
+    clients = [None if is_api_user(i) else make_client(app.url) for i in range(SESSIONS)]
     results: list[Result] = []
     lock = threading.Lock()
     start, reindexed = threading.Event(), threading.Event()
     deadline = time.perf_counter() + TIMEOUT_S
     threads = [threading.Thread(target=session_worker, daemon=True, name=f"chat-{i}",
-                                args=(i, i % SCRIPTS, scripts[i % SCRIPTS], clients[i], api, results, lock,
+                                args=(i, i % SCRIPTS, scripts[i % SCRIPTS], clients[i],
+                                      app.url if clients[i] is None else api, results, lock,
                                       reindexed, deadline, start)) for i in range(SESSIONS)]
     for t in threads:
         t.start()
@@ -468,7 +537,8 @@ def test_concurrent_chats_during_reindex(reindex, start_app, corpus_index, retri
     t_running = None
     reindex_error = reindex_msg = ""
     if reindex == "ui":  # the 重新索引（增量） button: index_corpus in the app's own process
-        job = admin.submit(api_name=reindex_api)
+        admin.predict(api_name=page_load)  # fills this session's knowledge-base lists, as opening the page does
+        job = admin.submit(DEFAULT_NAME, api_name=reindex_api)  # the base picked in the 知识库 tab
         while not job.done() and time.perf_counter() < deadline:
             if t_running is None and job.status().code.name in ("PROCESSING", "PROGRESS"):
                 t_running = time.perf_counter()
@@ -505,7 +575,8 @@ def test_concurrent_chats_during_reindex(reindex, start_app, corpus_index, retri
     watch.join(2)
     watch.scan()
     for c in clients + [admin]:
-        c.close()
+        if c is not None:
+            c.close()
     if hung or timed_out:
         pytest.fail(f"load run exceeded its {TIMEOUT_S:.0f} s limit: {len(results)}/{total} answers, "
                     f"re-index {'unfinished' if timed_out else 'done'}, sessions still waiting: {hung[:5]}")
@@ -530,6 +601,12 @@ def test_concurrent_chats_during_reindex(reindex, start_app, corpus_index, retri
     if NEW_DOC not in (watch.sources.get(gen1) or ()):
         fail(None, f"{gen1} does not contain {NEW_DOC}")
 
+    grace = CLI_STALE_GRACE_S if reindex == "cli" else 0.0
+    every_doc = frozenset().union(*watch.sources.values())
+    for r in results:  # /api/ask names no generation: where it is known from the timing, the checks below apply
+        if r.api and not r.error:
+            r.gen = gen0 if r.t1 <= t_submit else gen1 if r.t0 > we + grace else ""
+
     last_gen: dict[int, str] = {}
     for r in results:
         if r.error:
@@ -538,6 +615,9 @@ def test_concurrent_chats_during_reindex(reindex, start_app, corpus_index, retri
         for p in r.problems:
             fail(r, p)
         if not r.gen:
+            for src in r.sources if r.api else ():
+                if src not in every_doc:
+                    fail(r, f"cites {src!r}, which is no document of any generation")
             continue
         docs = watch.docs(r.gen)
         if docs is None:
@@ -551,7 +631,6 @@ def test_concurrent_chats_during_reindex(reindex, start_app, corpus_index, retri
         if r.gen < last_gen.get(r.session, ""):
             fail(r, f"went back from {last_gen[r.session]} to {r.gen}")
         last_gen[r.session] = max(r.gen, last_gen.get(r.session, ""))
-        grace = CLI_STALE_GRACE_S if reindex == "cli" else 0.0
         if r.t0 > we + grace and r.gen != gen1 or r.t0 > we and r.gen not in (gen0, gen1):
             fail(r, f"started {r.t0 - we:.2f} s after the re-index finished but was served from {r.gen}, not {gen1}")
         if r.kind == "newdoc" and r.post and NEW_DOC in docs and (r.refused or NEW_DOC not in r.sources):
@@ -606,7 +685,8 @@ def test_concurrent_chats_during_reindex(reindex, start_app, corpus_index, retri
              "after_1st": summary(first_after)}
     report = {
         "reindex_by": "do_reindex endpoint (in the app)" if reindex == "ui" else "python -m rag.cli index (subprocess)",
-        "sessions": SESSIONS, "turns_per_session": TURNS, "requests_planned": total, "requests": len(results),
+        "sessions": SESSIONS, "api_sessions": sum(1 for i in range(SESSIONS) if is_api_user(i)),
+        "turns_per_session": TURNS, "requests_planned": total, "requests": len(results),
         "errors": sum(1 for r in results if r.error), "problems": len(failures),
         "refused": sum(1 for r in ok if r.refused), "wall_s": round(wall, 2),
         "throughput_rps": round(len(results) / wall, 2) if wall else None,
@@ -619,12 +699,13 @@ def test_concurrent_chats_during_reindex(reindex, start_app, corpus_index, retri
         "latency": table,
         "failures": [m for _, m in failures[:50]],
         # t0/t1: seconds since the load started; the re-index window is reindex.running_s .. reindex.finished_s
-        "requests_log": [{"session": r.session, "turn": r.turn, "kind": r.kind, "t0": round(r.t0 - t_start, 3),
+        "requests_log": [{"session": r.session, "api": r.api, "turn": r.turn, "kind": r.kind, "t0": round(r.t0 - t_start, 3),
                           "t1": round(r.t1 - t_start, 3), "gen": r.gen, "refused": r.refused, "error": r.error[:200]}
                          for r in results],
     }
     write_report(out_dir, reindex, report)
-    print_table(f"load [{reindex}]: {SESSIONS} sessions x {TURNS} turns, {len(results)} requests in {wall:.1f} s "
+    print_table(f"load [{reindex}]: {SESSIONS} sessions ({report['api_sessions']} via /api/ask) x {TURNS} turns, "
+                f"{len(results)} requests in {wall:.1f} s "
                 f"({report['throughput_rps']} req/s), errors {report['errors']}, refused {report['refused']}, "
                 f"re-index window {we - ws:.2f} s ({gen0} -> {gen1}), baseline-checked {baseline_checked}", table)
 
@@ -645,9 +726,10 @@ def test_concurrent_chats_during_reindex(reindex, start_app, corpus_index, retri
 def test_cold_start_concurrent_first_questions(start_app, out_dir):
     """Users already on the page when the app (re)starts: the first questions arrive together."""
     app = start_app()
-    clients = [make_client(app.url) for _ in range(SESSIONS)]
-    api, _ = endpoint_names(clients[0])
+    clients = [None if is_api_user(i) else make_client(app.url) for i in range(SESSIONS)]
+    api, _ = endpoint_names(next(c for c in clients if c is not None))
     docs = GenerationWatch(app.index)
+    gen0 = docs.committed[-1][0]
     questions = [t.question for script in build_scripts(SCRIPTS, TURNS) for t in script
                  if t.kind in ("ans", "place", "unans")] * SESSIONS  # standalone questions only
     results: list[Result] = []
@@ -656,7 +738,11 @@ def test_cold_start_concurrent_first_questions(start_app, out_dir):
     def one(i: int) -> None:
         start.wait()
         r = Result(i, 0, 0, questions[i], "cold", False, time.perf_counter())
-        ask(clients[i], api, r, [], REQUEST_TIMEOUT_S)
+        if clients[i] is None:
+            if ask_api(app.url, r, [], REQUEST_TIMEOUT_S):
+                r.gen = gen0  # nothing re-indexes here: the one generation
+        else:
+            ask(clients[i], api, r, [], REQUEST_TIMEOUT_S)
         with lock:
             results.append(r)
 
@@ -667,7 +753,8 @@ def test_cold_start_concurrent_first_questions(start_app, out_dir):
     for t in threads:
         t.join(REQUEST_TIMEOUT_S + 10)
     for c in clients:
-        c.close()
+        if c is not None:
+            c.close()
     assert not any(t.is_alive() for t in threads), "cold-start questions still unanswered after the time limit"
 
     failures: list[tuple[str, str]] = []

@@ -347,14 +347,25 @@ def test_uploaded_faq_answers_a_paraphrase_first(page, app_url, tmp_path, out_di
     assert "标准答案" not in page.inner_text("#citations")
 
 
+def test_eval_tab_is_in_the_app(page):
+    """The 评测 tab itself is tested end to end in test_evaltab.py; here: it is wired into the app."""
+    open_tab(page, "评测")
+    page.wait_for_selector("#eval-start", timeout=30000)
+    assert "默认知识库" in page.inner_text("#eval-kb")
+    open_tab(page, "问答")
+
+
 def test_login_required_when_configured(kb_settings):
     import urllib.parse
 
-    from rag.serve.web import build_app, launch
+    from rag.serve.kbs import Registry
+    from rag.serve.links import Signer
+    from rag.serve.server import serve
+    from rag.serve.web import build_app
 
     s = kb_settings.replace(auth_user="staff", auth_password="pa55-word", port=free_port())
-    demo = build_app(s)
-    launch(s, demo, block=False)
+    registry, signer = Registry(s), Signer(s.data_root)
+    running = serve(s, build_app(s, registry=registry, signer=signer), registry, signer, block=False)
     try:
         base = f"http://127.0.0.1:{s.port}"
         with pytest.raises(urllib.error.HTTPError) as e:
@@ -367,7 +378,7 @@ def test_login_required_when_configured(kb_settings):
         good = urllib.parse.urlencode({"username": "staff", "password": "pa55-word"}).encode()
         assert urllib.request.urlopen(base + "/login", data=good).status == 200
     finally:
-        demo.close()
+        running.close()
 
 
 def test_default_bind_is_loopback():

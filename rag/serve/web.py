@@ -13,7 +13,6 @@ import uuid
 from collections.abc import Callable
 from http.cookies import SimpleCookie
 from pathlib import Path
-from urllib.parse import quote
 
 import gradio as gr
 
@@ -70,11 +69,6 @@ document.addEventListener('click', function (e) {
               card.classList.add('flash'); setTimeout(() => card.classList.remove('flash'), 1500); }
 }, true);
 </script>"""
-
-
-def file_url(settings: Settings, source: str) -> str:
-    path = kb.resolve_in_corpus(settings, source)
-    return "/gradio_api/file=" + quote(str(path))
 
 
 def endpoint_settings(settings: Settings, base_url: str, model: str, api_key: str) -> Settings:
@@ -684,21 +678,3 @@ def server_address(settings: Settings, env: dict[str, str] | None = None) -> tup
     if port == default["port"].default and env.get("GRADIO_SERVER_PORT", "").isdigit() and "KEXIE_PORT" not in env:
         port = int(env["GRADIO_SERVER_PORT"])
     return host, port
-
-
-def launch(settings: Settings, demo: gr.Blocks, block: bool = True):
-    auth = list(settings.logins().items()) or None
-    demo.queue(default_concurrency_limit=8)
-    host, port = server_address(settings)
-    return demo.launch(
-        server_name=host,
-        server_port=port,
-        auth=auth,
-        allowed_paths=[str(settings.corpus_dir.resolve())],
-        max_file_size=f"{settings.max_upload_mb}mb",
-        css=CSS,
-        head=HEAD,
-        show_error=False,
-        prevent_thread_lock=not block,
-        quiet=True,
-    )

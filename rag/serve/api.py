@@ -1,0 +1,374 @@
+"""The HTTP API served beside the web page (one port): OpenAI-compatible chat, search, ask, signed file links.
+
+- `POST /v1/chat/completions`: `model` is a knowledge base id or name ("kexie" or none: the default base).
+  The last user message is the question, earlier user/assistant pairs the conversation. The answer keeps
+  its [n] markers; the extra top-level fields `citations` (as `kexie ask --json`), `refused`, `notice` and
+  `kb` say where it comes from. Streaming (`stream: true`): `chat.completion.chunk` deltas as the answer
+  grows, then a last chunk with `finish_reason: "stop"` and the same extra fields plus `answer` (the full
+  verified text: an LLM's draft may be corrected after streaming, the `answer` field wins), then `[DONE]`.
+- `GET /v1/models`: one model per knowledge base.
+- `POST /api/search` {"query", "k"?, "kb"?, "doc"?, "in_force_on"?}: exactly what `kexie search --json` prints.
+- `POST /api/ask` {"question", "history"?: [[q, a], …], "kb"?}: exactly what `kexie ask --json` prints.
+- `GET /files/{kb_id}/{source}?t=TOKEN`: a corpus file behind a signed citation link (rag/serve/links.py).
+
+Keys: `Authorization: Bearer <key>` with a key from `api_keys`; required whenever keys are configured.
+Without keys the API is open only while the app listens on loopback, else every call is refused. A key
+may use every knowledge base. Each key (each client address when open) gets `api_rate_limit` requests a
+minute. Errors are always `{"error": {"message", "type", "code"}}`.
+"""
+
+from __future__ import annotations
+
+import collections
+import hmac
+import ipaddress
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from rag.models import Answer
+from rag.serve import kb as kbfiles
+from rag.serve.kbs import KB, KBError, Registry
+from rag.serve.links import Signer
+from rag.settings import Settings
+
+log = logging.getLogger("kexie.api")
+
+DEFAULT_MODEL = "kexie"
+MAX_QUESTION = 4000  # characters: a question, not a document
+
+
+class ApiError(Exception):
+    """An error answered as JSON: status, Chinese message, OpenAI-style type and code."""
+
+    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", code: str = "",
+                 headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.type, self.code, self.headers = status, message, type_, code, headers
+
+
+def error_body(message: str, type_: str, code: str) -> dict:
+    return {"error": {"message": message, "type": type_, "code": code or None}}
+
+
+class RateLimiter:
+    """At most `limit` requests per `window` seconds per key (sliding window, in memory, thread-safe)."""
+
+    def __init__(self, limit: int, window: float = 60.0, clock: Callable[[], float] = time.monotonic):
+        self.limit, self.window, self.clock = limit, window, clock
+        self._hits: dict[str, collections.deque] = {}
+        self._lock = threading.Lock()
+        self._swept = clock()
+
+    def hit(self, key: str) -> float:
+        """Count one request; 0 if allowed, else the seconds until the next one would be."""
+        if self.limit <= 0:
+            return 0.0
+        now = self.clock()
+        with self._lock:
+            if now - self._swept > self.window:  # forget idle clients, so the table stays small
+                self._hits = {k: q for k, q in self._hits.items() if q and q[-1] > now - self.window}
+                self._swept = now
+            q = self._hits.setdefault(key, collections.deque())
+            while q and q[0] <= now - self.window:
+                q.popleft()
+            if len(q) >= self.limit:
+                return max(0.001, q[0] + self.window - now)
+            q.append(now)
+            return 0.0
+
+
+def is_loopback(host: str) -> bool:
+    if host.strip("[]") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+# -- request bodies --------------------------------------------------------------------------
+class Message(BaseModel):
+    role: str
+    content: str | list[dict] | None = None
+
+
+class ChatBody(BaseModel):
+    model: str | None = None
+    messages: list[Message] = Field(min_length=1)
+    stream: bool = False
+
+
+class SearchBody(BaseModel):
+    query: str
+    k: int | None = Field(default=None, ge=1, le=100)
+    kb: str | None = None
+    doc: list[str] | None = None  # only these documents (file or title names), as `kexie search --doc`
+    in_force_on: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}$")
+
+
+class AskBody(BaseModel):
+    question: str
+    history: list[tuple[str, str]] = Field(default_factory=list)
+    kb: str | None = None
+
+
+def _text(m: Message) -> str:
+    if isinstance(m.content, list):  # OpenAI content parts: keep the text ones
+        return "".join(str(p.get("text", "")) for p in m.content if p.get("type", "text") == "text")
+    return m.content or ""
+
+
+def conversation(messages: list[Message]) -> tuple[str, list[tuple[str, str]]]:
+    """The question (the last message, a user's) and the earlier user/assistant pairs."""
+    turns = [m for m in messages if m.role in ("user", "assistant")]  # system prompts do not steer the answer
+    if not turns or turns[-1].role != "user":
+        raise ApiError(400, "最后一条消息必须是用户的问题（role 为 user）", code="invalid_messages")
+    history, pending = [], None
+    for m in turns[:-1]:
+        if m.role == "user":
+            pending = _text(m).strip()
+        elif pending is not None:
+            history.append((pending, _text(m).strip()))
+            pending = None
+    return _question(_text(turns[-1])), history
+
+
+def _question(q: str) -> str:
+    q = (q or "").strip()
+    if not q:
+        raise ApiError(400, "问题不能为空", code="empty_question")
+    if len(q) > MAX_QUESTION:
+        raise ApiError(400, f"问题过长（最多 {MAX_QUESTION} 字）", code="question_too_long")
+    return q
+
+
+_VALIDATION = {"missing": "缺少字段", "json_invalid": "不是有效的 JSON", "model_attributes_type": "应为 JSON 对象",
+               "dict_type": "应为 JSON 对象", "list_type": "应为列表", "string_type": "应为字符串", "int_type": "应为整数",
+               "int_parsing": "应为整数", "bool_type": "应为布尔值", "bool_parsing": "应为布尔值",
+               "greater_than_equal": "超出范围", "less_than_equal": "超出范围", "too_short": "不能为空",
+               "string_pattern_mismatch": "格式不对", "tuple_type": "应为 [问题, 回答]", "too_long": "项数过多"}
+
+
+def validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for e in exc.errors()[:5]:
+        loc = () if e.get("type") == "json_invalid" else e.get("loc", ())  # its loc is a character offset
+        where = ".".join(str(x) for x in loc if x != "body") or "请求体"
+        parts.append(f"{where}：{_VALIDATION.get(e.get('type', ''), '取值无效')}")
+    return "请求格式有误：" + "；".join(dict.fromkeys(parts))
+
+
+# -- the app ---------------------------------------------------------------------------------
+class GuardedRoute(APIRoute):
+    """Unexpected errors become the JSON 500 here, logged once (Starlette's last-resort handler re-raises
+    to the server, which would log the traceback a second time)."""
+
+    def get_route_handler(self):
+        handler = super().get_route_handler()
+
+        async def guarded(request: Request):
+            try:
+                return await handler(request)
+            except (ApiError, StarletteHTTPException, RequestValidationError):
+                raise
+            except Exception as exc:
+                log.error("API %s %s failed: %s", request.method, request.url.path, type(exc).__name__, exc_info=exc)
+                return JSONResponse(error_body(_internal_message(exc), "server_error", "internal_error"), 500)
+        return guarded
+
+
+def build_api(settings: Settings, registry: Registry, signer: Signer) -> FastAPI:
+    """The API routes and JSON error handlers; server.make_app mounts the page after them."""
+    from rag.search.retrieval import IndexNotReady
+    from rag.serve.web import server_address
+
+    app = FastAPI(title="科协问答 API", docs_url=None, redoc_url=None, openapi_url=None)
+    app.router.route_class = GuardedRoute
+    keys = tuple(k for k in settings.api_keys if k)
+    open_ok = not keys and is_loopback(server_address(settings)[0])
+    limiter = RateLimiter(settings.api_rate_limit)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError):
+        return JSONResponse(error_body(exc.message, exc.type, exc.code), exc.status, headers=exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        messages = {404: "接口不存在", 405: "请求方法不支持"}
+        return JSONResponse(error_body(messages.get(exc.status_code, "请求无效"), "invalid_request_error",
+                                       str(exc.status_code)), exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        return JSONResponse(error_body(validation_message(exc), "invalid_request_error", "invalid_body"), 400)
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception):
+        log.error("API %s %s failed: %s", request.method, request.url.path, type(exc).__name__, exc_info=exc)
+        return JSONResponse(error_body(_internal_message(exc), "server_error", "internal_error"), 500)
+
+    def client(request: Request) -> str:
+        """The caller (a key, or its address when the API is open); 401 or 429 otherwise."""
+        if keys:
+            auth = request.headers.get("authorization", "")
+            given = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+            match = next((k for k in keys if given and hmac.compare_digest(given.encode(), k.encode())), None)
+            if match is None:
+                raise ApiError(401, "API Key 无效或缺失：请在请求头中加入 Authorization: Bearer <API Key>",
+                               "authentication_error", "invalid_api_key", {"WWW-Authenticate": "Bearer"})
+            who = "key:" + match
+        elif open_ok:
+            who = "ip:" + (request.client.host if request.client else "")
+        else:
+            raise ApiError(401, "未配置 API Key：应用监听的不是本机地址，HTTP 接口已关闭。请在 kexie.toml 中设置 api_keys，"
+                                "或设置环境变量 KEXIE_API_KEYS=key1,key2 后重启", "authentication_error", "api_keys_not_configured",
+                           {"WWW-Authenticate": "Bearer"})
+        wait = limiter.hit(who)
+        if wait:
+            raise ApiError(429, f"请求过于频繁：每分钟最多 {settings.api_rate_limit} 次，请 {int(wait) + 1} 秒后再试",
+                           "rate_limit_error", "rate_limit_exceeded", {"Retry-After": str(int(wait) + 1)})
+        return who
+
+    def base(key: str | None, model: bool = False) -> KB:
+        """The knowledge base a request names (API keys may use every base)."""
+        key = (key or "").strip()
+        try:
+            return registry.get(key or None, None)
+        except KBError as e:
+            if model and key == DEFAULT_MODEL:
+                return registry.get(None, None)
+            raise ApiError(404, str(e), code="model_not_found" if model else "kb_not_found") from None
+
+    async def blocking(fn, *args):
+        """Run the (blocking) retrieval or answer in a worker thread; known failures become JSON errors."""
+        try:
+            return await run_in_threadpool(fn, *args)
+        except KBError as e:
+            raise ApiError(404, str(e), code="kb_not_found") from None
+        except IndexNotReady as e:
+            raise ApiError(503, f"索引尚未就绪：{e}", "server_error", "index_not_ready") from None
+
+    @app.get("/v1/models")
+    async def models(who: str = Depends(client)):
+        return {"object": "list", "data": [{"id": b.id, "object": "model", "created": 0, "owned_by": "kexie", "name": b.name}
+                                           for b in registry.visible(None)]}
+
+    @app.post("/v1/chat/completions")
+    async def chat(body: ChatBody, who: str = Depends(client)):
+        question, history = conversation(body.messages)
+        kb = base(body.model, model=True)
+        assistant = await blocking(registry.assistant, kb)
+        cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        stream = assistant.ask_stream(question, history)
+        done = object()
+        first = await blocking(next, stream, done)  # errors before the first byte get their status code
+        if first is done:
+            raise ApiError(500, "服务器内部错误（没有回答），请稍后再试或联系管理员", "server_error", "internal_error")
+
+        def extra(a: Answer) -> dict:  # the fields beyond OpenAI's: where the answer comes from
+            return {"citations": [c.to_json() for c in a.citations], "refused": a.refused, "notice": a.notice, "kb": kb.id}
+
+        if not body.stream:
+            final = first
+            while (a := await blocking(next, stream, done)) is not done:
+                final = a
+            return {"id": cid, "object": "chat.completion", "created": created, "model": kb.id,
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": final.answer},
+                                 "finish_reason": "stop"}], **extra(final)}
+
+        def chunk(delta: dict, finish: str | None = None, **more) -> str:
+            obj = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": kb.id,
+                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **more}
+            return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
+
+        async def events():
+            sent, last = "", first
+            yield chunk({"role": "assistant", "content": ""})
+            try:
+                a = first
+                while a is not done:
+                    last, text = a, a.answer
+                    if text.startswith(sent) and len(text) > len(sent):  # only what is new; a revised draft waits for `answer`
+                        yield chunk({"content": text[len(sent):]})
+                        sent = text
+                    a = await run_in_threadpool(next, stream, done)
+            except Exception as e:  # headers are sent: the error goes in the stream (OpenAI clients raise it)
+                if not isinstance(e, (KBError, ApiError)):
+                    log.error("API chat stream failed: %s", type(e).__name__, exc_info=e)
+                msg = e.message if isinstance(e, ApiError) else str(e) if isinstance(e, KBError) else _internal_message(e)
+                yield f"data: {json.dumps(error_body(msg, 'server_error', 'internal_error'), ensure_ascii=False)}\n\n"
+                yield "data: [DONE]\n\n"
+                return
+            yield chunk({}, "stop", answer=last.answer, **extra(last))
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    @app.post("/api/search")
+    async def search(body: SearchBody, who: str = Depends(client)):
+        kb = base(body.kb)
+        query = _question(body.query)
+
+        def run() -> list[dict]:
+            hits = registry.assistant(kb).retriever.search(query, body.k, documents=body.doc,
+                                                             effective_on=body.in_force_on)
+            return [h.to_json() for h in hits]
+        return await blocking(run)
+
+    @app.post("/api/ask")
+    async def ask(body: AskBody, who: str = Depends(client)):
+        kb = base(body.kb)
+        question = _question(body.question)
+
+        def run() -> dict:
+            return registry.assistant(kb).ask(question, list(body.history)).to_json()
+        return await blocking(run)
+
+    @app.get("/files/{kb_id}/{source:path}")
+    async def files(kb_id: str, source: str, t: str = ""):
+        denied = ApiError(403, "链接无效、已过期或无权访问该文件", "permission_error", "forbidden")
+        user = signer.verify(t, kb_id, source) if t else None
+        if user is None:
+            raise denied
+        kb = next((b for b in registry.all() if b.id == kb_id), None)
+        if kb is None or not registry.allowed(user or None, kb):  # a grant withdrawn since the link was made
+            raise denied
+        try:
+            path = kbfiles.resolve_in_corpus(registry.settings_for(kb), source)
+        except kbfiles.UploadRejected:
+            raise denied from None
+        if not path.is_file():
+            raise ApiError(404, f"文件不存在：{source}", code="file_not_found")
+        # Always a download: an uploaded HTML file must not run as a page of this site.
+        return FileResponse(path, filename=path.name, content_disposition_type="attachment",
+                            headers={"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"})
+
+    @app.api_route("/v1/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+    @app.api_route("/api/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+    async def unknown(request: Request, rest: str):
+        """A JSON error for any other /v1 or /api path (the page, mounted at "/", would answer it otherwise)."""
+        path = request.url.path
+        known = [r for r in app.routes if isinstance(r, APIRoute) and r.endpoint is not unknown and r.path_regex.match(path)]
+        if known:
+            raise ApiError(405, f"请求方法不支持：{request.method} {path}", code="method_not_allowed")
+        raise ApiError(404, f"接口不存在：{path}", code="not_found")
+
+    return app
+
+
+def _internal_message(exc: BaseException) -> str:
+    return f"服务器内部错误（{type(exc).__name__}），请稍后再试或联系管理员"
+
