@@ -274,12 +274,20 @@ def api_client(tmp_path, **over):
     (tmp_path / "corpus").mkdir(exist_ok=True)
     s = load_settings(env={}, corpus_dir=tmp_path / "corpus", index_dir=tmp_path / "index", **over)
     registry = Registry(s)
-    return TestClient(build_api(s, registry, Signer(s.data_root)), raise_server_exceptions=False), registry
+    # A caller on this machine, as a browser or curl on the same host would be.
+    return TestClient(build_api(s, registry, Signer(s.data_root)), raise_server_exceptions=False,
+                      base_url="http://127.0.0.1:7860", client=("127.0.0.1", 50000)), registry
 
 
 def test_without_keys_open_on_loopback_only(tmp_path):
     client, _ = api_client(tmp_path, host="127.0.0.1")
     assert client.get("/v1/models").status_code == 200
+    # Open means "this machine, directly": not through a reverse proxy, not by a rebound DNS name.
+    assert client.get("/v1/models", headers={"X-Forwarded-For": "203.0.113.9"}).status_code == 401
+    assert client.get("/v1/models", headers={"Host": "evil.example:7860"}).status_code == 401
+    # With page logins the API never opens without keys (it would bypass the grants).
+    client, _ = api_client(tmp_path, host="127.0.0.1", auth_user="admin", auth_password="pw")
+    assert client.get("/v1/models").status_code == 401
     client, _ = api_client(tmp_path, host="0.0.0.0")
     r = client.get("/v1/models", headers={"Authorization": "Bearer anything"})
     assert r.status_code == 401 and r.json()["error"]["code"] == "api_keys_not_configured"

@@ -188,3 +188,29 @@ def test_signed_links(tmp_path):
     assert s.verify("garbage", "k2", "a/b.txt") is None
     assert Signer(tmp_path).verify(t, "k2", "a/b.txt", now=1001) == "alice"  # the key survives a restart
     assert Signer(tmp_path / "other").verify(t, "k2", "a/b.txt", now=1001) is None
+
+
+@pytest.mark.parametrize("user, kb_id, may", [
+    (None, DEFAULT_ID, True),  # login off: one trusted office
+    ("admin", "k2", True),
+    ("bob", "k2", True),  # its creator
+    ("alice", DEFAULT_ID, False),  # granted: may read and ask, not change
+    ("alice", "k2", False),
+])
+def test_who_may_change_a_base(tmp_path, user, kb_id, may):
+    s = settings(tmp_path, auth_user="admin", auth_password="pw", users={"alice": "a", "bob": "b"},
+                 grants={"alice": "默认知识库"})  # a string in TOML: one name, never a substring match
+    reg = Registry(s)
+    with reg.db.connect() as c:
+        c.execute("INSERT INTO kbs VALUES ('k2', '默认', 'bob', 1)")
+    if user == "alice":
+        assert {b.name for b in reg.visible("alice")} == {"默认知识库"}
+        if kb_id == "k2":
+            return
+    if may:
+        assert reg.managed(kb_id, user).id == kb_id
+    else:
+        with pytest.raises(KBError, match="只能查看"):
+            reg.managed(kb_id, user)
+        with pytest.raises(KBError):
+            reg.rename(kb_id, "改名", user)

@@ -89,6 +89,14 @@ class RateLimiter:
             return 0.0
 
 
+def local_caller(request: Request) -> bool:
+    """A caller on this machine, not through a proxy (X-Forwarded-For) and not by a rebound DNS name."""
+    host = (request.headers.get("host", "").rsplit(":", 1)[0] if not request.headers.get("host", "").endswith("]")
+            else request.headers.get("host", ""))
+    return (bool(request.client) and is_loopback(request.client.host) and "x-forwarded-for" not in request.headers
+            and (host.strip("[]") in ("localhost", "") or is_loopback(host)))
+
+
 def is_loopback(host: str) -> bool:
     if host.strip("[]") == "localhost":
         return True
@@ -197,7 +205,8 @@ def build_api(settings: Settings, registry: Registry, signer: Signer) -> FastAPI
     app = FastAPI(title="科协问答 API", docs_url=None, redoc_url=None, openapi_url=None)
     app.router.route_class = GuardedRoute
     keys = tuple(k for k in settings.api_keys if k)
-    open_ok = not keys and is_loopback(server_address(settings)[0])
+    # Without keys: only a loopback listener, only without logins (the API would bypass the page's grants).
+    open_ok = not keys and not settings.logins() and is_loopback(server_address(settings)[0])
     limiter = RateLimiter(settings.api_rate_limit)
 
     @app.exception_handler(ApiError)
@@ -229,10 +238,11 @@ def build_api(settings: Settings, registry: Registry, signer: Signer) -> FastAPI
                 raise ApiError(401, "API Key 无效或缺失：请在请求头中加入 Authorization: Bearer <API Key>",
                                "authentication_error", "invalid_api_key", {"WWW-Authenticate": "Bearer"})
             who = "key:" + match
-        elif open_ok:
+        elif open_ok and local_caller(request):
             who = "ip:" + (request.client.host if request.client else "")
         else:
-            raise ApiError(401, "未配置 API Key：应用监听的不是本机地址，HTTP 接口已关闭。请在 kexie.toml 中设置 api_keys，"
+            raise ApiError(401, "未配置 API Key：只有应用只监听本机地址、未启用登录、且从本机直接访问（不经代理）时接口才开放。"
+                                "请在 kexie.toml 中设置 api_keys，"
                                 "或设置环境变量 KEXIE_API_KEYS=key1,key2 后重启", "authentication_error", "api_keys_not_configured",
                            {"WWW-Authenticate": "Bearer"})
         wait = limiter.hit(who)

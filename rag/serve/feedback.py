@@ -18,8 +18,13 @@ SHORT = 24  # a correction this short is itself the key phrase
 
 
 def plain(answer: str) -> str:
-    """The answer text without [n] markers, notices or the FAQ label."""
+    """The answer text without [n] markers, notices or the curated-answer head (its document part stays)."""
+    from rag.answer.assistant import DOC_MARK, FAQ_MARK
+
     text = CITE.sub("", answer).split("\n\n> ", 1)[0]
+    if text.startswith(FAQ_MARK):  # "【标准答案】… 【资料依据】…": gold is the curated or the document answer
+        head, _, doc = text.partition(DOC_MARK)
+        text = doc if doc.strip() else head[len(FAQ_MARK):].split("\n（来源：", 1)[0]
     return " ".join(text.split()).strip()
 
 

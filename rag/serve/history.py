@@ -109,6 +109,7 @@ class History:
         tid, now = uuid.uuid4().hex, time.time()
         retrieved = [{**h.to_json(), "label": h.label, "note": h.note, "ocr": h.chunk.ocr} for h in a.retrieved[:3]] if a.refused else []
         with self.db.connect() as c:
+            c.execute("BEGIN IMMEDIATE")  # two tabs of one conversation never get the same turn number
             n = c.execute("SELECT COALESCE(MAX(n), 0) + 1 FROM turns WHERE conversation = ?", (cid,)).fetchone()[0]
             c.execute("INSERT INTO turns VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                       (tid, cid, n, a.question, a.answer, int(a.refused),
@@ -146,6 +147,10 @@ class History:
                       "rating = excluded.rating, comment = excluded.comment, correction = excluded.correction, "
                       "created = excluded.created",
                       (turn_id, owner, rating, (comment or "").strip(), (correction or "").strip(), time.time()))
+
+    def unrate(self, owner: str, turn_id: str) -> None:
+        with self.db.connect() as c:
+            c.execute("DELETE FROM feedback WHERE turn = ? AND owner = ?", (turn_id, owner))
 
     def feedback(self, owner: str | None = None, rating: int | None = None) -> list[Feedback]:
         """Feedback newest first: one owner's (None: everyone's, for the CLI export), optionally only 👍 or 👎."""

@@ -70,10 +70,23 @@ class Registry:
         if user == s.auth_user or kb.owner == user:
             return True
         granted = s.grants.get(user, [])
+        granted = [granted] if isinstance(granted, str) else list(granted)  # alice = "财务库" in TOML: one name
         if "*" in granted or kb.name in granted or kb.id in granted:
             return True
         with self.db.connect() as c:
             return c.execute("SELECT 1 FROM grants WHERE user = ? AND kb_id = ?", (user, kb.id)).fetchone() is not None
+
+    def can_manage(self, user: str | None, kb: KB) -> bool:
+        """Who may change a base (files, index, FAQ, name): login off, the admin, or its creator.
+        A grant alone lets a user read and ask, not change."""
+        s = self.settings
+        return not user or not s.logins() or user == s.auth_user or (bool(kb.owner) and kb.owner == user)
+
+    def managed(self, key: str | None, user: str | None) -> KB:
+        kb = self.get(key, user)
+        if not self.can_manage(user, kb):
+            raise KBError(f"只能查看、不能修改知识库“{kb.name}”（由创建者或管理员管理）")
+        return kb
 
     def visible(self, user: str | None) -> list[KB]:
         return [kb for kb in self.all() if self.allowed(user, kb)]
@@ -103,6 +116,9 @@ class Registry:
         with self._lock:
             a = self._assistants.get(kb.id)
             if a is None:
+                with self.db.connect() as c:  # deleted meanwhile: never re-create its folders
+                    if c.execute("SELECT 1 FROM kbs WHERE id = ?", (kb.id,)).fetchone() is None:
+                        raise KBError(f"知识库已删除：{kb.name}")
                 embedder = next((x.retriever.embedder for x in self._assistants.values()), None)
                 s = self.settings_for(kb)
                 a = Assistant(s, Retriever(s, embedder))
@@ -127,7 +143,7 @@ class Registry:
         return kb
 
     def rename(self, key: str, new_name: str, user: str | None = None) -> KB:
-        kb = self.get(key, user)
+        kb = self.managed(key, user)
         new_name = _valid_name(new_name)
         with self.db.connect() as c:
             other = c.execute("SELECT id FROM kbs WHERE name = ?", (new_name,)).fetchone()
@@ -137,16 +153,16 @@ class Registry:
         return self.get(kb.id, user)
 
     def delete(self, key: str, user: str | None = None) -> None:
-        kb = self.get(key, user)
+        kb = self.managed(key, user)
         if kb.id == DEFAULT_ID:
             raise KBError("默认知识库不能删除")
+        with self.db.connect() as c:  # first: no new question reaches the base
+            c.execute("DELETE FROM grants WHERE kb_id = ?", (kb.id,))
+            c.execute("DELETE FROM kbs WHERE id = ?", (kb.id,))
         with self._lock:
             a = self._assistants.pop(kb.id, None)
         if a is not None:
             a.close()
-        with self.db.connect() as c:
-            c.execute("DELETE FROM grants WHERE kb_id = ?", (kb.id,))
-            c.execute("DELETE FROM kbs WHERE id = ?", (kb.id,))
         shutil.rmtree(self.settings.data_root / "kbs" / kb.id, ignore_errors=True)
 
     def grant(self, user: str, key: str) -> None:

@@ -9,6 +9,7 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import secrets
 import time
 from pathlib import Path
@@ -22,13 +23,10 @@ class Signer:
         key_file = Path(data_dir) / "link.key"
         key_file.parent.mkdir(parents=True, exist_ok=True)
         if not key_file.exists():
-            key_file.write_bytes(secrets.token_bytes(32))
-            key_file.chmod(0o600)
+            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never readable by others
+            with os.fdopen(fd, "wb") as f:
+                f.write(secrets.token_bytes(32))
         self.key = key_file.read_bytes()
-
-    def secret(self, purpose: str) -> str:
-        """A stable secret for another use (derived, so the link key itself is never handed out)."""
-        return hmac.new(self.key, purpose.encode(), hashlib.sha256).hexdigest()
 
     def _mac(self, payload: bytes) -> str:
         return base64.urlsafe_b64encode(hmac.new(self.key, payload, hashlib.sha256).digest()[:18]).decode()

@@ -7,11 +7,11 @@ import html
 import logging
 import os
 import re
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from http.cookies import SimpleCookie
 from pathlib import Path
 
 import gradio as gr
@@ -211,8 +211,9 @@ def hit_rows(hits: list[Hit]) -> list[list]:
 
 def browser_id(request: gr.Request | None) -> str:
     """The browser's id from its cookie (set by HEAD's script): conversations per browser with login off."""
-    cookies = SimpleCookie(request.headers.get("cookie", "")) if request is not None else {}
-    value = cookies["kexie_browser"].value if "kexie_browser" in cookies else ""
+    # Starlette's parser: one malformed cookie of another app on this host does not hide ours.
+    cookies = getattr(getattr(request, "request", None), "cookies", None) or {}
+    value = cookies.get("kexie_browser", "")
     if re.fullmatch(r"[0-9a-f]{32}", value):
         return value
     return f"session-{getattr(request, 'session_hash', None) or 'none'}"  # a client without cookies: this session only
@@ -229,7 +230,7 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
     signer = signer or Signer(settings.data_root)
     saved = History(registry.db)
     index_lock = threading.Lock()  # one re-index at a time from the UI; chats keep reading meanwhile
-    exports = settings.data_root / "exports"
+    exports = Path(tempfile.gettempdir()) / "kexie-exports"
 
     def owner(request) -> str:
         user = user_of(request)
@@ -272,12 +273,12 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
                 final, base, fused = ask_many(registry, bases, message, history, backend=opts.get("backend"), **kw)
         except KBError as e:
             chat[-1]["content"] = f"无法回答：{e}"
-            yield chat, history, gr.update(), "", conv, turn_ids, gr.update()
+            yield chat, history, gr.update(), "", conv, turn_ids + [None], gr.update()  # keeps turns aligned with messages
             return
         except Exception as e:  # the page must stay usable; no internals or secrets in the message
             log.exception("answer failed")
             chat[-1]["content"] = f"出错了：{type(e).__name__}。请稍后再试或联系管理员。"
-            yield chat, history, gr.update(), "", conv, turn_ids, gr.update()
+            yield chat, history, gr.update(), "", conv, turn_ids + [None], gr.update()
             return
         assert final is not None
         text = linkify(final.answer)
@@ -286,9 +287,14 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
         chat[-1]["content"] = text
         history = history + [(message, final.answer)]
         names = [b.name for b in bases]
-        if not conv:
+        try:
+            tid = saved.add_turn(own, conv, final, base.name, names) if conv else None
+        except NotFound:  # deleted in another tab: this answer starts a new conversation
+            tid = None
+        if tid is None:
             conv = saved.create(own, message, names)
-        turn_ids = turn_ids + [saved.add_turn(own, conv, final, base.name, names)]
+            tid = saved.add_turn(own, conv, final, base.name, names)
+        turn_ids = turn_ids + [tid]
         cards = answer_cards(final)
         if fused is not None and final.refused:  # the closest passages of every base
             cards = [{"n": h.rank, "source": h.chunk.source, "page": h.chunk.page, "heading": h.chunk.heading,
@@ -334,7 +340,10 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
         own = owner(request)
         if not cid:
             return gr.update(), "请先打开一个对话。"
-        saved.rename(own, cid, title)
+        try:
+            saved.rename(own, cid, title)
+        except NotFound:
+            return gr.update(choices=conv_choices(own), value=None), "这个对话已被删除。"
         return gr.update(choices=conv_choices(own), value=cid), "已重命名。"
 
     def delete_conv(cid, request: gr.Request):
@@ -350,10 +359,16 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
         own = owner(request)
         if not cid:
             return None, "请先打开一个对话。"
-        conv, turns = saved.get(own, cid), saved.turns(own, cid)
+        try:
+            conv, turns = saved.get(own, cid), saved.turns(own, cid)
+        except NotFound:
+            return None, "这个对话已被删除。"
         folder = exports / uuid.uuid4().hex[:8]
         folder.mkdir(parents=True, exist_ok=True)
-        name = kb.safe_name(conv.title.rstrip("…")) or "对话"
+        try:
+            name = kb.safe_name(conv.title.rstrip("…"))
+        except kb.UploadRejected:  # a title of only punctuation
+            name = "对话"
         if fmt == "docx":
             path = export.docx(conv, turns, folder / f"{name}.docx")
         else:
@@ -373,16 +388,27 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
         i = n // 2  # user and assistant messages alternate
         if i >= len(turn_ids):
             return None, gr.update(), "这条回答还没有保存，请稍后再试。"
+        if turn_ids[i] is None:
+            return None, gr.update(), "这条消息不是已保存的回答。"
+        if data.liked not in (True, False):  # the 👍/👎 clicked again: taken back
+            return {"turn": turn_ids[i], "rating": 0, "n": i + 1}, gr.update(visible=False), f"已撤销对第 {i + 1} 个回答的评价。"
         rating = 1 if data.liked is True else -1
         return {"turn": turn_ids[i], "rating": rating, "n": i + 1}, gr.update(visible=True), \
             f"已记录对第 {i + 1} 个回答的{'👍' if rating > 0 else '👎'}。可补充说明或填写正确答案后提交。"
 
     def rate_saved(pending, request: gr.Request):
-        if pending:
-            saved.rate(owner(request), pending["turn"], pending["rating"])
+        if not pending:
+            return
+        try:
+            if pending["rating"]:
+                saved.rate(owner(request), pending["turn"], pending["rating"])
+            else:
+                saved.unrate(owner(request), pending["turn"])
+        except NotFound:  # the conversation was deleted in another tab
+            pass
 
     def submit_feedback(pending, comment, correction, request: gr.Request):
-        if not pending:
+        if not pending or not pending["rating"]:
             return gr.update(), "请先点击某个回答下方的 👍 或 👎。", comment, correction
         try:
             saved.rate(owner(request), pending["turn"], pending["rating"], comment, correction)
@@ -404,8 +430,10 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
         return str(folder / "feedback.jsonl"), f"已导出 {n} 条（其中待审核 {review} 条），可在“评测”页或用 kexie eval 运行。"
 
     # -- knowledge bases ------------------------------------------------------------------
-    def managed(name, request) -> tuple[KB, Settings, Assistant]:
-        base = registry.get(name or None, user_of(request))
+    def managed(name, request, change: bool = False) -> tuple[KB, Settings, Assistant]:
+        """The base named in the KB tab: to look at (granted), or to change (`change`: its creator or the admin)."""
+        user = user_of(request)
+        base = registry.managed(name or None, user) if change else registry.get(name or None, user)
         return base, registry.settings_for(base), registry.assistant(base)
 
     def sources_of(s: Settings) -> list[str]:
@@ -421,7 +449,7 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
         return _doc_table(s), gr.update(choices=srcs, value=None), gr.update(choices=srcs, value=None), f"当前知识库：**{base.name}**"
 
     def reindex(name, request, progress):
-        base, s, a = managed(name, request)
+        base, s, a = managed(name, request, change=True)
         with index_lock:
             # Returns once the chat answers from the new generation, so "done" means searchable.
             rep = reindex_live(a.retriever, lambda stage, done, total: progress(done / max(total, 1), desc=stage))
@@ -434,7 +462,7 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
 
     def upload(name, files, request: gr.Request, progress=gr.Progress()):
         try:
-            base, s, _ = managed(name, request)
+            base, s, _ = managed(name, request, change=True)
         except KBError as e:
             return f"{e}", gr.update(), gr.update(), gr.update()
         msgs = []
@@ -450,7 +478,7 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
 
     def delete(name, source, request: gr.Request, progress=gr.Progress()):
         try:
-            base, s, _ = managed(name, request)
+            base, s, _ = managed(name, request, change=True)
         except KBError as e:
             return f"{e}", gr.update(), gr.update(), gr.update()
         if not source:
@@ -465,7 +493,7 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
 
     def do_reindex(name, request: gr.Request, progress=gr.Progress()):
         try:
-            _, s, _ = managed(name, request)
+            _, s, _ = managed(name, request, change=True)
             msg = reindex(name, request, progress)
         except KBError as e:
             return f"{e}", gr.update(), gr.update(), gr.update()
@@ -598,7 +626,7 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
                 with gr.Row():
                     pick = gr.Dropdown([], label="选择文档", elem_id="delete-pick")
                     del_btn = gr.Button("删除所选文档", variant="stop", elem_id="delete-btn")
-                faq_sec = faq_section(lambda name, request: managed(name, request)[1], kb_manage)
+                faq_sec = faq_section(lambda name, request: managed(name, request, change=True)[1], kb_manage)
                 with gr.Accordion("查看段落（索引中的分块）", open=False, elem_id="chunk-view"):
                     chunk_doc = gr.Dropdown([], label="文档", elem_id="chunk-doc")
                     chunk_table = gr.Dataframe([], headers=["段落 id", "标题路径", "页码", "正文"], interactive=False,
