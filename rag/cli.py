@@ -60,6 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", type=Path, help="数据目录（会话与反馈，默认 index/ 旁的 data/，环境变量 KEXIE_DATA_DIR）")
     e.add_argument("--out", type=Path, required=True, help="输出的 JSONL 文件")
     e.add_argument("--only", choices=["up", "down"], help="只导出 👍（up）或 👎（down）")
+
+    p = sub.add_parser("grant", help="授权用户查看、提问某个知识库（网页启用登录时）")
+    _common(p)
+    p.add_argument("user", help="用户名")
+    p.add_argument("kb", help="知识库名称或 id")
+    p.add_argument("--revoke", action="store_true", help="收回授权")
+    p.add_argument("--data", type=Path, help="数据目录（默认 index/ 旁的 data/，环境变量 KEXIE_DATA_DIR）")
     return ap
 
 
@@ -172,13 +179,26 @@ def cmd_feedback(s: Settings, args) -> int:
     return 0
 
 
+def cmd_grant(s: Settings, args) -> int:
+    from rag.serve.kbs import KBError, Registry
+
+    try:
+        kb = Registry(s).grant(args.user, args.kb, revoke=args.revoke)
+    except KBError as e:
+        print(f"错误：{e}", file=sys.stderr)
+        return 2
+    print(f"已{'收回' if args.revoke else '授权'}：{args.user} → {kb.name}（{kb.id}）")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         s = settings_from(args)
         configure_logging(s)
-        return {"index": cmd_index, "search": cmd_search, "ask": cmd_ask, "eval": cmd_eval, "feedback": cmd_feedback}[args.cmd](s, args)
+        return {"index": cmd_index, "search": cmd_search, "ask": cmd_ask, "eval": cmd_eval, "feedback": cmd_feedback,
+                "grant": cmd_grant}[args.cmd](s, args)
     except KeyboardInterrupt:
         print("已中断；已提交的索引保持可用，下次运行会继续完成。", file=sys.stderr)
         return 130

@@ -225,11 +225,20 @@ def test_an_edit_re_embeds_only_that_pair(tmp_path, embedder, tokenizer):
     assert fresh.pair_texts == 0
 
 
+def test_a_key_picked_before_rows_shifted_never_edits_another_pair(tmp_path):
+    root = sample_folder(tmp_path / "faq")
+    first = next(p for p in faq.load_pairs(root)[0] if p.file == "问答.csv" and p.id == "q0001")
+    faq.delete_pair(root, "问答.csv#q0001")  # another staff member: 济宁's pair is q0001 now
+    with pytest.raises(faq.FaqFileError, match="刷新"):
+        faq.save_pair(root, first.key, "改写", "改写")
+    assert {p.question for p in faq.load_pairs(root)[0]} >= {"济宁有多少支基层科技志愿服务队？"}
+
+
 def test_edit_and_delete_in_every_format(tmp_path):
     root = sample_folder(tmp_path / "faq")
     faq.save_pair(root, "人物.xlsx#x1", "聊城科协主席叫什么？", "姚清昌，聊城市科协党组书记、主席。")
     faq.save_pair(root, "政策.jsonl#p1", "全国科普月是哪个月？", "9月。")
-    pairs = {p.key: p for p in faq.load_pairs(root)[0]}
+    pairs = {f"{p.file}#{p.id}": p for p in faq.load_pairs(root)[0]}
     assert pairs["人物.xlsx#x1"].question == "聊城科协主席叫什么？" and pairs["人物.xlsx#x1"].row == 2
     assert pairs["政策.jsonl#p1"].answer == "9月。" and pairs["政策.jsonl#p1"].sources == ["科普法"]  # other columns kept
     faq.delete_pair(root, "问答.csv#q0001")

@@ -214,3 +214,19 @@ def test_who_may_change_a_base(tmp_path, user, kb_id, may):
             reg.managed(kb_id, user)
         with pytest.raises(KBError):
             reg.rename(kb_id, "改名", user)
+
+
+def test_grant_cli(tmp_path):
+    s = settings(tmp_path, users={"alice": "a"})
+    reg = Registry(s)
+    with reg.db.connect() as c:
+        c.execute("INSERT INTO kbs VALUES ('k2', '财务', 'bob', 1)")
+    base = [sys.executable, "-m", "rag.cli", "grant", "--corpus", str(tmp_path / "corpus"), "--index", str(tmp_path / "index"),
+            "--data", str(tmp_path / "data")]
+    r = subprocess.run(base + ["alice", "财务"], cwd=PROJECT_ROOT, capture_output=True, text=True)
+    assert r.returncode == 0 and "已授权：alice → 财务" in r.stdout, r.stderr
+    assert "财务" in {b.name for b in reg.visible("alice")}
+    r = subprocess.run(base + ["alice", "k2", "--revoke"], cwd=PROJECT_ROOT, capture_output=True, text=True)
+    assert r.returncode == 0 and "财务" not in {b.name for b in reg.visible("alice")}
+    r = subprocess.run(base + ["alice", "没有这个库"], cwd=PROJECT_ROOT, capture_output=True, text=True)
+    assert r.returncode == 2 and "不存在" in r.stderr

@@ -170,8 +170,10 @@ class FaqPair:
 
     @property
     def key(self) -> str:
-        """Unique across the folder: file and id."""
-        return f"{self.file}#{self.id}"
+        """Unique across the folder: file and id, plus a digest of the question, so a key picked before
+        another edit shifted the rows never reaches a different pair."""
+        digest = hashlib.sha1(self.question.encode("utf-8")).hexdigest()[:8]
+        return f"{self.file}#{self.id}#{digest}"
 
     @property
     def where(self) -> str:
@@ -414,12 +416,13 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 def _find(root: Path, key: str) -> tuple[Path, FaqPair]:
-    file, _, pid = key.partition("#")
+    file, _, rest = key.partition("#")
+    pid = rest.rsplit("#", 1)[0] if rest.count("#") else rest
     path = Path(root) / Path(file).name
     if not file or not path.is_file():
         raise FaqFileError(f"找不到问答文件：{file or key}")
     for p in read_pairs(path):
-        if p.id == pid:
+        if p.id == pid and (p.key == key or rest == pid):  # a bare file#id (scripts) is still accepted
             return path, p
     raise FaqFileError(f"{path.name}：找不到问答 {pid}（文件可能已被修改，请刷新）")
 

@@ -87,12 +87,13 @@ def _pid_alive(pid: int) -> bool:
 
 def _toml(settings: Settings, mode: str) -> str:
     """The knowledge base's settings for the subprocess, secrets left out (they go by environment)."""
-    skip = {"corpus_dir", "index_dir", "data_dir", "faq_dir", "grants", *SECRETS}
+    skip = {"corpus_dir", "index_dir", "data_dir", "grants", *SECRETS}
     lines = []
     for f in fields(Settings):
         if f.name in skip:
             continue
-        v = mode if f.name == "retrieval_mode" else getattr(settings, f.name)
+        # The base's own FAQ folder, resolved here: the subprocess would derive it from --corpus otherwise.
+        v = mode if f.name == "retrieval_mode" else str(settings.faq_root) if f.name == "faq_dir" else getattr(settings, f.name)
         if isinstance(v, bool):
             lines.append(f"{f.name} = {'true' if v else 'false'}")
         elif isinstance(v, (int, float)):

@@ -165,10 +165,15 @@ class Registry:
             a.close()
         shutil.rmtree(self.settings.data_root / "kbs" / kb.id, ignore_errors=True)
 
-    def grant(self, user: str, key: str) -> None:
+    def grant(self, user: str, key: str, revoke: bool = False) -> KB:
+        """Let a user read and ask a base (`kexie grant`), or take that back."""
         kb = self.get(key, None)
         with self.db.connect() as c:
-            c.execute("INSERT OR IGNORE INTO grants (user, kb_id) VALUES (?, ?)", (user, kb.id))
+            if revoke:
+                c.execute("DELETE FROM grants WHERE user = ? AND kb_id = ?", (user, kb.id))
+            else:
+                c.execute("INSERT OR IGNORE INTO grants (user, kb_id) VALUES (?, ?)", (user, kb.id))
+        return kb
 
     def _any_embedder(self):
         with self._lock:
