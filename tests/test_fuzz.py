@@ -15,9 +15,11 @@ from rag.ingest.loaders import LoadError, _common_share, decode_text
 from rag.models import Page
 from rag.text import CLOSERS, TERMINAL, normalize
 
-# FUZZ_EXAMPLES=5000 for a longer hunt; the default keeps the suite fast.
+# FUZZ_EXAMPLES=5000 for a longer hunt; the default keeps the suite fast. The examples are the same on every
+# run (CI must not fail by chance); FUZZ_RANDOM=1 draws new ones.
 FUZZ = settings(
     max_examples=int(os.environ.get("FUZZ_EXAMPLES", "100")),
+    derandomize=os.environ.get("FUZZ_RANDOM") != "1",
     deadline=None,
     database=None,  # nothing written into the work tree
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
@@ -57,6 +59,10 @@ def test_decode_text_round_trips_unicode_encodings(text, enc):
         assert sum(not ch.isprintable() for ch in text) > 0
 
 
+def distinct_hanzi(text: str) -> int:
+    return len({ch for ch in text if ch in HANZI})
+
+
 chinese_text = st.text(st.sampled_from(HANZI + PUNCT_INNER + "。！？；\n 0123456789abcXYZ"), min_size=4, max_size=400)
 
 
@@ -76,13 +82,15 @@ def test_decode_text_chinese_in_legacy_encodings(text, enc):
 def test_decode_text_mixed_utf8_and_gbk_lines(parts):
     lines = [t.replace("\n", " ") for t, _ in parts]
     data = b"\n".join(line.encode(enc) for line, (_, enc) in zip(lines, parts))
+    # Prose, not one character repeated: "专专专专" in UTF-8 is equally plausible GBK, so no rule can tell.
+    assume(distinct_hanzi("".join(lines)) >= 4)
     try:
         got = decode_text(data).split("\n")
     except LoadError:
         raise AssertionError(f"refused: {data!r}")
     # Lines with a few hanzi are recognised in their own encoding.
     for want, have in zip(lines, got):
-        if sum(ch in HANZI for ch in want) >= 4:
+        if distinct_hanzi(want) >= 4:
             assert have == want
 
 

@@ -419,7 +419,7 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
     def feedback_rows(only_down, request: gr.Request):
         own = None if is_admin(request) else owner(request)
         rows = saved.feedback(own, -1 if only_down else None)
-        return [[time.strftime("%Y-%m-%d %H:%M", time.localtime(f.created)), "👍" if f.rating > 0 else "👎", f.question,
+        return [[time.strftime("%Y-%m-%d %H:%M", time.localtime(f.created)), "👍 有用" if f.rating > 0 else "👎 有误", f.question,
                  feedback.plain(f.answer), f.comment, f.correction, f.kb] for f in rows]
 
     def export_feedback(only_down, request: gr.Request):
@@ -639,7 +639,7 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
                     hit_table = gr.Dataframe([], headers=["名次", "文档", "标题路径", "融合得分", "BM25 名次", "BM25 得分", "向量名次",
                                                           "向量得分", "正文"], interactive=False, wrap=True, elem_id="hit-table")
             with gr.Tab("反馈", id="feedback"):
-                only_down = gr.Checkbox(label="只看 👎", elem_id="fb-only-down")
+                only_down = gr.Checkbox(label="只看 👎（有误）", elem_id="fb-only-down")
                 fb_table = gr.Dataframe([], headers=["时间", "评价", "问题", "回答", "说明", "正确答案", "知识库"], interactive=False,
                                         wrap=True, elem_id="fb-table")
                 with gr.Row():
