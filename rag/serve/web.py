@@ -630,14 +630,15 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
                 with gr.Accordion("查看段落（索引中的分块）", open=False, elem_id="chunk-view"):
                     chunk_doc = gr.Dropdown([], label="文档", elem_id="chunk-doc")
                     chunk_table = gr.Dataframe([], headers=["段落 id", "标题路径", "页码", "正文"], interactive=False,
-                                               wrap=True, elem_id="chunk-table")
+                                               wrap=True, column_widths=["14%", "22%", "6%", "58%"], elem_id="chunk-table")
                 with gr.Accordion("命中测试（检索测试）", open=False, elem_id="hit-test"):
                     with gr.Row():
                         hit_q = gr.Textbox(label="检索词", elem_id="hit-query", scale=4)
                         hit_btn = gr.Button("测试", elem_id="hit-btn", scale=1)
                     hit_msg = gr.Markdown(elem_id="hit-msg")
                     hit_table = gr.Dataframe([], headers=["名次", "文档", "标题路径", "融合得分", "BM25 名次", "BM25 得分", "向量名次",
-                                                          "向量得分", "正文"], interactive=False, wrap=True, elem_id="hit-table")
+                                                          "向量得分", "正文"], interactive=False, wrap=True, elem_id="hit-table",
+                                             column_widths=["5%", "15%", "14%", "7%", "6%", "7%", "6%", "7%", "33%"])
             with gr.Tab("反馈", id="feedback"):
                 only_down = gr.Checkbox(label="只看 👎（有误）", elem_id="fb-only-down")
                 fb_table = gr.Dataframe([], headers=["时间", "评价", "问题", "回答", "说明", "正确答案", "知识库"], interactive=False,
