@@ -47,6 +47,13 @@ def corpus_index(tmp_path_factory, embedder):
     return s
 
 
+def copy_index(settings, root: Path) -> Path:
+    """A copy of a built index and its corpus under root (nothing re-embedded); returns root."""
+    shutil.copytree(settings.corpus_dir, root / "corpus")
+    shutil.copytree(settings.index_dir, root / "index")
+    return root
+
+
 @pytest.fixture(scope="session")
 def retriever(corpus_index, embedder):
     from rag.search.retrieval import Retriever

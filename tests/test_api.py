@@ -7,7 +7,6 @@ import http.client
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT_ROOT, free_port
+from conftest import PROJECT_ROOT, copy_index, free_port
 
 from rag.models import Answer
 from rag.settings import load_settings
@@ -38,8 +37,7 @@ def quiet_env(**extra: str) -> dict[str, str]:
 def app(corpus_index, tmp_path_factory):
     """`python app.py` with API keys, on a copy of the session index (nothing re-embedded)."""
     root = tmp_path_factory.mktemp("api")
-    shutil.copytree(corpus_index.corpus_dir, root / "corpus")
-    shutil.copytree(corpus_index.index_dir, root / "index")
+    copy_index(corpus_index, root)
     port = free_port()
     data = {"KEXIE_CORPUS_DIR": str(root / "corpus"), "KEXIE_INDEX_DIR": str(root / "index"),
             "KEXIE_DATA_DIR": str(root / "data")}

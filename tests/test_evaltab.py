@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT_ROOT, free_port
+from conftest import PROJECT_ROOT, copy_index, free_port
 
 from rag.serve.evalruns import EvalError, EvalRuns, compare, summary, write_xlsx
 from rag.settings import load_settings
@@ -44,8 +44,7 @@ def write_xlsx_dataset(path: Path, items: list[dict]) -> Path:
 def kb_settings(corpus_index, tmp_path_factory):
     """A copy of the session index (an eval indexes incrementally; the shared one stays untouched)."""
     root = tmp_path_factory.mktemp("evalkb")
-    shutil.copytree(corpus_index.corpus_dir, root / "corpus")
-    shutil.copytree(corpus_index.index_dir, root / "index")
+    copy_index(corpus_index, root)
     return load_settings(env={}, corpus_dir=root / "corpus", index_dir=root / "index", data_dir=str(root / "data"))
 
 

@@ -115,13 +115,12 @@ def test_pdf_tables_measured_on_the_fixtures():
 
 def test_table_citation_card_is_a_table():
     from rag.models import Answer, Citation
-    from rag.serve.web import render_citations
+    from rag.serve.web import answer_cards, render_cards
 
     text = "| 年份 | 经费 |\n|---|---|\n| 2022年 | 100万元 |\n| 2023年 | 120万元 |"
-    s = load_settings(env={})
     a = Answer("q", "年份：2023年；经费：120万元[1]。", False,
                [Citation(1, "经费.docx", None, "", text, spans=[(text.index("| 2023年"), len(text))])], [])
-    html = render_citations(s, a)
+    html = render_cards(answer_cards(a), a.refused, a.generation)
     assert "<table class='cite-table'>" in html and "<th>年份</th>" in html
     assert "<tr class='marked'><td>2023年</td><td>120万元</td></tr>" in html
     assert "<tr><td>2022年</td>" in html

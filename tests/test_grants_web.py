@@ -9,7 +9,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import free_port
+from conftest import copy_index, free_port
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SECRET_DOC = "财务管理细则.txt"
@@ -28,8 +28,7 @@ def granted_app(corpus_index, embedder, tmp_path_factory):
     from rag.serve.web import build_app
 
     root = tmp_path_factory.mktemp("grants")
-    shutil.copytree(corpus_index.corpus_dir, root / "corpus")
-    shutil.copytree(corpus_index.index_dir, root / "index")
+    copy_index(corpus_index, root)
     s = corpus_index.replace(corpus_dir=root / "corpus", index_dir=root / "index", data_dir=str(root / "data"),
                              port=free_port(), users={"alice": "alice-pw", "bob": "bob-pw"}, grants={"alice": ["默认知识库"]})
     registry = Registry(s, assistant=Assistant(s, Retriever(s, embedder)))

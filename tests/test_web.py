@@ -10,7 +10,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from conftest import PROJECT_ROOT, SHARED, free_port
+from conftest import PROJECT_ROOT, SHARED, copy_index, free_port
 
 from rag.serve import kb
 from rag.settings import load_settings
@@ -112,8 +112,7 @@ def app_url(corpus_index, tmp_path_factory):
     if not os.path.exists(CHROMIUM):
         pytest.skip("Debian chromium not installed (scripts/test-deps.sh installs it as root)")
     root = tmp_path_factory.mktemp("web")
-    shutil.copytree(corpus_index.corpus_dir, root / "corpus")
-    shutil.copytree(corpus_index.index_dir, root / "index")  # an existing index: no re-embedding
+    copy_index(corpus_index, root)
     port = free_port()
     env = {**os.environ, "KEXIE_CORPUS_DIR": str(root / "corpus"), "KEXIE_INDEX_DIR": str(root / "index"),
            "KEXIE_PORT": str(port), "HF_HUB_OFFLINE": "1"}

@@ -192,9 +192,13 @@ class GuardedRoute(APIRoute):
             except (ApiError, StarletteHTTPException, RequestValidationError):
                 raise
             except Exception as exc:
-                log.error("API %s %s failed: %s", request.method, request.url.path, type(exc).__name__, exc_info=exc)
-                return JSONResponse(error_body(_internal_message(exc), "server_error", "internal_error"), 500)
+                return internal_error(request, exc)
         return guarded
+
+
+def internal_error(request: Request, exc: Exception) -> JSONResponse:
+    log.error("API %s %s failed: %s", request.method, request.url.path, type(exc).__name__, exc_info=exc)
+    return JSONResponse(error_body(_internal_message(exc), "server_error", "internal_error"), 500)
 
 
 def build_api(settings: Settings, registry: Registry, signer: Signer) -> FastAPI:
@@ -224,9 +228,8 @@ def build_api(settings: Settings, registry: Registry, signer: Signer) -> FastAPI
         return JSONResponse(error_body(validation_message(exc), "invalid_request_error", "invalid_body"), 400)
 
     @app.exception_handler(Exception)
-    async def _internal(request: Request, exc: Exception):
-        log.error("API %s %s failed: %s", request.method, request.url.path, type(exc).__name__, exc_info=exc)
-        return JSONResponse(error_body(_internal_message(exc), "server_error", "internal_error"), 500)
+    async def _internal(request: Request, exc: Exception):  # errors outside a route (middleware)
+        return internal_error(request, exc)
 
     def client(request: Request) -> str:
         """The caller (a key, or its address when the API is open); 401 or 429 otherwise."""

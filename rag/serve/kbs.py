@@ -116,10 +116,10 @@ class Registry:
         with self._lock:
             a = self._assistants.get(kb.id)
             if a is None:
+                embedder = self._shared_embedder()
                 with self.db.connect() as c:  # deleted meanwhile: never re-create its folders
                     if c.execute("SELECT 1 FROM kbs WHERE id = ?", (kb.id,)).fetchone() is None:
                         raise KBError(f"知识库已删除：{kb.name}")
-                embedder = next((x.retriever.embedder for x in self._assistants.values()), None)
                 s = self.settings_for(kb)
                 a = Assistant(s, Retriever(s, embedder))
                 self._assistants[kb.id] = a
@@ -139,7 +139,9 @@ class Registry:
         from rag.index.indexer import index_corpus
 
         # An empty index, so the base answers "not found" at once instead of failing.
-        index_corpus(self.settings_for(kb), embedder=self._any_embedder())
+        with self._lock:
+            embedder = self._shared_embedder()
+        index_corpus(self.settings_for(kb), embedder=embedder)
         return kb
 
     def rename(self, key: str, new_name: str, user: str | None = None) -> KB:
@@ -175,9 +177,9 @@ class Registry:
                 c.execute("INSERT OR IGNORE INTO grants (user, kb_id) VALUES (?, ?)", (user, kb.id))
         return kb
 
-    def _any_embedder(self):
-        with self._lock:
-            a = next(iter(self._assistants.values()), None)
+    def _shared_embedder(self):
+        """The model every base embeds with, loaded once (call with the lock held)."""
+        a = next(iter(self._assistants.values()), None)
         return a.retriever.embedder if a is not None else None
 
     def close(self) -> None:

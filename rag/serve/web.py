@@ -126,11 +126,16 @@ def _table_html(text: str, spans: list[tuple[int, int]] = ()) -> str:
     return f"<table class='cite-table'>{''.join(rows)}</table>"
 
 
+def hit_card(h: Hit, base: str = "") -> dict:
+    """A retrieved passage as a card (refusals show the closest ones)."""
+    return {"n": h.rank, "source": h.chunk.source, "page": h.chunk.page, "heading": h.chunk.heading,
+            "text": h.chunk.text, "ocr": h.chunk.ocr, "label": h.label, "note": h.note, "base": base}
+
+
 def answer_cards(a: Answer) -> list[dict]:
     """What the citation column shows for a fresh answer: its citations, or for a refusal the closest passages."""
     if a.refused:
-        return [{"n": h.rank, "source": h.chunk.source, "page": h.chunk.page, "heading": h.chunk.heading,
-                 "text": h.chunk.text, "ocr": h.chunk.ocr, "label": h.label, "note": h.note} for h in a.retrieved[:3]]
+        return [hit_card(h) for h in a.retrieved[:3]]
     by_text = {h.chunk.text: h for h in a.retrieved}
     out = []
     for c in a.citations:
@@ -179,13 +184,13 @@ def render_cards(cards: list[dict], refused: bool, generation: str, faq: str = "
 EMPTY_CITES = "<div class='cite-empty'>回答的引用出处会显示在这里。</div>"
 
 
-def render_citations(settings: Settings, a: Answer | None, link: Callable[[str], str] | None = None) -> str:
-    if a is None:
-        return EMPTY_CITES
-    cards = answer_cards(a)
+def with_links(cards: list[dict], base: str, links: dict[str, Callable[[str], str]]) -> list[dict]:
+    """Each card names its base and links through it: a signed link only for a base this user may read."""
     for c in cards:
+        c["base"] = c.get("base") or base
+        link = links.get(c["base"])
         c["href"] = link(c["source"]) if link else ""
-    return render_cards(cards, a.refused, a.generation, render_faq(a.faq))
+    return cards
 
 
 def _doc_table(settings: Settings) -> list[list]:
@@ -297,12 +302,8 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
         turn_ids = turn_ids + [tid]
         cards = answer_cards(final)
         if fused is not None and final.refused:  # the closest passages of every base
-            cards = [{"n": h.rank, "source": h.chunk.source, "page": h.chunk.page, "heading": h.chunk.heading,
-                      "text": h.chunk.text, "label": h.label, "note": h.note, "base": b.name} for b, h in fused[:3]]
-        links = {b.name: linker(user, b) for b in bases}
-        for c in cards:  # each card links through its own base: a signed link only for a base this user may read
-            c.setdefault("base", base.name)
-            c["href"] = links[c["base"]](c["source"])
+            cards = [hit_card(h, b.name) for b, h in fused[:3]]
+        cards = with_links(cards, base.name, {b.name: linker(user, b) for b in bases})
         cards_html = render_cards(cards, final.refused, final.generation, render_faq(final.faq))
         yield chat, history, cards_html, "", conv, turn_ids, gr.update(choices=conv_choices(own), value=conv)
 
@@ -327,13 +328,11 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
             last = turns[-1]
             user = user_of(request)
             try:
-                link = linker(user, registry.get(last.kb, user))
+                links = {last.kb: linker(user, registry.get(last.kb, user))}
             except KBError:  # the base was deleted or the grant withdrawn: the cards, without links
-                link = None
-            cards = turn_cards(last)
-            for c in cards:
-                c["base"], c["href"] = last.kb, link(c["source"]) if link else ""
-            cites = render_cards(cards, last.refused, last.generation, render_faq(last.faq))
+                links = {}
+            cites = render_cards(with_links(turn_cards(last), last.kb, links), last.refused, last.generation,
+                                 render_faq(last.faq))
         return chat, history, cites, "", cid, [t.id for t in turns], gr.update(), conv.title
 
     def rename_conv(cid, title, request: gr.Request):
