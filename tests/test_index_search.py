@@ -253,8 +253,11 @@ def test_an_index_from_before_identities_migrates_in_a_running_app(tmp_path, emb
 
     r = Retriever(s, embedder)
     assert r.search("科技志愿服务队", 3, "vector")  # the app serves the old index as it is
-    rep = reindex_live(r)
+    rep = reindex_live(r)  # returns once searchable; the app then fills the vectors in the background
     assert rep.rebuilt == "索引格式已更新"
+    from rag.index import backfill
+
+    assert backfill.fill(s, embedder=r.embedder, vectors=r.vectors).complete
     m = store.Manifest.read(s.index_dir)
     assert m.kb_id and m.version == store.FORMAT_VERSION and store.kb_identity(s.index_dir) == m.kb_id
     n_chunks, _, n_vec, _ = chunk_counts(s)

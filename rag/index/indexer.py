@@ -9,24 +9,25 @@ import os
 import signal
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from rag.index import store
+from rag.index import backfill, store
 from rag.index.bm25 import BM25Index
 from rag.ingest.chunking import CHUNKER_VERSION, chunk_document, document_title, is_regulation
 from rag.ingest.cleaning import paragraphs
-from rag.index.embeddings import Embedder, load_embedder
+from rag.index.embeddings import Embedder
 from rag.ingest.metadata import DocMeta, apply_sidecar, extract, read_sidecar, sidecar_path
 from rag.ingest.loaders import SUPPORTED, LoadError, Skipped, load, walk_corpus
 from rag.models import Chunk
-from rag.ingest.places import gazetteer
+from rag.ingest.places import gazetteer_from, place_stats
 from rag.settings import Settings
 from rag.index.store import FileRecord, Manifest
-from rag.index.tokenizer import Tokenizer, quoted_terms, signature
+from rag.index.tokenizer import Tokenizer, prepare, quoted_terms, signature
 from rag.index.vectors import VectorStore
 
 log = logging.getLogger("kexie.index")
@@ -47,7 +48,9 @@ class IndexReport:
     embedded: int = 0
     vectors: int = 0
     rebuilt: str = ""  # why a full rebuild happened, if it did
+    pending: int = 0  # chunks committed without a vector yet (filled in the background)
     seconds: float = 0.0
+    searchable_seconds: float = 0.0  # until the generation was committed and searchable by BM25
     stages: dict[str, float] = field(default_factory=dict)
     generation: str = ""
 
@@ -149,22 +152,37 @@ class Previous:
     gen_dir: Path | None
     full: bool  # rebuild everything: no previous generation, or its model/format/chunking differ
     same_rules: bool  # its stored tokens were made by today's tokenizer rules
-    chunks: list[Chunk] = field(default_factory=list)
-    tokens: dict[str, list[str]] = field(default_factory=dict)
+    segments: list[store.Segment] = field(default_factory=list)
     words: list[str] = field(default_factory=list)
+    counts: dict = field(default_factory=dict)
 
     @property
     def files(self) -> dict[str, FileRecord]:
         return self.manifest.files if self.manifest and not self.full else {}
 
+    def live_sources(self) -> dict[str, tuple[int, int, int]]:
+        """source -> (segment number, first row, end row) of its live rows."""
+        out = {}
+        for n, seg in enumerate(self.segments):
+            dead = set(seg.dead)
+            for source, (a, b) in seg.sources.items():
+                if a not in dead:
+                    out[source] = (n, a, b)
+        return out
+
 
 @dataclass
 class Plan:
-    """The next generation's contents: a record per file and every chunk, in source order."""
+    """The next generation: a record per file, the sources whose rows stay as they are, the new chunks."""
 
     records: dict[str, FileRecord]
-    chunks: list[Chunk]
+    keep: set[str]
+    new: dict[str, list[Chunk]]  # source -> chunks (new, changed and re-chunked files)
     up_to_date: bool  # identical to the previous generation: nothing to commit
+
+    @property
+    def chunks(self) -> int:
+        return sum(r.chunks for s, r in self.records.items() if s in self.keep) + sum(map(len, self.new.values()))
 
 
 def index_corpus(
@@ -175,47 +193,38 @@ def index_corpus(
     max_file_mb: int = 100,
     vectors: VectorStore | None = None,
     tokenizer: Tokenizer | None = None,
+    wait: bool = True,
 ) -> IndexReport:
     """Bring the index in line with the corpus directory. Safe to interrupt at any point.
 
-    plan (scan, chunk what changed) -> embed what is missing -> build BM25 -> commit a generation.
-    A long-running app passes what it already holds: `vectors`, its retriever's open store (so its
-    reads see its own writes), and `tokenizer`, a loaded jieba to copy instead of loading a new one."""
+    plan (scan, chunk what changed) -> tokenise and update BM25 -> commit a generation, searchable at
+    once -> fill its missing vectors in batches (`backfill.fill`; with `wait=False` the caller runs that
+    later or in the background). A long-running app passes what it already holds: `embedder`, `vectors`
+    (its retriever's open store, so its reads see its own writes) and `tokenizer` (a loaded jieba)."""
     t0 = time.perf_counter()
     rep = IndexReport()
     with index_lock(settings.index_dir):
         prev = read_previous(settings, rebuild, rep)
         plan = plan_generation(settings, prev, rep, max_file_mb, progress)
         kb = store.kb_identity(settings.index_dir, create=True)
-        # A caller's store is used only if it is this base's collection and still open (a reader may have
-        # retired it, or it is an index from before bases had ids): otherwise open our own.
-        own = vectors is None or vectors.kb_id != kb or not vectors.acquire()
-        vs = open_vectors(settings) if own else vectors
-        try:
-            _apply(settings, plan, prev, vs, embedder, tokenizer, rep, rebuild, progress)
-        finally:
-            if own:  # release Chroma's handles
-                vs.close()
-            else:
-                vs.release()
+        with backfill.Stores(settings, kb, vectors) as stores:
+            _apply(settings, plan, prev, stores, tokenizer, rep, rebuild, progress)
+    rep.searchable_seconds = time.perf_counter() - t0
+    if wait:
+        backfill.fill(settings, embedder=embedder, vectors=vectors, progress=progress, rep=rep)
     rep.seconds = time.perf_counter() - t0
     return rep
 
 
-def _apply(settings: Settings, plan: Plan, prev: Previous, vs: VectorStore, embedder: Embedder | None,
-           tokenizer: Tokenizer | None, rep: IndexReport, rebuild: bool, progress: Progress | None) -> None:
-    live = {c.id for c in plan.chunks}
+def _apply(settings: Settings, plan: Plan, prev: Previous, stores: "backfill.Stores", tokenizer: Tokenizer | None,
+           rep: IndexReport, rebuild: bool, progress: Progress | None) -> None:
     if plan.up_to_date:
-        # Nothing to commit; still finish a clean-up that an interrupted run may have left.
-        rep.vectors = collect_garbage(vs, live)
         rep.generation = prev.manifest.generation
         return
-    dim = embed_missing(settings, plan.chunks, prev, vs, embedder, rep, rebuild, progress)
-    tokens, tok, bm25 = build_bm25(plan.chunks, prev, tokenizer, rep, progress)
-    rep.generation = commit(settings, plan, tokens, tok, bm25, prev, dim, rep, vs.kb_id)
-    rep.vectors = collect_garbage(vs, live)
+    gen = build_generation(settings, plan, prev, tokenizer, rep, progress)
+    rep.generation = commit(settings, plan, gen, prev, rep, stores, rebuild)
     if prev.full:
-        vs.drop_other_collections()
+        stores.drop_other_collections()
     store.remove_stale_generations(settings.index_dir, rep.generation)
 
 
@@ -238,9 +247,9 @@ def read_previous(settings: Settings, rebuild: bool, rep: IndexReport) -> Previo
     prev = Previous(m, gen_dir, full, bool(m) and m.tokenizer == signature())
     if gen_dir and not full:
         with timed(rep.stages, "read_previous"):
-            prev.chunks = store.read_chunks(gen_dir)
-            prev.tokens = store.read_tokens(gen_dir) if prev.same_rules else {}
+            prev.segments = store.read_segments(gen_dir)
             prev.words = store.read_user_words(gen_dir)
+            prev.counts = store.read_counts(gen_dir)
     return prev
 
 
@@ -249,9 +258,7 @@ def plan_generation(settings: Settings, prev: Previous, rep: IndexReport, max_fi
     """Scan the corpus, chunk new and changed files, keep the chunks of unchanged ones."""
     t = time.perf_counter()
     prev_files = prev.files
-    by_source: dict[str, list[Chunk]] = {}
-    for c in prev.chunks:
-        by_source.setdefault(c.source, []).append(c)
+    live = prev.live_sources()
     files, rep.skipped = scan_corpus(settings.corpus_dir)
     hashes: dict[str, str] = {}
     for source, path in files.items():
@@ -272,6 +279,7 @@ def plan_generation(settings: Settings, prev: Previous, rep: IndexReport, max_fi
     if rechunk and prev_files:
         log.warning("分块规则已更新，重新分块所有文件（未变的段落沿用已有向量）")
     records: dict[str, FileRecord] = {}
+    keep: set[str] = set()
     new_chunks: dict[str, list[Chunk]] = {}
     seen_hash: dict[str, str] = {}
     todo = [s for s in files if s in hashes]
@@ -286,8 +294,8 @@ def plan_generation(settings: Settings, prev: Previous, rep: IndexReport, max_fi
         seen_hash[digest] = source
         if old and old.sha1 == digest and not needs_reprocess(old, m, settings) and not rechunk:
             records[source] = old
-            if old.status == "indexed":
-                new_chunks[source] = by_source.get(source, [])
+            if old.status == "indexed" and source in live:
+                keep.add(source)
             elif old.status == "failed":  # still failing: keep saying so in every summary
                 rep.failed[source] = old.reason
             else:
@@ -314,9 +322,9 @@ def plan_generation(settings: Settings, prev: Previous, rep: IndexReport, max_fi
                 rep.added.append(source)
         except LoadError as e:
             rec.status, rec.reason = ("skipped" if isinstance(e, Skipped) else "failed"), str(e)
-            if old and old.status == "indexed" and source in by_source:
+            if old and old.status == "indexed" and source in live:
                 # Never lose what was indexed: keep the last good version of a file that broke.
-                new_chunks[source] = by_source[source]
+                keep.add(source)
                 # The new hash is recorded so the next run does not retry the same broken bytes.
                 rec = FileRecord(**{**old.__dict__, "sha1": digest, "reason": f"{e}（保留上次成功索引的版本）"})
                 rec.status = "indexed"
@@ -332,13 +340,14 @@ def plan_generation(settings: Settings, prev: Previous, rep: IndexReport, max_fi
         records.setdefault(source, FileRecord(source=source, status="failed", reason=reason))
     renamed_from = {a for a, _ in rep.renamed}
     rep.removed = sorted(s for s, r in prev_files.items() if s not in files and r.status == "indexed" and s not in renamed_from)
-    chunks = [c for s in sorted(new_chunks) for c in new_chunks[s]]
-    rep.chunks = len(chunks)
+    plan = Plan(records, keep, {s: new_chunks[s] for s in sorted(new_chunks)}, False)
+    rep.chunks = plan.chunks
     rep.stages["scan"] = time.perf_counter() - t - sum(rep.stages.get(k, 0.0) for k in ("load", "clean", "chunk"))
     settled = all(prev_files.get(s) is not None and prev_files[s].status != "indexed" for s in [*rep.failed, *rep.skipped])
     up_to_date = (m is not None and not prev.full and prev.same_rules and not rechunk and rep.changes == 0 and settled
                   and m.ocr == settings.ocr)
-    return Plan(records, chunks, up_to_date)
+    plan.up_to_date = up_to_date
+    return plan
 
 
 def needs_reprocess(old: FileRecord, m: Manifest | None, settings: Settings) -> bool:
@@ -351,88 +360,205 @@ def needs_reprocess(old: FileRecord, m: Manifest | None, settings: Settings) -> 
     return old.ocr_pages > 0 or old.status != "indexed"
 
 
-def embed_missing(settings: Settings, chunks: list[Chunk], prev: Previous, vs: VectorStore, embedder: Embedder | None,
-                  rep: IndexReport, rebuild: bool, progress: Progress | None) -> int:
-    """Embed chunks whose vectors are not stored yet (content-addressed ids); returns the vector dim."""
-    known = {c.id for c in prev.chunks}
-    unique: dict[str, Chunk] = {}
-    for c in chunks:
-        unique.setdefault(c.id, c)
-    candidates = [i for i in unique if i not in known]
-    # An explicit --rebuild re-embeds everything; otherwise stored vectors of identical text are reused.
-    with timed(rep.stages, "write_chroma"):  # asking the store what it holds counts as writing
-        present = vs.existing(candidates) if candidates and not rebuild else set()
-    missing = [i for i in candidates if i not in present]
-    if missing:
-        with timed(rep.stages, "embed"):
-            embedder = embedder or load_embedder(settings.embedding_model, settings.embedding_batch_size, settings.query_instruction)
-        step = max(settings.embedding_batch_size, 1) * 4
-        for i in range(0, len(missing), step):
-            ids = missing[i : i + step]
-            with timed(rep.stages, "embed"):
-                vecs = embedder.embed_passages([unique[x].vector_text for x in ids])
-            fault_point("embed")
-            with timed(rep.stages, "write_chroma"):
-                vs.add(ids, vecs)  # written per batch, so an interrupted run keeps its progress
-            fault_point("chroma")
-            if progress:
-                progress("生成向量", min(i + step, len(missing)), len(missing))
-    rep.embedded = len(missing)
-    m = prev.manifest
-    return getattr(embedder, "dim", 0) or (m.dim if m else 0)
+@dataclass
+class Generation:
+    """A generation ready to write: its segments (old ones with their new dead rows, then the new one)."""
+
+    segments: list[store.Segment]
+    new_rows: dict[str, tuple[list[Chunk], list[list[str]], list[dict]]]  # new segment id -> chunks, tokens, row stats
+    dropped_ids: set[str]  # chunk ids of rows dropped from the previous generation
+    new_ids: list[str]  # chunk ids of the new rows, in row order
+    bm25: BM25Index
+    tokenizer: Tokenizer
+    counts: dict
+    places: list[str]
+    checks: dict[str, bool]
 
 
-def build_bm25(chunks: list[Chunk], prev: Previous, tokenizer: Tokenizer | None, rep: IndexReport,
-               progress: Progress | None) -> tuple[list[list[str]], Tokenizer, BM25Index]:
-    """Tokenise (reusing stored tokens of unchanged text) and build the BM25 index."""
+MAX_SEGMENTS = 8  # more, or a quarter of the rows dead, and the chunk store is rewritten as one segment
+
+
+def build_generation(settings: Settings, plan: Plan, prev: Previous, tokenizer: Tokenizer | None, rep: IndexReport,
+                     progress: Progress | None) -> Generation:
+    """Tokenise the new chunks and update BM25, the user dictionary and the place counts with the rows
+    that change only: a one-file change costs that file, not the corpus (`prev.full`: everything anew)."""
     t = time.perf_counter()
-    words = quoted_terms(c.text for c in chunks)
+    gen_dir = prev.gen_dir if not prev.full else None
+    old = [store.Segment(**{**seg.__dict__, "dead": list(seg.dead)}) for seg in prev.segments] if gen_dir else []
+    dropped: dict[int, list[int]] = {}  # segment number -> its rows dropped now
+    for n, seg in enumerate(old):
+        dead = set(seg.dead)
+        for source, (a, b) in seg.sources.items():
+            if a not in dead and source not in plan.keep:
+                dropped.setdefault(n, []).extend(range(a, b))
+    rows_total = sum(seg.rows for seg in old)
+    dead_total = sum(len(seg.dead) for seg in old) + sum(map(len, dropped.values()))
+    compact = bool(old) and (len(old) >= MAX_SEGMENTS or dead_total > rows_total / 4)
+    new: list[Chunk] = [c for cs in plan.new.values() for c in cs]
+    reuse_tokens: dict[str, list[str]] = {}  # token_key -> stored tokens of rows leaving their segment
+    stats_out = []  # per-row counts of the dropped rows, to subtract
+    dropped_ids: set[str] = set()
+    for n, rows in dropped.items():
+        sid = old[n].id
+        keys = store.read_segment_keys(gen_dir, sid)
+        toks = store.read_segment_tokens(gen_dir, sid) if prev.same_rules else None
+        stats = store.read_segment_stats(gen_dir, sid)
+        for r in rows:
+            dropped_ids.add(keys[r][0])
+            if toks is not None:
+                reuse_tokens[keys[r][1]] = toks[r]
+            if r in stats:
+                stats_out.append(stats[r])
+        old[n].dead = sorted(set(old[n].dead) | set(rows))
+    # The user dictionary: terms the documents put in quotes, counted per chunk, updated by the change.
+    counts = {k: Counter(v) for k, v in prev.counts.items()} if gen_dir else {}
+    quoted = counts.setdefault("quoted", Counter())
+    new_stats = [row_stats(c) for c in new]
+    for st in stats_out:
+        _add(counts, st, -1)
+    for st in new_stats:
+        _add(counts, st, +1)
+    words = sorted(w for w, k in quoted.items() if k > 0)
+    changed_words = {prepare(w) for w in set(words) ^ set(prev.words)} if gen_dir else set()
+    # Rows kept whose text holds a word that entered or left the dictionary are tokenised again, as a
+    # full rebuild would; so are all rows when the tokenizer's rules changed or the store is compacted.
+    retok = {}
+    for n, seg in enumerate(old):
+        if compact or not prev.same_rules:
+            retok[n] = seg.live()
+        elif changed_words:
+            texts = store.read_segment_texts(gen_dir, seg.id)
+            rows = [r for r in seg.live() if any(w in texts[r] for w in changed_words)]
+            if rows:
+                retok[n] = rows
+    moved: list[Chunk] = []
+    moved_stats: list[dict] = []
+    for n, rows in sorted(retok.items()):
+        sid = old[n].id
+        chunks = store.read_segment_chunks(gen_dir, sid)
+        toks = store.read_segment_tokens(gen_dir, sid) if prev.same_rules else None
+        stats = store.read_segment_stats(gen_dir, sid)
+        for r in rows:
+            c = chunks[r]
+            moved.append(c)
+            moved_stats.append(stats.get(r, {}))  # still counted: the row stays in the generation
+            if toks is not None:
+                reuse_tokens[c.token_key] = toks[r]
+        dropped.setdefault(n, []).extend(rows)
+        old[n].dead = sorted(set(old[n].dead) | set(rows))
+    # A segment keeps each file's rows contiguous: new rows in source order (BM25 rows in the same order).
+    rows_new, row_st = _by_source(moved + new, moved_stats + new_stats)
     tok = Tokenizer.reuse(words, tokenizer)
-    changed_words = set(words) ^ set(prev.words)
     tokens: list[list[str]] = []
-    for n, c in enumerate(chunks, 1):
-        cached = prev.tokens.get(c.token_key)
-        if cached is None or (changed_words and any(w in c.text for w in changed_words)):
+    for n, c in enumerate(rows_new, 1):
+        cached = reuse_tokens.get(c.token_key)
+        if cached is None or (changed_words and any(w in prepare(c.index_text) for w in changed_words)):
             cached = tok.tokens(c.index_text)
         tokens.append(cached)
         if progress and n % 500 == 0:
-            progress("分词", n, len(chunks))
+            progress("分词", n, len(rows_new))
     rep.stages["tokenize"] = time.perf_counter() - t
     with timed(rep.stages, "build_bm25"):
-        bm25 = BM25Index.build(tokens)
-    return tokens, tok, bm25
-
-
-def commit(settings: Settings, plan: Plan, tokens: list[list[str]], tok: Tokenizer, bm25: BM25Index, prev: Previous,
-           dim: int, rep: IndexReport, kb_id: str) -> str:
-    """Write the generation's files, then the manifest: the atomic switch readers see. `kb_id` is the
-    identity of the collection the vectors were written to."""
+        segments = [seg for seg in old if len(seg.dead) < seg.rows]
+        if segments:  # rows kept where they are: update the previous BM25 with the change only
+            bm25 = BM25Index.load(gen_dir / "bm25").update(_live_positions(prev.segments, dropped), tokens)
+        else:  # first build, full rebuild, new tokenizer rules, or compaction: every row is in `rows_new`
+            bm25 = BM25Index.build(tokens)
+    new_rows: dict[str, tuple[list[Chunk], list[list[str]], list[dict]]] = {}
+    if rows_new:
+        seg = store.new_segment(rows_new)
+        new_rows[seg.id] = (rows_new, tokens, row_st)
+        segments.append(seg)
     with timed(rep.stages, "places"):
         # Decisions made with the same dictionary stay valid.
-        reuse = prev.gen_dir and not prev.full and prev.same_rules and set(tok.user_words) == set(prev.words)
-        checks = store.read_place_checks(prev.gen_dir) if reuse else {}
-        places = gazetteer((c.index_text for c in plan.chunks), tok, checks)  # title + heading + text
+        reuse = gen_dir and prev.same_rules and set(tok.user_words) == set(prev.words)
+        checks = store.read_place_checks(gen_dir) if reuse else {}
+        places = gazetteer_from(counts_for_places(counts), tok, checks)
+    new_ids = [c.id for c in rows_new]
+    dropped_ids -= set(new_ids)
+    if dropped_ids:  # ids are content-addressed: the same passage may live on in another file's rows
+        dropped_ids -= set(store.live_rows([s for s in segments if s.id not in new_rows],
+                                           lambda sid: store.read_segment_ids(gen_dir, sid)))
+    return Generation(segments, new_rows, dropped_ids, new_ids, bm25, tok, _plain(counts), places, checks)
+
+
+def row_stats(c: Chunk) -> dict:
+    """One chunk's share of the summable counts: quoted terms (its text) and place statistics (its index text)."""
+    st = {"quoted": Counter(quoted_terms([c.text]))}
+    st.update(place_stats([c.index_text]))
+    return {k: dict(v) for k, v in st.items() if v}
+
+
+def _add(counts: dict, st: dict, sign: int) -> None:
+    for k, v in st.items():
+        c = counts.setdefault(k, Counter())
+        for w, n in v.items():
+            c[w] += sign * n
+            if c[w] <= 0:
+                del c[w]
+
+
+def counts_for_places(counts: dict) -> dict:
+    return {"cand": counts.get("cand", Counter()), "before": counts.get("before", Counter())}
+
+
+def _plain(counts: dict) -> dict:
+    return {k: {w: n for w, n in v.items() if n > 0} for k, v in counts.items()}
+
+
+def _by_source(chunks: list[Chunk], stats: list[dict]) -> tuple[list[Chunk], list[dict]]:
+    """Rows grouped by source, each file's rows in their order."""
+    order = sorted(range(len(chunks)), key=lambda i: chunks[i].source)
+    return [chunks[i] for i in order], [stats[i] for i in order]
+
+
+def _live_positions(before: list[store.Segment], dropped: dict[int, list[int]]) -> list[int]:
+    """Positions, among the previous generation's live rows, of the rows dropped now."""
+    out, offset = [], 0
+    for n, seg in enumerate(before):
+        live = seg.live()
+        if n in dropped:
+            gone = set(dropped[n])
+            out.extend(offset + i for i, r in enumerate(live) if r in gone)
+        offset += len(live)
+    return out
+
+
+def commit(settings: Settings, plan: Plan, gen: Generation, prev: Previous, rep: IndexReport,
+           stores: "backfill.Stores", rebuild: bool) -> str:
+    """Write the generation's files and its vector state, then the manifest: the atomic switch readers see."""
     t = time.perf_counter()
-    gen = store.next_generation_name(settings.index_dir)
+    name = store.next_generation_name(settings.index_dir)
     fault_point("bm25")
-    with timed(rep.stages, "write_bm25"):  # the generation: BM25 matrices, chunk and token stores
-        store.write_generation(settings.index_dir, gen, plan.chunks, tokens, tok.user_words, bm25, places, checks)
+    with timed(rep.stages, "write_bm25"):  # the generation: segments, BM25, dictionary, counts
+        gen_dir = store.write_generation(settings.index_dir, name, gen.segments, gen.new_rows,
+                                         prev.gen_dir if not prev.full else None, gen.tokenizer.user_words, gen.bm25,
+                                         gen.places, gen.checks, gen.counts)
+    with timed(rep.stages, "vector_plan"):
+        state, pending = backfill.plan_vectors(settings, prev.gen_dir if not prev.full else None, gen_dir,
+                                               gen.new_ids, gen.dropped_ids, stores, rebuild)
+        store.write_id_list(gen_dir, backfill.PENDING, pending)
+        state.write(gen_dir)
+    rep.pending = state.total - state.done
     fault_point("manifest")
     manifest = Manifest(
         model=settings.embedding_model,
-        dim=dim,
+        dim=0,
         chunk_size=settings.chunk_size,
         chunk_overlap=settings.chunk_overlap,
-        generation=gen,
+        generation=name,
         tokenizer=signature(),
         chunker=CHUNKER_VERSION,
         ocr=settings.ocr,
         files=plan.records,
-        kb_id=kb_id,
+        kb_id=stores.kb_id,
     )
     manifest.write(settings.index_dir)
-    rep.stages["commit"] = time.perf_counter() - t - rep.stages["write_bm25"]
-    return gen
+    rep.stages["commit"] = time.perf_counter() - t - rep.stages["write_bm25"] - rep.stages["vector_plan"]
+    with timed(rep.stages, "gc"):
+        fault_point("gc")
+        stores.delete(gen.dropped_ids)  # vectors no committed chunk uses any more
+    return name
 
 
 def reindex_live(retriever, progress: Progress | None = None) -> IndexReport:
@@ -440,11 +566,12 @@ def reindex_live(retriever, progress: Progress | None = None) -> IndexReport:
 
     Reuses what the app already holds: the loaded model, the open Chroma store, the loaded dictionary."""
     rep = index_corpus(retriever.settings, progress=progress, embedder=retriever.embedder,
-                       vectors=retriever.vectors, tokenizer=retriever.loaded_tokenizer())
+                       vectors=retriever.vectors, tokenizer=retriever.loaded_tokenizer(), wait=False)
     t = time.perf_counter()
     retriever.snapshot(wait=True)
     rep.stages["reload"] = time.perf_counter() - t
     rep.seconds += rep.stages["reload"]
+    rep.searchable_seconds = rep.seconds
     return rep
 
 
@@ -452,15 +579,6 @@ def open_vectors(settings: Settings) -> VectorStore:
     """This knowledge base's collection for the configured model (its identity is created on first use)."""
     return VectorStore.open(settings.chroma_dir, settings.embedding_model, settings.chroma_host, settings.chroma_port,
                             kb_id=store.kb_identity(settings.index_dir, create=True))
-
-
-def collect_garbage(vs: VectorStore, live: set[str]) -> int:
-    """Delete vectors no committed chunk uses (replaced chunks, leftovers of interrupted runs)."""
-    if vs.count() != len(live):
-        stale = [i for i in vs.all_ids() if i not in live]
-        fault_point("gc")
-        vs.delete(stale)
-    return vs.count()
 
 
 def tty_progress() -> Progress:

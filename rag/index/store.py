@@ -2,10 +2,14 @@
 
 index/
   manifest.json        the commit point (written to a temp file, fsynced, then os.replace'd)
-  gen-000007/          chunks.jsonl, tokens.jsonl, userdict.txt, places.txt, place_checks.txt, bm25/
-                       (never modified once written)
+  gen-000007/          segments.json: the generation's rows, segment by segment, with the dead rows of each;
+                       seg/<id>.*: a segment's chunks, tokens, texts and ids (immutable, hard-linked from the
+                       generation that wrote them, so a one-file change writes only its own segment);
+                       userdict.txt, places.txt, place_checks.txt, counts.json, bm25/
+                       (never modified once written), and the one mutable file, vectors.json: which vector
+                       space answers this generation and how far its vectors are (see VectorState)
   chroma/              vectors keyed by chunk id (may hold extra ids after an interrupted run;
-                       readers only trust ids listed in their generation)
+                       readers only trust ids listed in their generation and not still pending)
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rag.index.bm25 import BM25Index
+from rag.index.tokenizer import prepare
 from rag.models import Chunk
 
 MANIFEST = "manifest.json"
 # 2: the manifest names the knowledge base (kb_id), whose id is part of its Chroma collection's name.
-FORMAT_VERSION = 2
+# 3: segmented generations (segments.json, seg/), incremental BM25, vectors filled after the commit.
+FORMAT_VERSION = 3
 IDENTITY = "kb_id"
 
 
@@ -123,29 +129,62 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+@dataclass
+class Segment:
+    """A run of rows written once; later generations reuse it and mark the rows they dropped as dead."""
+
+    id: str
+    rows: int
+    dead: list[int] = field(default_factory=list)
+    sources: dict[str, list[int]] = field(default_factory=dict)  # source -> [first row, end row)
+
+    def live(self) -> list[int]:
+        dead = set(self.dead)
+        return [r for r in range(self.rows) if r not in dead]
+
+
+def new_segment(chunks: list[Chunk]) -> Segment:
+    import uuid
+
+    sources: dict[str, list[int]] = {}
+    for r, c in enumerate(chunks):  # a file's chunks are contiguous: one [start, end) per source
+        sources.setdefault(c.source, [r, r])[1] = r + 1
+    return Segment(uuid.uuid4().hex[:12], len(chunks), [], sources)
+
+
+def _seg_file(gen_dir: Path, seg_id: str, kind: str) -> Path:
+    return gen_dir / "seg" / f"{seg_id}.{kind}"
+
+
+_SEG_KINDS = ("chunks.jsonl", "tokens.txt", "texts.txt", "ids.txt", "stats.json")
+
+
 def write_generation(
-    index_dir: Path, name: str, chunks: list[Chunk], tokens: list[list[str]], user_words: list[str], bm25: BM25Index,
-    places: list[str] = (),
-    place_checks: dict[str, bool] | None = None,
+    index_dir: Path, name: str, segments: list[Segment], new_rows: dict[str, tuple[list[Chunk], list[list[str]], list[dict]]],
+    previous: Path | None, user_words: list[str], bm25: BM25Index, places: list[str] = (),
+    place_checks: dict[str, bool] | None = None, counts: dict | None = None,
 ) -> Path:
-    """Write a complete generation under a temp name, then rename it into place."""
+    """Write a complete generation under a temp name, then rename it into place. Segments in `new_rows`
+    (id -> chunks, tokens, per-row counts) are written; the others are hard-linked from the `previous` generation."""
     final = index_dir / name
     tmp = index_dir / (name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    with open(tmp / "chunks.jsonl", "w", encoding="utf-8") as f:
-        for c in chunks:
-            f.write(json.dumps(c.to_dict(), ensure_ascii=False) + "\n")
-    with open(tmp / "tokens.jsonl", "w", encoding="utf-8") as f:
-        for c, t in zip(chunks, tokens):
-            f.write(json.dumps([c.token_key, " ".join(t)], ensure_ascii=False) + "\n")
+    (tmp / "seg").mkdir(parents=True)
+    for seg in segments:
+        if seg.id in new_rows:
+            _write_segment(tmp, seg.id, *new_rows[seg.id])
+        else:
+            for kind in _SEG_KINDS:
+                _link(_seg_file(previous, seg.id, kind), _seg_file(tmp, seg.id, kind))
+    (tmp / "segments.json").write_text(json.dumps([s.__dict__ for s in segments], ensure_ascii=False), encoding="utf-8")
     (tmp / "userdict.txt").write_text("\n".join(user_words), encoding="utf-8")
     (tmp / "places.txt").write_text("\n".join(places), encoding="utf-8")
     checks = sorted((place_checks or {}).items())
     (tmp / "place_checks.txt").write_text("".join(f"{w}\t{int(ok)}\n" for w, ok in checks), encoding="utf-8")
-    bm25.save(tmp / "bm25")
+    (tmp / "counts.json").write_text(json.dumps(counts or {}, ensure_ascii=False), encoding="utf-8")
+    bm25.save(tmp / "bm25", previous / "bm25" if previous else None)
     for p in tmp.rglob("*"):
-        if p.is_file():
+        if p.is_file() and p.stat().st_nlink == 1:  # linked files were synced when first written
             with open(p, "rb") as fh:
                 os.fsync(fh.fileno())
     shutil.rmtree(final, ignore_errors=True)
@@ -154,20 +193,140 @@ def write_generation(
     return final
 
 
-def read_chunks(gen_dir: Path) -> list[Chunk]:
-    with open(gen_dir / "chunks.jsonl", encoding="utf-8") as f:
-        return [Chunk.from_dict(json.loads(line)) for line in f]
+def _write_segment(gen_dir: Path, seg_id: str, chunks: list[Chunk], tokens: list[list[str]], stats: list[dict]) -> None:
+    import orjson
+
+    with open(_seg_file(gen_dir, seg_id, "chunks.jsonl"), "wb") as f:
+        f.write(b"".join(orjson.dumps(c.to_dict()) + b"\n" for c in chunks))
+    _seg_file(gen_dir, seg_id, "tokens.txt").write_text("".join(" ".join(t) + "\n" for t in tokens), encoding="utf-8")
+    # What the tokenizer cuts, NUL-separated: the rare whole-corpus scan for a word that entered or left
+    # the dictionary reads these without parsing JSON.
+    _seg_file(gen_dir, seg_id, "texts.txt").write_text("\0".join(prepare(c.index_text) for c in chunks), encoding="utf-8")
+    _seg_file(gen_dir, seg_id, "ids.txt").write_text("".join(f"{c.id}\t{c.token_key}\n" for c in chunks), encoding="utf-8")
+    # Each row's share of the generation's summable counts (quoted terms, place statistics), so that
+    # dropping a row subtracts it without reading its text again; rows with none are left out.
+    with open(_seg_file(gen_dir, seg_id, "stats.json"), "wb") as f:
+        f.write(orjson.dumps({str(r): st for r, st in enumerate(stats) if st}))
 
 
-def read_tokens(gen_dir: Path) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    p = gen_dir / "tokens.jsonl"
-    if p.is_file():
-        with open(p, encoding="utf-8") as f:
-            for line in f:
-                cid, toks = json.loads(line)
-                out[cid] = toks.split(" ") if toks else []
+def _link(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another filesystem, or links not allowed
+        shutil.copy2(src, dst)
+
+
+def read_segments(gen_dir: Path) -> list[Segment]:
+    return [Segment(**d) for d in json.loads((gen_dir / "segments.json").read_text(encoding="utf-8"))]
+
+
+def read_segment_chunks(gen_dir: Path, seg_id: str) -> list[Chunk]:
+    """Every row of a segment, dead ones included (row numbers are positions in this list)."""
+    import orjson
+
+    with open(_seg_file(gen_dir, seg_id, "chunks.jsonl"), "rb") as f:
+        return [Chunk.from_dict(orjson.loads(line)) for line in f]
+
+
+def read_segment_tokens(gen_dir: Path, seg_id: str) -> list[list[str]]:
+    text = _seg_file(gen_dir, seg_id, "tokens.txt").read_text(encoding="utf-8")
+    return [line.split(" ") if line else [] for line in text.split("\n")[:-1]]
+
+
+def read_segment_texts(gen_dir: Path, seg_id: str) -> list[str]:
+    return _seg_file(gen_dir, seg_id, "texts.txt").read_text(encoding="utf-8").split("\0")
+
+
+def read_segment_keys(gen_dir: Path, seg_id: str) -> list[tuple[str, str]]:
+    """(chunk id, token key) of every row."""
+    lines = _seg_file(gen_dir, seg_id, "ids.txt").read_text(encoding="utf-8").split("\n")[:-1]
+    return [tuple(line.split("\t")) for line in lines]
+
+
+def read_segment_ids(gen_dir: Path, seg_id: str) -> list[str]:
+    return [i for i, _ in read_segment_keys(gen_dir, seg_id)]
+
+
+def read_segment_stats(gen_dir: Path, seg_id: str) -> dict[int, dict]:
+    import orjson
+
+    return {int(r): st for r, st in orjson.loads(_seg_file(gen_dir, seg_id, "stats.json").read_bytes()).items()}
+
+
+def live_rows(segments: list[Segment], read) -> list:
+    """`read(seg_id)` for each segment, its live rows only, in generation order."""
+    out: list = []
+    for seg in segments:
+        rows = read(seg.id)
+        if seg.dead:
+            dead = set(seg.dead)
+            rows = [x for r, x in enumerate(rows) if r not in dead]
+        out.extend(rows)
     return out
+
+
+def read_segment_ids_live(gen_dir: Path) -> list[str]:
+    return live_rows(read_segments(gen_dir), lambda sid: read_segment_ids(gen_dir, sid))
+
+
+def read_chunks(gen_dir: Path) -> list[Chunk]:
+    """The generation's chunks in row order (the order of its BM25 rows)."""
+    return live_rows(read_segments(gen_dir), lambda sid: read_segment_chunks(gen_dir, sid))
+
+
+def read_tokens(gen_dir: Path) -> list[list[str]]:
+    return live_rows(read_segments(gen_dir), lambda sid: read_segment_tokens(gen_dir, sid))
+
+
+def read_counts(gen_dir: Path) -> dict:
+    p = gen_dir / "counts.json"
+    return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else {}
+
+
+@dataclass
+class VectorState:
+    """Which vector space answers a generation and how far its vectors are (`gen/vectors.json`).
+
+    The generation is committed as soon as it is searchable by BM25; its chunks without a vector in
+    `model` are listed in `gen/pending.txt`, filled in that order, and `done` counts the prefix stored.
+    Readers never use a vector of a pending id past `done`, so a half-written batch is never served.
+    When `model` is the fast encoder, `upgrade` names the accurate one being filled (`gen/upgrade.txt`)
+    in its own collection; at `upgrade_done == upgrade_total` one atomic write switches `model`."""
+
+    model: str
+    total: int = 0
+    done: int = 0
+    upgrade: str = ""
+    upgrade_total: int = 0
+    upgrade_done: int = 0
+    writer: str = ""  # host:pid that last stored vectors (readers in other processes reopen their view)
+    rate: float = 0.0  # passages per second of the current phase, for the estimate
+    updated_at: float = 0.0
+    reembed: bool = False  # `--rebuild`: embed again even where the store has a vector
+
+    @property
+    def complete(self) -> bool:
+        return self.done >= self.total and not self.upgrade
+
+    @classmethod
+    def read(cls, gen_dir: Path) -> "VectorState | None":
+        p = gen_dir / "vectors.json"
+        try:
+            return cls(**json.loads(p.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            return None
+
+    def write(self, gen_dir: Path) -> None:
+        self.updated_at = time.time()
+        atomic_write(gen_dir / "vectors.json", json.dumps(self.__dict__, ensure_ascii=False))
+
+
+def read_id_list(gen_dir: Path, name: str) -> list[str]:
+    return _read_lines(gen_dir / name)
+
+
+def write_id_list(gen_dir: Path, name: str, ids: list[str]) -> None:
+    atomic_write(gen_dir / name, "".join(i + "\n" for i in ids))
 
 
 def read_user_words(gen_dir: Path) -> list[str]:

@@ -40,6 +40,11 @@ def normalize_quotes(text: str) -> str:
     return text.replace("**", "")
 
 
+def prepare(text: str) -> str:
+    """The form jieba cuts: a user word `w` can change a text's tokens only if `prepare(w)` occurs in it."""
+    return normalize(normalize_quotes(text)).lower()
+
+
 def signature() -> str:
     """Changes whenever tokenisation rules change, so stored tokens are recomputed (vectors are kept)."""
     import hashlib
@@ -47,7 +52,7 @@ def signature() -> str:
     import jieba
 
     # jieba's version too: its dictionary decides both the tokens and the part-of-speech tags of place names.
-    rules = (" ".join(sorted(STOPWORDS)) + _INTERROGATIVE.pattern + _PUNCT.pattern + "cut_for_search-v1 places-v2"
+    rules = (" ".join(sorted(STOPWORDS)) + _INTERROGATIVE.pattern + _PUNCT.pattern + "cut_for_search-v1 places-v2 fixed-total"
              + f" jieba-{getattr(jieba, '__version__', '?')}")
     return hashlib.sha1(rules.encode("utf-8")).hexdigest()[:12]
 
@@ -88,9 +93,14 @@ class Tokenizer:
         """Add words; returns those that were new."""
         known = set(self.user_words)
         new = [w for w in words if w not in known]
+        total = self._jieba.total
         for w in new:
             # A high frequency makes jieba keep the quoted term whole.
             self._jieba.add_word(normalize(w).lower(), freq=20000)
+        # jieba adds each word's frequency to the total every route is scored against, so one new word
+        # could re-cut texts that do not contain it; a fixed total keeps each text's tokens a function of
+        # the words it contains, which lets a re-index re-tokenise only those (tokens equal a full rebuild's).
+        self._jieba.total = total
         self.user_words.extend(new)
         return new
 
@@ -122,7 +132,7 @@ class Tokenizer:
         return self._tagger
 
     def tokens(self, text: str) -> list[str]:
-        t = normalize(normalize_quotes(text)).lower()
+        t = prepare(text)
         return [
             w for w in self._jieba.cut_for_search(t)
             if w.strip() and w not in STOPWORDS and not _PUNCT.match(w) and not _INTERROGATIVE.match(w)

@@ -61,6 +61,7 @@ class VectorStore:
         self._client = client
         self.remote = remote  # a Chroma server, possibly shared with other knowledge bases
         self.kb_id = kb_id
+        self.model = model
         self.name = collection_name(model, kb_id)
         self._alias = alias
         self._state = threading.Lock()
@@ -189,9 +190,17 @@ class VectorStore:
             res = self._col.query(query_embeddings=[vector], n_results=min(k, n), include=["distances"])
         return [(i, 1.0 - float(d)) for i, d in zip(res["ids"][0], res["distances"][0])]
 
-    def drop_other_collections(self) -> list[str]:
+    def collections(self) -> set[str]:
+        return {c if isinstance(c, str) else c.name for c in self._client.list_collections()}
+
+    @staticmethod
+    def name_of(model: str, kb_id: str) -> str:
+        return collection_name(model, kb_id)
+
+    def drop_other_collections(self, keep: set[str] | None = None) -> list[str]:
         """Remove this knowledge base's collections of other models (after a model change has been
-        committed); other bases' collections on a shared server are never touched."""
+        committed) except those in `keep`; other bases' collections on a shared server are never touched."""
+        keep = keep or {self.name}
         dropped = []
         mine = f"kexie-{self.kb_id}-" if self.kb_id else None
         for c in self._client.list_collections():
@@ -201,7 +210,7 @@ class VectorStore:
             ours = name.startswith(mine) if mine else False
             if not self.remote and name.startswith("kexie-"):
                 ours = True
-            if ours and name != self.name:
+            if ours and name not in keep:
                 self._client.delete_collection(name)
                 dropped.append(name)
         return dropped

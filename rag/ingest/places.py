@@ -58,20 +58,37 @@ def gazetteer(texts, tokenizer, checked: dict[str, bool] | None = None) -> list[
 
     Before each "市科协/省科协" the 2- or 3-character name is the one the corpus uses most often
     in front of 市/省 ("连云港" over "云港", "青岛" over "程青岛" from "新征程青岛市")."""
-    text = "\n".join(texts)
-    candidates: set[str] = set()
-    for m in _PLACE_ORG.finditer(text):
-        i = m.start()
-        for n in (2, 3):
-            pre = text[max(0, i - n) : i]
-            if len(pre) == n and is_han(pre) and pre[-1] not in _NOT_PLACE_END:
-                candidates.add(pre)
-    # How often each candidate stands right before 市/省/…: one pass over those suffixes, not one regex per candidate.
+    return gazetteer_from(place_stats(texts), tokenizer, checked)
+
+
+def place_stats(texts) -> dict[str, Counter[str]]:
+    """What `gazetteer` counts, per text and summable: candidate names before 市科协/省科协 ("cand") and
+    how often each 2-3 character string stands right before 市/省/… ("before"). Counts add and subtract
+    exactly, so a re-index updates them with the changed chunks only."""
+    cand: Counter[str] = Counter()
     before: Counter[str] = Counter()
-    for m in _PLACE_SUFFIX.finditer(text):
-        i = m.start()
-        before[text[max(0, i - 2) : i]] += 1
-        before[text[max(0, i - 3) : i]] += 1
+    for text in texts:
+        for m in _PLACE_ORG.finditer(text):
+            i = m.start()
+            for n in (2, 3):
+                pre = text[max(0, i - n) : i]
+                if len(pre) == n and is_han(pre) and pre[-1] not in _NOT_PLACE_END:
+                    cand[pre] += 1
+        # One pass over those suffixes, not one regex per candidate; only strings that could be a
+        # candidate are kept, so the stored counts stay small.
+        for m in _PLACE_SUFFIX.finditer(text):
+            i = m.start()
+            for n in (2, 3):
+                pre = text[i - n : i] if i >= n else ""
+                if pre and pre[-1] not in _NOT_PLACE_END and is_han(pre):
+                    before[pre] += 1
+    return {"cand": cand, "before": before}
+
+
+def gazetteer_from(stats: dict[str, Counter[str]], tokenizer, checked: dict[str, bool] | None = None) -> list[str]:
+    """The gazetteer decision on counts from `place_stats` (see `gazetteer`)."""
+    candidates = {c for c, n in stats["cand"].items() if n > 0}
+    before = stats["before"]
     count = {c: before[c] for c in candidates}
     names = set()
     for c in candidates:
