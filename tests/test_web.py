@@ -199,6 +199,9 @@ def test_upload_reindex_ask_delete(page, app_url, out_dir, tmp_path):
     page.screenshot(path=str(out_dir / "web_new_doc.png"), full_page=True)
 
     page.get_by_role("tab", name="知识库").click()
+    # Answered from BM25 while the new chunks' vectors were made in the background; the tab shows
+    # their progress (向量索引 N%…) until the app's own thread has finished them.
+    wait_text(page, "#vector-status", "向量索引已完成", 180000)
     page.locator("#delete-pick input").fill(NEW_DOC)
     page.keyboard.press("Enter")
     page.click("#delete-btn")

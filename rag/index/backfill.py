@@ -194,16 +194,18 @@ def fill(settings: Settings, embedder: Embedder | None = None, vectors: VectorSt
                 vs = stores.get(model)
                 todo = batch if st.reembed else [i for i in batch if i not in vs.existing(batch)]
                 if todo:
-                    t = time.perf_counter()
                     texts = _texts(gen_dir, cache, todo)
+                    t = time.perf_counter()
                     vecs = embedders.get(model).embed_passages(texts)
                     fault_point("embed")
+                    t2 = time.perf_counter()
                     vs.add(todo, vecs)
                     fault_point("chroma")
+                    if rep is not None:
+                        rep.stages["embed"] = rep.stages.get("embed", 0.0) + t2 - t
+                        rep.stages["write_chroma"] = rep.stages.get("write_chroma", 0.0) + time.perf_counter() - t2
                     filled += len(todo)
-                    rate = filled / max(time.perf_counter() - started, 1e-6)
-                    st.rate = rate if rate > 0 else st.rate
-                    log.debug("embedded %d in %.1fs", len(todo), time.perf_counter() - t)
+                    st.rate = filled / max(time.perf_counter() - started, 1e-6)
                 if rep is not None:
                     rep.embedded += len(todo)
                 # Advance only after the batch is stored; a stale generation's state is still advanced

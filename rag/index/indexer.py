@@ -400,15 +400,13 @@ def build_generation(settings: Settings, plan: Plan, prev: Previous, tokenizer: 
     dropped_ids: set[str] = set()
     for n, rows in dropped.items():
         sid = old[n].id
-        keys = store.read_segment_keys(gen_dir, sid)
-        toks = store.read_segment_tokens(gen_dir, sid) if prev.same_rules else None
-        stats = store.read_segment_stats(gen_dir, sid)
+        keys = store.read_segment_keys(gen_dir, sid, rows)
+        toks = store.read_segment_tokens(gen_dir, sid, rows) if prev.same_rules else None
+        stats_out.extend(store.read_segment_stats(gen_dir, sid, rows).values())
         for r in rows:
             dropped_ids.add(keys[r][0])
             if toks is not None:
                 reuse_tokens[keys[r][1]] = toks[r]
-            if r in stats:
-                stats_out.append(stats[r])
         old[n].dead = sorted(set(old[n].dead) | set(rows))
     # The user dictionary: terms the documents put in quotes, counted per chunk, updated by the change.
     counts = {k: Counter(v) for k, v in prev.counts.items()} if gen_dir else {}
@@ -436,12 +434,12 @@ def build_generation(settings: Settings, plan: Plan, prev: Previous, tokenizer: 
     for n, rows in sorted(retok.items()):
         sid = old[n].id
         chunks = store.read_segment_chunks(gen_dir, sid)
-        toks = store.read_segment_tokens(gen_dir, sid) if prev.same_rules else None
-        stats = store.read_segment_stats(gen_dir, sid)
+        toks = store.read_segment_tokens(gen_dir, sid, rows) if prev.same_rules else None
+        stats = store.read_segment_stats(gen_dir, sid, rows)
         for r in rows:
             c = chunks[r]
             moved.append(c)
-            moved_stats.append(stats.get(r, {}))  # still counted: the row stays in the generation
+            moved_stats.append(stats[r])  # still counted: the row stays in the generation
             if toks is not None:
                 reuse_tokens[c.token_key] = toks[r]
         dropped.setdefault(n, []).extend(rows)

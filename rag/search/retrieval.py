@@ -113,7 +113,7 @@ class VectorView:
 class Retriever:
     """Hybrid retriever over the current generation; reloads when a re-index commits a new one."""
 
-    REOPEN_S = 15.0  # how often at most a reader reopens its view to see another process's new vectors
+    REOPEN_S = 30.0  # how often at most a reader reopens its view to see another process's new vectors
 
     def __init__(self, settings: Settings, embedder: Embedder | None = None):
         self.settings = settings
