@@ -56,7 +56,11 @@ def test_searchable_before_any_vector_and_hybrid_equals_bm25_while_none_exist(tm
     assert r.vector_ranking(r.snapshot(), "科普大篷车", 5) == []
     for q in ["科普大篷车", "青少年科技创新大赛", "院士专家工作站"]:
         bm = [h.chunk.id for h in r.search(q, 5, mode="bm25")]
-        assert bm and [h.chunk.id for h in r.search(q, 5)] == bm  # fused fairly: nothing pushed down
+        hybrid = r.search(q, 5)
+        assert bm and [h.chunk.id for h in hybrid] == bm  # fused fairly: nothing pushed down
+        # The answer layer still sees how close each passage is: its cosine, embedded at query time.
+        assert all(h.vector_score is not None and h.vector_rank is None for h in hybrid)
+        assert all(h.vector_score is None for h in r.search(q, 5, mode="bm25"))  # no vectors asked for
     r.close()
     final = backfill.fill(s, embedder=embedder)
     assert final.complete and final.model == s.embedding_model

@@ -52,6 +52,7 @@ from pathlib import Path
 import pytest
 from conftest import PROJECT_ROOT, free_port
 
+from rag.index import store
 from rag.serve.kbs import DEFAULT_NAME
 
 pytestmark = pytest.mark.slow
@@ -211,9 +212,8 @@ class GenerationWatch(threading.Thread):
         for d in sorted(self.index_dir.glob("gen-*")):
             if d.name in self.sources or not re.fullmatch(r"gen-\d{6}", d.name):
                 continue  # gen-*.partial is never read: it is renamed into place only when complete
-            try:
-                with open(d / "chunks.jsonl", encoding="utf-8") as f:
-                    srcs = frozenset(json.loads(line)["source"] for line in f)
+            try:  # the generation's live rows, segment by segment (rag/index/store.py)
+                srcs = frozenset(c.source for c in store.read_chunks(d))
             except OSError:
                 continue
             with self.lock:

@@ -188,6 +188,8 @@ def fill(settings: Settings, embedder: Embedder | None = None, vectors: VectorSt
                 step = _next_step(settings, gen_dir, st, cache, stores)
                 if step is None:
                     _sweep(stores, gen_dir, cache)
+                    if rep is not None:
+                        rep.vectors = stores.get(st.model).count()
                     return st
                 model, ids, field = step
                 batch = ids[: max(settings.embedding_batch_size, 1) * 4]

@@ -128,6 +128,7 @@ class Retriever:
         self._opened_at = 0.0
         self._view_cache: tuple | None = None
         self._pending: tuple[str, list[str]] = ("", [])
+        self._pending_vectors: dict[tuple[str, str], object] = {}  # (model, chunk id) -> vector embedded at query time
         self._snap: Snapshot | None = None
         self._manifest_cache: tuple | None = None
         self._view = ""  # alias key for Chroma when another process wrote the current generation
@@ -277,12 +278,10 @@ class Retriever:
         return snap.bm25.search(snap.tokenizer.tokens(query), n)
 
     def vector_ranking(self, snap: Snapshot, query: str, n: int, timings: dict[str, float] | None = None,
-                       view: VectorView | None = None) -> list[tuple[int, float]]:
+                       view: VectorView | None = None, q=None) -> list[tuple[int, float]]:
         view = view or self.vector_view(snap)
-        t = time.perf_counter()
-        q = self.embedder_for(view.model).embed_query(query)
-        if timings is not None:
-            timings["embed_query"] = time.perf_counter() - t
+        if q is None:
+            q = self.query_vector(view, query, timings)
         # A batch being written may hold pending ids: ask for enough to drop them and keep n.
         k = min(n + 10 + min(len(view.missing), 256), len(snap.by_id))
         try:
@@ -297,6 +296,30 @@ class Retriever:
                 if i not in view.missing:
                     out.append((i, sim))
         return out[:n]
+
+    def query_vector(self, view: VectorView, query: str, timings: dict[str, float] | None = None):
+        t = time.perf_counter()
+        q = self.embedder_for(view.model).embed_query(query)
+        if timings is not None:
+            timings["embed_query"] = time.perf_counter() - t
+        return q
+
+    def score_pending(self, hits: list[Hit], view: VectorView, q, snap: Snapshot) -> None:
+        """Give the returned passages that have no stored vector yet their cosine to the query, embedded now
+        (at most k passages, each once per process): the answer's features then see how close a new
+        document is to the question, as they will once its vector is stored. Ranks are left as fused."""
+        todo = [h for h in hits if h.vector_score is None and any(i in view.missing for i in snap.by_id.get(h.chunk.id, ()))]
+        if not todo:
+            return
+        cache = self._pending_vectors
+        new = [h.chunk for h in todo if (view.model, h.chunk.id) not in cache]
+        if new:
+            for c, v in zip(new, self.embedder_for(view.model).embed_passages([c.vector_text for c in new])):
+                cache[(view.model, c.id)] = v
+            while len(cache) > 4096:  # bounded: the oldest go first
+                cache.pop(next(iter(cache)))
+        for h in todo:
+            h.vector_score = float(cache[(view.model, h.chunk.id)] @ q)
 
     def search(self, query: str, k: int | None = None, mode: str | None = None, snap: Snapshot | None = None,
                **filters) -> list[Hit]:
@@ -333,11 +356,16 @@ class Retriever:
         timings["bm25"] = time.perf_counter() - t
         t = time.perf_counter()
         view = self.vector_view(snap) if mode in (RetrievalMode.HYBRID, RetrievalMode.VECTOR) else None
-        vec = self.vector_ranking(snap, query, depth, timings, view) if view is not None else []
+        qv = self.query_vector(view, query, timings) if view is not None else None
+        vec = self.vector_ranking(snap, query, depth, timings, view, qv) if view is not None else []
         timings["vector"] = time.perf_counter() - t
         if allowed is not None:
             bm = [x for x in bm if snap.chunks[x[0]].source in allowed][:n]
             vec = [x for x in vec if snap.chunks[x[0]].source in allowed][:n]
         adjust = (lambda fused: structure.rerank(fused, snap.chunks, q, snap.docs)) if s.structure else None
         hits = fused_hits(snap.chunks, bm, vec, s, k, mode, adjust, view.missing if view else frozenset())
+        if view is not None and view.missing:
+            t = time.perf_counter()
+            self.score_pending(hits, view, qv, snap)
+            timings["score_pending"] = time.perf_counter() - t
         return Retrieval(structure.annotate(hits, snap.docs), timings)
