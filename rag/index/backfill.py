@@ -187,7 +187,7 @@ def fill(settings: Settings, embedder: Embedder | None = None, vectors: VectorSt
                     cache = {"gen": m.generation, "chunks": None}
                 step = _next_step(settings, gen_dir, st, cache, stores)
                 if step is None:
-                    _sweep(stores, gen_dir, cache)
+                    _sweep(stores, gen_dir)
                     if rep is not None:
                         rep.vectors = stores.get(st.model).count()
                     return st
@@ -256,7 +256,7 @@ def _texts(gen_dir: Path, cache: dict, ids: list[str]) -> list[str]:
     return [by_id[i].vector_text for i in ids]
 
 
-def _sweep(stores: Stores, gen_dir: Path, cache: dict) -> None:
+def _sweep(stores: Stores, gen_dir: Path) -> None:
     """Once complete: delete leftovers of interrupted runs (vectors of ids no chunk uses)."""
     live = set(store.read_segment_ids_live(gen_dir))
     there = stores.get(stores.settings.embedding_model).collections()
