@@ -26,7 +26,7 @@ from rag.index.vectors import VectorStore
 from rag.settings import Settings
 
 log = logging.getLogger("kexie.index")
-PENDING, UPGRADE = "pending.txt", "upgrade.txt"
+PENDING, UPGRADE = store.PENDING, store.UPGRADE
 Progress = Callable[[str, int, int], None]
 
 

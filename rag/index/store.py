@@ -52,7 +52,7 @@ class FileRecord:
 @dataclass
 class Manifest:
     model: str
-    dim: int
+    dim: int  # 0 since vectors are made after the commit (kept: older manifests still read)
     chunk_size: int
     chunk_overlap: int
     generation: str = ""
@@ -243,11 +243,9 @@ def read_segment_texts(gen_dir: Path, seg_id: str) -> list[str]:
     return _seg_file(gen_dir, seg_id, "texts.txt").read_text(encoding="utf-8").split("\0")
 
 
-def read_segment_keys(gen_dir: Path, seg_id: str, rows: list[int] | None = None):
-    """(chunk id, token key) of every row, or {row: (id, key)} for `rows`."""
+def read_segment_keys(gen_dir: Path, seg_id: str, rows: list[int]) -> dict[int, tuple[str, str]]:
+    """{row: (chunk id, token key)} for `rows`."""
     lines = _lines(gen_dir, seg_id, "ids.txt")
-    if rows is None:
-        return [tuple(x.split("\t")) for x in lines]
     return {r: tuple(lines[r].split("\t")) for r in rows}
 
 
@@ -326,6 +324,9 @@ class VectorState:
     def write(self, gen_dir: Path) -> None:
         self.updated_at = time.time()
         atomic_write(gen_dir / "vectors.json", json.dumps(self.__dict__, ensure_ascii=False))
+
+
+PENDING, UPGRADE = "pending.txt", "upgrade.txt"  # ids lacking a vector in the served / the upgrade model
 
 
 def read_id_list(gen_dir: Path, name: str) -> list[str]:

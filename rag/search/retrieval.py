@@ -265,7 +265,7 @@ class Retriever:
         if old is not None:
             old.retire()
         if self._pending[0] != gen:
-            self._pending = (gen, store.read_id_list(gen_dir, "pending.txt"))
+            self._pending = (gen, store.read_id_list(gen_dir, store.PENDING))
         ids = self._pending[1][visible:st.total] if visible < st.total else []
         missing = frozenset(i for cid in ids for i in snap.by_id.get(cid, ()))
         view = VectorView(st.model, missing, st)
