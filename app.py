@@ -13,7 +13,15 @@ def main() -> int:
 
     settings = load_settings(find_config())
     configure_logging(settings)
-    m = store.Manifest.read(settings.index_dir)
+    from rag.search.retrieval import IndexNotReady, check_index
+
+    try:  # a damaged index: the last intact generation answers (with a notice), or say how to rebuild it
+        m, notice = check_index(settings)
+    except IndexNotReady as e:
+        print(f"错误：{e}", file=sys.stderr, flush=True)
+        return 2
+    if notice:
+        print(f"注意：{notice}", flush=True)
     if m is None or m.version != store.FORMAT_VERSION:  # none yet, or an older layout this version cannot read
         from rag.index.indexer import index_corpus, tty_progress
 

@@ -70,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("kb", help="知识库名称或 id")
     p.add_argument("--revoke", action="store_true", help="收回授权")
     p.add_argument("--data", type=Path, help="数据目录（默认 index/ 旁的 data/，环境变量 KEXIE_DATA_DIR）")
+
+    p = sub.add_parser("link-key", help="更换“打开原文”链接的签名密钥：已发出的链接全部失效")
+    _common(p)
+    p.add_argument("--rotate", action="store_true", required=True, help="生成新密钥（运行中的网页无需重启）")
+    p.add_argument("--data", type=Path, help="数据目录（默认 index/ 旁的 data/，环境变量 KEXIE_DATA_DIR）")
     return ap
 
 
@@ -213,6 +218,16 @@ def cmd_grant(s: Settings, args) -> int:
     return 0
 
 
+def cmd_link_key(s: Settings, args) -> int:
+    from rag.serve.links import write_key
+
+    key = s.data_root / "link.key"
+    key.parent.mkdir(parents=True, exist_ok=True)
+    write_key(key)
+    print(f"已更换链接签名密钥：{key}。此前发出的所有“打开原文”链接均已失效。")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -220,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         s = settings_from(args)
         configure_logging(s)
         return {"index": cmd_index, "search": cmd_search, "ask": cmd_ask, "eval": cmd_eval, "feedback": cmd_feedback,
-                "grant": cmd_grant}[args.cmd](s, args)
+                "grant": cmd_grant, "link-key": cmd_link_key}[args.cmd](s, args)
     except KeyboardInterrupt:
         print("已中断；已提交的索引保持可用，下次运行会继续完成。", file=sys.stderr)
         return 130

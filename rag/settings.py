@@ -71,6 +71,8 @@ class Settings:
     llm_base_url: str = ""
     llm_model: str = ""
     llm_api_key: str = field(default="", repr=False)  # secrets never appear in repr, logs or pages
+    # Endpoints a user may type in the page's 设置 besides llm_base_url (which is always allowed); exact base URLs.
+    llm_allowed_urls: tuple[str, ...] = ()
     llm_timeout: float = 60.0
     llm_temperature: float = 0.1
     llm_max_tokens: int = 512  # longest answer the model may write
@@ -97,7 +99,15 @@ class Settings:
     # (or per client address when open; <= 0: no limit).
     api_keys: tuple[str, ...] = field(default=(), repr=False)
     api_rate_limit: int = 60
+    # Per-user quotas in the page (the admin has none; <= 0: no limit): bases a user may create, MB uploaded a day.
+    max_bases_per_user: int = 10
+    max_upload_mb_per_day: int = 500
     max_upload_mb: int = 50
+    # Each file is parsed within the limits of rag/ingest/limits.py; with isolate_parsing, in a child process under
+    # an address-space ceiling of parse_memory_mb, killed past parse_seconds (rag/ingest/worker.py).
+    isolate_parsing: bool = True
+    parse_memory_mb: int = 2048
+    parse_seconds: int = 300
     upload_extensions: tuple[str, ...] = (".txt", ".md", ".pdf", ".docx", ".doc", ".wps", ".xlsx", ".xls", ".csv", ".et",
                                           ".pptx", ".dps", ".html", ".htm")
 
@@ -218,6 +228,8 @@ def validate(s: Settings) -> Settings:
     if s.llm_max_tokens < 16 or s.gguf_context < 512:
         raise ValueError("llm_max_tokens 必须 ≥ 16，gguf_context 必须 ≥ 512")
     RetrievalMode.from_str(s.retrieval_mode)
+    if s.parse_memory_mb < 128 or s.parse_seconds < 1:  # below this every isolated parse would fail
+        raise ValueError(f"parse_memory_mb 必须 ≥ 128，parse_seconds 必须 ≥ 1（当前 {s.parse_memory_mb}、{s.parse_seconds}）")
     if s.answer_threshold > 1:
         raise ValueError(f"answer_threshold 必须 ≤ 1（当前 {s.answer_threshold}；小于 0 表示使用模型自带的阈值）")
     return s

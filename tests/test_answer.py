@@ -207,12 +207,12 @@ def test_cli_ask_json(corpus_index):
 
 def test_typed_endpoint_never_receives_the_configured_key(corpus_index, retriever):
     """The web settings tab may name any URL: the configured key goes only to the configured endpoint."""
-    from rag.serve.web import endpoint_settings
+    from rag.serve.web import EndpointRefused, endpoint_settings
 
     configured, typed = FakeLLM(), FakeLLM()
     try:
         s = corpus_index.replace(answer_backend="openai", llm_base_url=configured.url, llm_model="m",
-                                 llm_api_key="sk-configured-secret")
+                                 llm_api_key="sk-configured-secret", llm_allowed_urls=(typed.url,))
         a = Assistant(s, retriever)
         a.ask("什么是四服务一加强", llm=endpoint_settings(s, typed.url, "m", ""))  # key field left blank
         a.ask("什么是四服务一加强", llm=endpoint_settings(s, typed.url + "/", "other", "sk-typed"))
@@ -220,6 +220,8 @@ def test_typed_endpoint_never_receives_the_configured_key(corpus_index, retrieve
         assert typed.requests and all("sk-configured-secret" not in r["auth"] for r in typed.requests)
         assert typed.requests[-1]["auth"] == "Bearer sk-typed"
         assert configured.requests and configured.requests[-1]["auth"] == "Bearer sk-configured-secret"
+        with pytest.raises(EndpointRefused):  # any other address: refused before anything is contacted
+            endpoint_settings(s, f"http://127.0.0.1:{typed.port + 1}/v1", "m", "")
     finally:
         configured.close()
         typed.close()

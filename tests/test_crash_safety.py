@@ -51,15 +51,17 @@ def test_sigkill_during_index_keeps_previous_index(tmp_path, embedder, fault):
         (corpus / name).write_text(text, encoding="utf-8")
     s = load_settings(env={}, corpus_dir=corpus, index_dir=tmp_path / "index")
     index_corpus(s, embedder=embedder)
-    before = [h.chunk.id for h in Retriever(s, embedder).search("科普大篷车", 3)]
+    before_hits = Retriever(s, embedder).search("科普大篷车", 3)
 
     (corpus / NEW[0]).write_text(NEW[1], encoding="utf-8")
     (corpus / "a.txt").unlink()
     assert run_index(s, fault) == -signal.SIGKILL
 
     after = [h.chunk.id for h in Retriever(s, embedder).search("科普大篷车", 3)]
-    if fault not in AFTER_COMMIT:  # the previous generation still answers exactly as before
-        assert after == before
+    if fault not in AFTER_COMMIT:
+        # The previous generation still answers as before, except for a.txt: deleted from corpus/ before
+        # the crash, it is hidden at load (reconciled with the corpus folder) until the next run drops it.
+        assert after == [h.chunk.id for h in before_hits if h.chunk.source != "a.txt"]
         assert {c.source for c in counts(s)[3]} == {"a.txt", "b.txt", "d.txt"}
     else:  # the new generation is live: BM25 finds the new file at once
         assert {c.source for c in counts(s)[3]} == {"b.txt", "c.txt", "d.txt"}

@@ -236,12 +236,13 @@ def tab_app(kb_settings, tmp_path_factory):
     import gradio as gr
 
     from rag.serve.evaltab import eval_tab
+    from rag.serve.guard import FileOwners
     from rag.serve.kbs import Registry
 
     s = kb_settings.replace(data_dir=str(tmp_path_factory.mktemp("tabdata")))
     with gr.Blocks(title="评测") as demo:
         with gr.Tabs():
-            eval_tab(s, Registry(s), lambda request: None)
+            eval_tab(s, Registry(s), lambda request: None, FileOwners(), s.data_root / "exports")
     port = free_port()
     demo.queue()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)

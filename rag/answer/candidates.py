@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from rag.answer.instructions import looks_like_instruction
 from rag.ingest import tables
 from rag.models import Hit
 from rag.text import CLOSERS, TERMINAL, normalize
@@ -93,7 +94,7 @@ def candidates(hits: list[Hit]) -> list[Candidate]:
         title = normalize(c.title)
         label = c.heading.rsplit(" > ", 1)[-1]
         # A heading is a candidate ("曾能建 福建省科协党组书记" answers "谁"), an article number alone is not.
-        if len(label) >= MIN_CHARS and label not in c.title and label != c.article:
+        if len(label) >= MIN_CHARS and label not in c.title and label != c.article and not looks_like_instruction(label):
             out.append(Candidate(h, -1, -1, label, -1))
         if c.kind == "table":
             out += _rows(h)
@@ -101,6 +102,8 @@ def candidates(hits: list[Hit]) -> list[Candidate]:
         for n, (s, e) in enumerate(sentence_spans(c.text)):
             if e - s < MIN_CHARS or c.text[s:e].rstrip(CLOSERS).endswith(("？", "?")) or normalize(c.text[s:e]) in title:
                 continue  # a question in the text (an FAQ's, a heading's) or the document's own title answers nothing
+            if looks_like_instruction(c.text[s:e]):
+                continue  # orders addressed to the assistant are document data, never its answer
             out.append(Candidate(h, s, e, c.text[s:e], n))
             if e - s > LONG_SENTENCE:
                 out += [Candidate(h, ws, we, c.text[ws:we], n, True) for ws, we in clause_windows(c.text, s, e)

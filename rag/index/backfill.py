@@ -45,8 +45,7 @@ class Stores:
     def get(self, model: str) -> VectorStore:
         vs = self._open.get(model)
         if vs is None:
-            s = self.settings
-            vs = self._open[model] = VectorStore.open(s.chroma_dir, model, s.chroma_host, s.chroma_port, kb_id=self.kb_id)
+            vs = self._open[model] = open_store(self.settings, model, self.kb_id)
         return vs
 
     def models(self) -> list[str]:
@@ -82,11 +81,98 @@ class Stores:
         self.close()
 
 
+# What SQLite and Chroma say when a store's files are damaged (not when it is busy or a server is away).
+_DAMAGED = ("malformed", "not a database", "file is encrypted", "database disk image")
+
+
+def open_store(settings: Settings, model: str, kb_id: str) -> VectorStore:
+    """The base's collection for `model`. An embedded store that cannot start because its files are damaged
+    (a truncated chroma.sqlite3) is moved aside to chroma.damaged-<time> and a new one opened: `verify` then
+    finds the vectors missing and the filler makes them again. Only writers (indexer, filler) open through
+    here; a reader that cannot open the store answers from BM25 (retrieval.Retriever.vector_view)."""
+    s = settings
+    try:
+        return VectorStore.open(s.chroma_dir, model, s.chroma_host, s.chroma_port, kb_id=kb_id)
+    except Exception as e:
+        if s.chroma_host or not any(w in str(e).lower() for w in _DAMAGED):
+            raise
+        aside = set_aside(s.chroma_dir)
+        log.warning("向量库已损坏（%s），已移到 %s，将重新生成向量", e, aside)
+        return VectorStore.open(s.chroma_dir, model, s.chroma_host, s.chroma_port, kb_id=kb_id)
+
+
+def set_aside(chroma_dir: Path) -> Path:
+    """Rename a damaged embedded store out of the way (kept for inspection, never deleted here)."""
+    aside = chroma_dir.with_name(f"{chroma_dir.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+    try:
+        os.replace(chroma_dir, aside)
+    except FileNotFoundError:  # another writer moved it first
+        pass
+    return aside
+
+
+def verify(settings: Settings, stores: Stores, gen_dir: Path) -> str:
+    """Re-plan a generation's vectors when its vector side cannot be trusted: vectors.json unreadable,
+    pending.txt shorter than it says, or the store holding fewer vectors than vectors.json says are stored
+    (a truncated chroma.sqlite3 reopens empty, a store deleted or replaced). Every live chunk the store
+    lacks is pending again, so the progress is no longer complete and `fill` makes them. Returns what was
+    wrong ('' when nothing). Raises when the store cannot be opened at all. Call with the worker lock held."""
+    try:
+        st = VectorState.read(gen_dir)
+    except store.Damage:
+        st = None
+    stores.get(st.model if st else settings.embedding_model)  # a store that cannot open: the caller says so
+    problems = store.check_vector_state(gen_dir, stores.get)
+    if not problems:
+        return ""
+    text = "；".join(map(str, problems))
+    new, pending = _fresh(settings, gen_dir, None, stores, bool(st and st.reembed))
+    store.write_id_list(gen_dir, PENDING, pending)
+    new.write(gen_dir)
+    if new.total:
+        log.warning("%s：重新生成缺少的 %d 个向量", text, new.total)
+    else:
+        log.warning("%s：向量库中向量齐全，已重写 %s/vectors.json", text, gen_dir.name)
+    return text
+
+
+def repair(settings: Settings, vectors: VectorStore | None = None) -> str:
+    """At start (app.py, before the assistant opens the store): check the current generation's vector side
+    and re-plan what the store lost (`verify`), so the background filler refills it. Skipped when another
+    process is filling (it verifies each generation it works on) or the generation itself is damaged (the
+    retriever falls back to an older one). Returns a line for people ('' when all is well)."""
+    try:
+        m = store.Manifest.read(settings.index_dir)
+    except store.Damage:
+        return ""
+    if m is None or not m.generation or not (settings.index_dir / m.generation).is_dir():
+        return ""
+    data = store.check_generation(settings.index_dir, m.generation, m, level="quick", all_files=False)
+    if any(p.part != "vectors" for p in data):
+        return ""
+    with worker_lock(settings.index_dir, block=False) as mine:
+        if not mine:
+            return ""
+        try:
+            with Stores(settings, store.kb_identity(settings.index_dir), vectors) as stores:
+                text = verify(settings, stores, settings.index_dir / m.generation)
+        except Exception as e:  # the store cannot be opened: BM25 answers, the retriever says why
+            log.warning("向量库无法打开：%s", e)
+            return f"向量库无法打开（{type(e).__name__}），检索暂时只用 BM25"
+    if not text:
+        return ""
+    st = current_state(settings)
+    return f"向量索引有缺失（{text}），正在后台重新生成" if st is not None and not st.complete else f"已修复向量状态（{text}）"
+
+
 def plan_vectors(settings: Settings, prev_gen: Path | None, gen_dir: Path, new_ids: list[str], dropped: set[str],
                  stores: Stores, rebuild: bool = False) -> tuple[VectorState, list[str]]:
     """The new generation's vector space and its pending ids, at the cost of the change: ids the previous
     generation was still waiting for carry over, new ids are looked up in the store."""
-    prev = VectorState.read(prev_gen) if prev_gen else None
+    try:
+        prev = VectorState.read(prev_gen) if prev_gen else None
+    except store.Damage:  # unreadable: plan afresh (every live chunk checked against the store)
+        prev = None
     target, fast = settings.embedding_model, settings.fast_embedding_model
     carried: list[str] = []
     if prev is not None and prev.model in (target, fast) and not rebuild:
@@ -160,67 +246,113 @@ class Embedders:
 def fill(settings: Settings, embedder: Embedder | None = None, vectors: VectorStore | None = None,
          progress: Progress | None = None, rep=None, block: bool = True, stop=None) -> VectorState | None:
     """Embed what the current generation lacks until it is complete (or `stop()` is true). Follows new
-    generations committed meanwhile. Returns the final state; None when another process is filling
-    (with `block=False`) or there is no index."""
+    generations committed meanwhile: the manifest is read again before every batch, and a batch whose
+    generation was replaced (and maybe already removed) is dropped or carried over by the new one's plan.
+    Returns the final state; None when another process is filling (with `block=False`), there is no index,
+    the base's index folder was deleted, the base was rebuilt under another identity, or the current
+    generation is damaged (the retriever falls back to an older one; `kexie index --rebuild` repairs)."""
     from rag.index.indexer import fault_point
 
-    with worker_lock(settings.index_dir, block) as mine:
+    index_dir = settings.index_dir
+    if not index_dir.is_dir():
+        return None
+    with worker_lock(index_dir, block) as mine:
         if not mine:
             return None
         embedders = Embedders(settings, embedder)
-        kb = store.kb_identity(settings.index_dir)
+        kb = store.kb_identity(index_dir)
         with Stores(settings, kb, vectors) as stores:
             cache: dict[str, object] = {}
             started = time.perf_counter()
             filled = 0
+            failures = 0
             while True:
-                m = store.Manifest.read(settings.index_dir)
-                if m is None or not m.generation:
+                m = _committed(index_dir)
+                if m is None:
                     return None
-                gen_dir = settings.index_dir / m.generation
-                st = VectorState.read(gen_dir)
-                if st is None:
+                if kb and m.kb_id and m.kb_id != kb:
+                    log.warning("知识库 %s 的索引已重建为新的标识，停止为旧索引生成向量", index_dir)
                     return None
-                if stop is not None and stop():
-                    return st
-                if cache.get("gen") != m.generation:
-                    cache = {"gen": m.generation, "chunks": None}
-                step = _next_step(settings, gen_dir, st, cache, stores)
-                if step is None:
-                    _sweep(stores, gen_dir)
+                gen_dir = index_dir / m.generation
+                try:
+                    if cache.get("gen") != m.generation:
+                        cache = {"gen": m.generation, "chunks": None}
+                        damaged = [p for p in store.check_generation(index_dir, m.generation, m, level="quick",
+                                                                     all_files=False) if p.part != "vectors"]
+                        if damaged:
+                            log.warning("当前索引 %s 已损坏（%s），停止生成向量；请运行 kexie index --rebuild 重建",
+                                        m.generation, "；".join(map(str, damaged)))
+                            return None
+                        verify(settings, stores, gen_dir)
+                    st = VectorState.read(gen_dir)
+                    if st is None:
+                        return None
+                    if stop is not None and stop():
+                        return st
+                    step = _next_step(settings, gen_dir, st, cache, stores)
+                    if step is None:
+                        _sweep(stores, gen_dir)
+                        if rep is not None:
+                            rep.vectors = stores.get(st.model).count()
+                        return st
+                    model, ids, field = step
+                    if not ids:  # pending.txt holds fewer ids than vectors.json counts: plan again
+                        raise store.Damage([store.Problem("vectors", f"{gen_dir.name}/{PENDING} 不完整")])
+                    batch = ids[: max(settings.embedding_batch_size, 1) * 4]
+                    vs = stores.get(model)
+                    todo = batch if st.reembed else [i for i in batch if i not in vs.existing(batch)]
+                    if todo:
+                        texts = _texts(gen_dir, cache, todo)
+                        t = time.perf_counter()
+                        vecs = embedders.get(model).embed_passages(texts)
+                        fault_point("embed")
+                        t2 = time.perf_counter()
+                        vs.add(todo, vecs)
+                        fault_point("chroma")
+                        if rep is not None:
+                            rep.stages["embed"] = rep.stages.get("embed", 0.0) + t2 - t
+                            rep.stages["write_chroma"] = rep.stages.get("write_chroma", 0.0) + time.perf_counter() - t2
+                        filled += len(todo)
+                        st.rate = filled / max(time.perf_counter() - started, 1e-6)
                     if rep is not None:
-                        rep.vectors = stores.get(st.model).count()
-                    return st
-                model, ids, field = step
-                batch = ids[: max(settings.embedding_batch_size, 1) * 4]
-                vs = stores.get(model)
-                todo = batch if st.reembed else [i for i in batch if i not in vs.existing(batch)]
-                if todo:
-                    texts = _texts(gen_dir, cache, todo)
-                    t = time.perf_counter()
-                    vecs = embedders.get(model).embed_passages(texts)
-                    fault_point("embed")
-                    t2 = time.perf_counter()
-                    vs.add(todo, vecs)
-                    fault_point("chroma")
-                    if rep is not None:
-                        rep.stages["embed"] = rep.stages.get("embed", 0.0) + t2 - t
-                        rep.stages["write_chroma"] = rep.stages.get("write_chroma", 0.0) + time.perf_counter() - t2
-                    filled += len(todo)
-                    st.rate = filled / max(time.perf_counter() - started, 1e-6)
-                if rep is not None:
-                    rep.embedded += len(todo)
-                # Advance only after the batch is stored; a stale generation's state is still advanced
-                # (harmless: readers on the new generation read its own state).
-                setattr(st, field, getattr(st, field) + len(batch))
-                st.writer = store.writer_id()
-                if st.upgrade and field == "upgrade_done" and st.upgrade_done >= st.upgrade_total:
-                    # Every live chunk has its accurate vector: switch the generation's space in one write.
-                    st = VectorState(st.upgrade, writer=st.writer, rate=st.rate)
-                st.write(gen_dir)
+                        rep.embedded += len(todo)
+                    # Advance only after the batch is stored; a stale generation's state is still advanced
+                    # (harmless: readers on the new generation read its own state).
+                    setattr(st, field, getattr(st, field) + len(batch))
+                    st.writer = store.writer_id()
+                    if st.upgrade and field == "upgrade_done" and st.upgrade_done >= st.upgrade_total:
+                        # Every live chunk has its accurate vector: switch the generation's space in one write.
+                        st = VectorState(st.upgrade, writer=st.writer, rate=st.rate)
+                    st.write(gen_dir)
+                    failures = 0
+                except Exception as e:
+                    # The index moved on under this batch (a generation committed and the old one removed,
+                    # the base deleted) or a state file went bad: look again rather than die.
+                    if not index_dir.is_dir() or not (index_dir / store.MANIFEST).is_file():
+                        log.info("知识库 %s 的索引已删除，停止生成向量", index_dir)
+                        return None
+                    now = _committed(index_dir)
+                    cache = {}  # the next pass checks the (new) generation again
+                    if now is not None and now.generation != m.generation:
+                        continue
+                    failures += 1
+                    if failures > 3:
+                        raise
+                    log.warning("生成向量时出错（%s: %s），重新检查索引后继续", type(e).__name__, e)
+                    continue
                 fault_point("vectors")
                 if progress:
                     progress(*progress_args(st))
+
+
+def _committed(index_dir: Path) -> "store.Manifest | None":
+    """The committed manifest, or None (no index, or a damaged manifest: nothing to fill until a rebuild)."""
+    try:
+        m = store.Manifest.read(index_dir)
+    except store.Damage as e:
+        log.warning("索引清单已损坏（%s），停止生成向量；请运行 kexie index --rebuild 重建", e)
+        return None
+    return m if m is not None and m.generation else None
 
 
 def _next_step(settings: Settings, gen_dir: Path, st: VectorState, cache: dict, stores: Stores):
@@ -315,8 +447,13 @@ def start_process(settings: Settings) -> int | None:
 
 
 def current_state(settings: Settings) -> VectorState | None:
-    m = store.Manifest.read(settings.index_dir)
-    return VectorState.read(settings.index_dir / m.generation) if m and m.generation else None
+    """The current generation's vector state; None when there is none or it cannot be read (a damaged
+    manifest or vectors.json: `repair` or the filler plans it again, the retriever says so meanwhile)."""
+    try:
+        m = store.Manifest.read(settings.index_dir)
+        return VectorState.read(settings.index_dir / m.generation) if m and m.generation else None
+    except store.Damage:
+        return None
 
 
 def start_thread(settings: Settings, embedder: Embedder | None = None, vectors: VectorStore | None = None):

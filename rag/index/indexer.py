@@ -18,11 +18,10 @@ from typing import NamedTuple
 
 from rag.index import backfill, store
 from rag.index.bm25 import BM25Index
-from rag.ingest.chunking import CHUNKER_VERSION, chunk_document, document_title, is_regulation
-from rag.ingest.cleaning import paragraphs
+from rag.ingest.chunking import CHUNKER_VERSION
 from rag.index.embeddings import Embedder
-from rag.ingest.metadata import DocMeta, apply_sidecar, extract, read_sidecar, sidecar_path
-from rag.ingest.loaders import SUPPORTED, LoadError, Skipped, load, walk_corpus
+from rag.ingest.metadata import DocMeta, sidecar_path
+from rag.ingest.loaders import SUPPORTED, LoadError, Skipped, walk_corpus
 from rag.models import Chunk
 from rag.ingest.places import gazetteer_from, place_stats
 from rag.settings import Settings
@@ -115,23 +114,12 @@ class Chunked(NamedTuple):
 
 def chunk_file(path: Path, source: str, settings: Settings, stages: dict[str, float] | None = None) -> Chunked:
     """Load, clean and chunk one file, and read what it says about itself (its metadata, corrected by
-    its `.meta.toml` sidecar); adds each step's seconds to `stages`."""
-    stages = {} if stages is None else stages
-    with timed(stages, "load"):
-        doc = load(path, source, ocr=settings.ocr)
-    with timed(stages, "clean"):
-        paras = paragraphs(doc.pages, pdf=path.suffix.lower() == ".pdf")
-    with timed(stages, "chunk"):
-        chunks = chunk_document(paras, source, settings.chunk_size, settings.chunk_overlap)
-        meta = extract(paras, source, document_title(paras, source), is_regulation(paras))
-    if not chunks:
-        raise Skipped("文件中没有可索引的文字")
-    warnings = list(doc.warnings)
-    try:
-        meta = apply_sidecar(meta, read_sidecar(path))
-    except ValueError as e:  # a broken sidecar must not cost the document: index it, say why the fix was ignored
-        warnings.append(f"{e}，已忽略")
-    return Chunked(chunks, warnings, doc.scanned_pages, meta)
+    its `.meta.toml` sidecar); adds each step's seconds to `stages`. Within the per-file limits of
+    `rag.ingest.limits` (a file past one raises LoadError naming it), and with `settings.isolate_parsing`
+    in a child process under a memory ceiling and a timeout (`rag.ingest.worker`)."""
+    from rag.ingest import worker
+
+    return Chunked(*worker.parse(path, source, settings, stages))
 
 
 @contextmanager
@@ -209,6 +197,11 @@ def index_corpus(
         kb = store.kb_identity(settings.index_dir, create=True)
         with backfill.Stores(settings, kb, vectors) as stores:
             _apply(settings, plan, prev, stores, tokenizer, rep, rebuild, progress)
+            # The store may have lost vectors the generation counts on (a truncated chroma.sqlite3, a
+            # store set aside): plan them again so that the fill below or in the background makes them.
+            with backfill.worker_lock(settings.index_dir, block=False) as mine:
+                if mine and rep.generation:  # else the running filler verifies the new generation itself
+                    backfill.verify(settings, stores, settings.index_dir / rep.generation)
     rep.searchable_seconds = time.perf_counter() - t0
     if wait:
         backfill.fill(settings, embedder=embedder, vectors=vectors, progress=progress, rep=rep)
@@ -229,8 +222,22 @@ def _apply(settings: Settings, plan: Plan, prev: Previous, stores: "backfill.Sto
 
 
 def read_previous(settings: Settings, rebuild: bool, rep: IndexReport) -> Previous:
-    """The committed generation and whether it can be reused (sets `rep.rebuilt` when not)."""
-    m = store.Manifest.read(settings.index_dir)
+    """The committed generation and whether it can be reused (sets `rep.rebuilt` when not). A damaged one
+    (manifest, segment or BM25 files) is never built upon: its files would be linked into the next."""
+    try:
+        m = store.Manifest.read(settings.index_dir)
+        damage = []
+        if m is not None and m.generation and m.version == store.FORMAT_VERSION:
+            damage = [p for p in store.check_generation(settings.index_dir, m.generation, m, level="quick")
+                      if p.part != "vectors"]  # the vector side is re-planned after the commit (backfill.verify)
+    except store.Damage as e:
+        m, damage = None, e.problems
+    if damage and not rebuild:
+        rep.rebuilt = f"索引已损坏（{'；'.join(map(str, damage))}）"
+        log.warning("%s，正在重建索引…", rep.rebuilt)
+        m = None
+    elif damage:
+        m = None
     if m and not rebuild:
         if m.version != store.FORMAT_VERSION:
             rep.rebuilt = "索引格式已更新"
@@ -551,7 +558,7 @@ def commit(settings: Settings, plan: Plan, gen: Generation, prev: Previous, rep:
         files=plan.records,
         kb_id=stores.kb_id,
     )
-    manifest.write(settings.index_dir)
+    manifest.write(settings.index_dir, copy_to=gen_dir)
     rep.stages["commit"] = time.perf_counter() - t - rep.stages["write_bm25"] - rep.stages["vector_plan"]
     with timed(rep.stages, "gc"):
         fault_point("gc")
@@ -563,8 +570,13 @@ def reindex_live(retriever, progress: Progress | None = None) -> IndexReport:
     """Re-index from a running app and return once its `retrieval.Retriever` answers from the new generation.
 
     Reuses what the app already holds: the loaded model, the open Chroma store, the loaded dictionary."""
+    try:
+        vectors = retriever.vectors
+    except Exception as e:  # a store that cannot open: the indexer opens its own (and sets a damaged one aside)
+        log.warning("向量库无法打开（%s），索引时重新打开", e)
+        vectors = None
     rep = index_corpus(retriever.settings, progress=progress, embedder=retriever.embedder,
-                       vectors=retriever.vectors, tokenizer=retriever.loaded_tokenizer(), wait=False)
+                       vectors=vectors, tokenizer=retriever.loaded_tokenizer(), wait=False)
     t = time.perf_counter()
     retriever.snapshot(wait=True)
     rep.stages["reload"] = time.perf_counter() - t

@@ -7,7 +7,9 @@ index/
                        generation that wrote them, so a one-file change writes only its own segment);
                        userdict.txt, places.txt, place_checks.txt, counts.json, bm25/
                        (never modified once written), and the one mutable file, vectors.json: which vector
-                       space answers this generation and how far its vectors are (see VectorState)
+                       space answers this generation and how far its vectors are (see VectorState);
+                       manifest.json: a copy of the manifest that committed it (written just after the
+                       commit), so a damaged top-level manifest falls back to the last committed generation
   chroma/              vectors keyed by chunk id (may hold extra ids after an interrupted run;
                        readers only trust ids listed in their generation and not still pending)
 """
@@ -28,10 +30,34 @@ from rag.index.tokenizer import prepare
 from rag.models import Chunk
 
 MANIFEST = "manifest.json"
+GEN_MANIFEST = "manifest.json"  # inside gen-*/: a copy of the manifest that committed the generation
+MANIFEST_FIELDS = ("model", "dim", "chunk_size", "chunk_overlap", "generation")  # "generation": since format 3
 # 2: the manifest names the knowledge base (kb_id), whose id is part of its Chroma collection's name.
 # 3: segmented generations (segments.json, seg/), incremental BM25, vectors filled after the commit.
 FORMAT_VERSION = 3
 IDENTITY = "kb_id"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a generation on disk. `part`: manifest | chunks | bm25 (the generation cannot
+    be served: fall back to an older one) or vectors (vectors.json, pending.txt, the vector store: BM25
+    still answers while the vectors are filled again)."""
+
+    part: str
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class Damage(ValueError):
+    """An index file that cannot be trusted; str() says what, in Chinese."""
+
+    def __init__(self, problems: list[Problem], generation: str = ""):
+        self.problems = list(problems)
+        self.generation = generation
+        super().__init__("；".join(map(str, self.problems)))
 
 
 @dataclass
@@ -67,20 +93,47 @@ class Manifest:
 
     @classmethod
     def read(cls, index_dir: Path) -> "Manifest | None":
+        """The committed manifest; None when there is none. Raises `Damage` when it cannot be read."""
         p = index_dir / MANIFEST
         if not p.is_file():
             return None
-        data = orjson.loads(p.read_bytes())
-        files = {k: FileRecord(**v) for k, v in data.pop("files", {}).items()}
-        return cls(files=files, **data)
+        return cls.read_file(p)
 
-    def write(self, index_dir: Path) -> None:
+    @classmethod
+    def read_file(cls, p: Path) -> "Manifest":
+        """A manifest file (the base's, or a generation's copy of it); `Damage` when unreadable or incomplete."""
+        where = f"{p.parent.name}/{p.name}" if p.parent.name.startswith("gen-") else p.name
+        try:
+            data = orjson.loads(p.read_bytes())
+        except (OSError, orjson.JSONDecodeError) as e:
+            raise Damage([Problem("manifest", f"索引清单 {where} 无法读取或解析（{e}）")]) from None
+        if not isinstance(data, dict):
+            raise Damage([Problem("manifest", f"索引清单 {where} 不是 JSON 对象")])
+        legacy = isinstance(data.get("version"), int) and data["version"] < FORMAT_VERSION
+        missing = [k for k in MANIFEST_FIELDS if k not in data and not (legacy and k == "generation")]
+        if missing:
+            raise Damage([Problem("manifest", f"索引清单 {where} 缺少字段：{'、'.join(missing)}")])
+        try:
+            files = {k: FileRecord(**v) for k, v in (data.pop("files", None) or {}).items()}
+            m = cls(files=files, **data)
+        except (TypeError, AttributeError) as e:
+            raise Damage([Problem("manifest", f"索引清单 {where} 内容不完整或格式不对（{e}）")]) from None
+        if not isinstance(m.generation, str) or not isinstance(m.model, str):
+            raise Damage([Problem("manifest", f"索引清单 {where} 的 generation/model 字段格式不对")])
+        return m
+
+    def write(self, index_dir: Path, copy_to: Path | None = None) -> None:
+        """Commit (the atomic switch readers see); `copy_to`: the generation's folder, which keeps a copy
+        written after the commit, so a damaged manifest.json can fall back to the last committed generation."""
         self.updated_at = time.time()
         self.writer = writer_id()
         data = dict(self.__dict__)
         data["files"] = {k: v.__dict__ for k, v in sorted(self.files.items())}
         # orjson: a 3,000-file manifest in milliseconds (json.dumps with indent took a quarter second)
-        atomic_write(index_dir / MANIFEST, orjson.dumps(data, option=orjson.OPT_INDENT_2).decode("utf-8"))
+        text = orjson.dumps(data, option=orjson.OPT_INDENT_2).decode("utf-8")
+        atomic_write(index_dir / MANIFEST, text)
+        if copy_to is not None:
+            atomic_write(copy_to / GEN_MANIFEST, text)
 
 
 def kb_identity(index_dir: Path, create: bool = False) -> str:
@@ -90,7 +143,10 @@ def kb_identity(index_dir: Path, create: bool = False) -> str:
     records it at every commit. '' when there is none and `create` is false."""
     p = index_dir / IDENTITY
     on_file = p.read_text(encoding="utf-8").strip() if p.is_file() else ""
-    m = Manifest.read(index_dir)
+    try:
+        m = Manifest.read(index_dir)
+    except Damage:  # the id file written before the first vector still names the base's collections
+        m = None
     if m and m.kb_id:
         # The committed manifest names the collection its vectors are in: it wins over a stale id file.
         if on_file != m.kb_id:
@@ -315,11 +371,22 @@ class VectorState:
 
     @classmethod
     def read(cls, gen_dir: Path) -> "VectorState | None":
+        """None when the generation has no state; `Damage` when vectors.json cannot be parsed."""
         p = gen_dir / "vectors.json"
         try:
-            return cls(**json.loads(p.read_text(encoding="utf-8")))
+            data = json.loads(p.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return None
+        except (OSError, ValueError) as e:  # ValueError: bad JSON or bad UTF-8
+            raise Damage([Problem("vectors", f"{gen_dir.name}/vectors.json 无法解析（{e}）")], gen_dir.name) from None
+        try:
+            st = cls(**data)
+            ints = all(isinstance(getattr(st, k), int) for k in ("total", "done", "upgrade_total", "upgrade_done"))
+        except TypeError as e:
+            raise Damage([Problem("vectors", f"{gen_dir.name}/vectors.json 内容不对（{e}）")], gen_dir.name) from None
+        if not ints or not isinstance(st.model, str) or not st.model:
+            raise Damage([Problem("vectors", f"{gen_dir.name}/vectors.json 字段格式不对")], gen_dir.name)
+        return st
 
     def write(self, gen_dir: Path) -> None:
         self.updated_at = time.time()
@@ -368,3 +435,185 @@ def remove_stale_generations(index_dir: Path, keep: str, keep_previous: int = 1)
     done = [p for p in gens if not p.name.endswith(".partial") and p.name != keep and p.name < keep]
     for p in done[: max(0, len(done) - keep_previous)]:
         shutil.rmtree(p, ignore_errors=True)
+
+
+# -- integrity ------------------------------------------------------------------------------------------
+
+def generation_names(index_dir: Path) -> list[str]:
+    """The generation folders on disk, newest first (leftovers of an interrupted write excluded)."""
+    names = [p.name for p in index_dir.glob("gen-*") if p.is_dir() and not p.name.endswith(".partial")]
+    return sorted(names, reverse=True)
+
+
+def generation_manifest(index_dir: Path, gen: str) -> Manifest | None:
+    """The manifest that committed `gen`: the base's when it names `gen` (the commit point wins), else the
+    generation's own copy. None when neither is there; `Damage` when the copy is unreadable."""
+    try:
+        m = Manifest.read(index_dir)
+        if m is not None and m.generation == gen:
+            return m
+    except Damage:
+        pass
+    copy = index_dir / gen / GEN_MANIFEST
+    return Manifest.read_file(copy) if copy.is_file() else None
+
+
+def expected_vectors(gen_dir: Path, st: VectorState, visible: int | None = None) -> int:
+    """How many vectors the store must hold in `st.model` for this generation: every distinct live chunk id
+    except those still pending past `visible` (default `st.done`). Fewer means a lost or replaced store."""
+    live = len(set(read_segment_ids_live(gen_dir)))
+    done = st.done if visible is None else visible
+    return max(0, live - max(0, st.total - done))
+
+
+def check_generation(index_dir: Path, gen: str, manifest: Manifest | None = None, level: str = "deep",
+                     all_files: bool = True, open_store=None) -> list[Problem]:
+    """What is wrong with generation `gen` of the index at `index_dir` ([] when it is intact).
+
+    The manifest (`manifest`, else the base's and the one that committed `gen`) parses and has its fields;
+    segments.json parses; every segment's files are there with the rows segments.json gives them
+    (`all_files`: the token, text and count files the indexer reuses too, not only chunks and ids); BM25's
+    files are there and its live rows are the generation's; vectors.json parses and pending.txt lists what
+    it promises.
+    `level`: "quick" checks each segment file's size and last byte only (what every `kexie index` run can
+    afford), "lines" counts its rows, "deep" also parses every chunk and loads BM25. `open_store(model)`: a
+    VectorStore of the base; the store must open and hold at least the vectors vectors.json says are stored.
+    Problems of part "vectors" leave the generation searchable by BM25."""
+    gen_dir = index_dir / gen
+    if not gen or not gen_dir.is_dir():
+        return [Problem("chunks", f"索引目录 {gen or '（空）'} 不存在")]
+    problems: list[Problem] = []
+    if manifest is None:  # the base's manifest.json is checked too: it is the index's commit point
+        try:
+            Manifest.read(index_dir)
+        except Damage as e:
+            problems.extend(e.problems)
+        try:
+            if generation_manifest(index_dir, gen) is None:
+                problems.append(Problem("manifest", f"找不到 {gen} 的索引清单（manifest.json）"))
+        except Damage as e:
+            problems.extend(e.problems)
+    try:
+        layout = read_segments(gen_dir)
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        return [*problems, Problem("chunks", f"{gen}/segments.json 无法读取或解析（{e}）")]
+    live = 0
+    kinds = _SEG_KINDS if all_files else ("chunks.jsonl", "ids.txt")
+    for seg in layout:
+        live += seg.rows - len(set(seg.dead))
+        for kind in kinds:
+            f = _seg_file(gen_dir, seg.id, kind)
+            bad = _seg_file_problem(f, kind, seg.rows, level)
+            if bad:
+                problems.append(Problem("chunks", f"{gen}/seg/{f.name} {bad}"))
+    problems.extend(_check_bm25(gen_dir, live, level))
+    problems.extend(check_vector_state(gen_dir, open_store))
+    return problems
+
+
+def _seg_file_problem(f: Path, kind: str, rows: int, level: str) -> str:
+    """'' when a segment file looks whole at `level`, else what is wrong with it."""
+    # texts.txt is NUL-separated (one separator fewer than rows); the others hold one line per row.
+    sep, want = (b"\0", max(rows - 1, 0)) if kind == "texts.txt" else (b"\n", rows)
+    try:
+        if level == "quick":
+            size = f.stat().st_size
+            if want and size == 0:
+                return f"为空（0 字节），应有 {rows} 行"
+            if sep == b"\n" and size:
+                with open(f, "rb") as fh:
+                    fh.seek(size - 1)
+                    if fh.read(1) != b"\n":
+                        return "末尾被截断"
+            return ""
+        data = f.read_bytes()
+    except OSError as e:
+        return f"无法读取（{type(e).__name__}）"
+    n = data.count(sep)
+    if n != want:
+        return f"{'为空（0 字节）' if not data else f'行数不符（{n}）'}，应有 {rows} 行"
+    if level == "deep" and kind == "chunks.jsonl":
+        try:
+            for line in data.splitlines():
+                Chunk.from_dict(orjson.loads(line))
+        except (ValueError, TypeError, KeyError) as e:
+            return f"内容无法解析（{e}）"
+    return ""
+
+
+def _check_bm25(gen_dir: Path, live: int, level: str) -> list[Problem]:
+    """BM25's index.json parses, its live rows are the generation's, and every array file holds the data
+    its header promises (a few bytes read per file); "lines" and "deep" count the terms too, "deep" loads it."""
+    bm = gen_dir / "bm25"
+    where = f"{gen_dir.name}/bm25"
+    try:
+        meta = json.loads((bm / "index.json").read_text(encoding="utf-8"))
+        rows = sum(int(m["rows"]) - int(m["dead"]) for m in meta["segments"])
+        seg_ids = [m["id"] for m in meta["segments"]]
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        return [Problem("bm25", f"{where}/index.json 无法读取或解析（{e}）")]
+    if rows != live:
+        return [Problem("bm25", f"{where} 有 {rows} 行，与分段记录的 {live} 行不符")]
+    bad = []
+    for f in [f"{i}.{k}.npy" for i in seg_ids for k in ("indptr", "rows", "tf", "dl")] + ["dead.npy"]:
+        shape = _npy_shape(bm / f)
+        if shape is None:
+            bad.append(f)
+        elif level != "quick" and f.endswith(".indptr.npy"):
+            terms = bm / f.replace(".indptr.npy", ".terms.txt")
+            try:
+                n = terms.read_bytes().count(b"\n") + 1 if shape[0] > 1 else 1
+            except OSError:
+                n = -1
+            if n != max(shape[0] - 1, 1):
+                bad.append(terms.name)
+    for i in seg_ids:
+        if not (bm / f"{i}.terms.txt").is_file():
+            bad.append(f"{i}.terms.txt")
+    if bad:
+        return [Problem("bm25", f"{where} 缺少或截断了文件：{'、'.join(bad[:3])}{' 等' if len(bad) > 3 else ''}")]
+    if level == "deep":
+        try:
+            if BM25Index.load(bm).size != live:
+                return [Problem("bm25", f"{where} 的行数与分段记录不符")]
+        except (OSError, ValueError, TypeError, KeyError, IndexError) as e:
+            return [Problem("bm25", f"{where} 无法加载（{e}）")]
+    return []
+
+
+def _npy_shape(path: Path) -> tuple | None:
+    """The shape of a .npy file whose data is all there (header read, size compared), else None."""
+    import numpy as np
+
+    try:
+        with open(path, "rb") as f:
+            major, _ = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read(f)
+            need = f.tell() + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        return shape if path.stat().st_size >= need else None
+    except (OSError, ValueError, EOFError):
+        return None
+
+
+def check_vector_state(gen_dir: Path, open_store=None, visible: int | None = None) -> list[Problem]:
+    """The vector side of a generation: vectors.json parses, pending.txt lists every id it counts on, and
+    (with `open_store(model)`) the store opens and holds what vectors.json says is stored."""
+    try:
+        st = VectorState.read(gen_dir)
+    except Damage as e:
+        return e.problems
+    if st is None:
+        return []
+    if st.done < st.total and len(read_id_list(gen_dir, PENDING)) < st.total:
+        return [Problem("vectors", f"{gen_dir.name}/{PENDING} 不完整（应有 {st.total} 个编号）")]
+    if open_store is None:
+        return []
+    try:
+        have = open_store(st.model).count()
+    except Exception as e:  # Chroma itself fails: a truncated chroma.sqlite3, a server that is gone
+        return [Problem("vectors", f"向量库无法打开（{type(e).__name__}: {str(e)[:200]}）")]
+    want = expected_vectors(gen_dir, st, visible)
+    if have < want:
+        return [Problem("vectors", f"向量库中“{st.model}”的向量只有 {have} 个，少于 {gen_dir.name}/vectors.json 记录的 {want} 个")]
+    return []

@@ -49,6 +49,19 @@ def _remove_dead_aliases() -> None:
             pass
 
 
+def _forget_system(path: str) -> None:
+    """Chroma caches a system per path even when it failed to start (a damaged chroma.sqlite3): drop it,
+    so the next open (after the store was repaired or set aside) starts afresh instead of failing again."""
+    try:
+        from chromadb.api.shared_system_client import SharedSystemClient as C
+
+        with C._refcount_lock:
+            C._identifier_to_system.pop(path, None)
+            C._identifier_to_refcount.pop(path, None)
+    except Exception:  # another chromadb layout: nothing cached to drop
+        pass
+
+
 def collection_name(model: str, kb_id: str = "") -> str:
     """One collection per knowledge base and embedding model: bases sharing a Chroma server never
     touch each other's vectors, and vector spaces never mix. ('' = an index made before bases had ids.)"""
@@ -89,7 +102,12 @@ class VectorStore:
         else:
             chroma_dir.mkdir(parents=True, exist_ok=True)
             alias = _alias(chroma_dir, fresh) if fresh else None
-            client = chromadb.PersistentClient(path=str(alias or chroma_dir), settings=cs)
+            path = str(alias or chroma_dir)
+            try:
+                client = chromadb.PersistentClient(path=path, settings=cs)
+            except Exception:
+                _forget_system(path)
+                raise
         return cls(client, model, kb_id, alias, remote=bool(host))
 
     # -- lifecycle: a reader that moves to a newer view retires the old store; it closes once unused --

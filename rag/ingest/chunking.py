@@ -10,7 +10,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from rag.ingest import tables
+from rag.ingest import limits, tables
 from rag.ingest.cleaning import Para
 from rag.ingest.places import dominant_place, place_counts
 from rag.models import Chunk
@@ -251,12 +251,17 @@ def _blocks(paras: list[Para]) -> list[_Block]:
 def _sentences(text: str, size: int) -> list[str]:
     out = []
     for s in _SENTENCE.findall(text):
-        while len(s) > size:  # an over-long sentence: cut at a comma, else hard
-            cut = max(s.rfind("，", 0, size), s.rfind(",", 0, size))
-            cut = cut + 1 if cut > size // 3 else size
-            if s[:cut].strip():  # a hard cut inside a run of spaces leaves nothing worth a chunk
-                out.append(s[:cut])
-            s = s[cut:]
+        start = 0  # an offset, not s = s[cut:]: linear in a sentence of millions of characters
+        while len(s) - start > size:  # an over-long sentence: cut at a comma, else hard
+            comma = max(s.rfind("，", start, start + size), s.rfind(",", start, start + size))
+            cut = comma - start + 1 if comma - start > size // 3 else size
+            piece = s[start:start + cut]
+            if piece.strip():  # a hard cut inside a run of spaces leaves nothing worth a chunk
+                out.append(piece)
+            start += cut
+            limits.tick()
+        if start:
+            s = s[start:]
         if s.strip():
             out.append(s)
     return out
@@ -270,6 +275,7 @@ def chunk_document(paras: list[Para], source: str, size: int = 300, overlap: int
     # (section, table?, sentences or rows); chunks never cross sections, and tables are chunked on their own.
     groups: list[tuple[str, bool, list]] = []
     for b in _blocks(paras):
+        limits.tick()
         if b.hard or not groups or groups[-1][0] != b.section or groups[-1][1] != b.table:
             groups.append((b.section, b.table, []))
         if b.table:
@@ -348,6 +354,7 @@ def _emit(chunks: list[Chunk], sents: list[_Sent], fresh: int, title: str, conte
         context=context,
         article=_leaf_article(heading),
     )
+    limits.add_chunk(len(chunk.text))  # MAX_CHUNKS per file, checked as they are made
     # Content-addressed by what is embedded: unchanged text keeps its vector, whatever the file is called.
     chunk.id = hashlib.sha1(chunk.vector_text.encode("utf-8")).hexdigest()[:20]
     chunks.append(chunk)
@@ -365,6 +372,7 @@ def _emit_table(chunks: list[Chunk], rows: list[_Block], size: int, title: str, 
     def flush() -> None:
         first = batch[0] if batch else head
         text = header + "".join("\n" + b.text.strip() for b in batch)
+        limits.add_chunk(len(text))
         chunk = Chunk(id="", source=source, title=title, heading=head.heading, page=first.page,
                       position=len(chunks), text=text, ocr=any(b.ocr for b in [head, *batch]), context=context,
                       article=_leaf_article(head.heading), kind="table")

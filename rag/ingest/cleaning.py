@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from rag.ingest import limits
 from rag.ingest.tables import is_row
 from rag.models import Page
 from rag.text import CLOSERS, HAN, TERMINAL, normalize
@@ -53,11 +54,15 @@ def paragraphs(pages: list[Page], pdf: bool = False) -> list[Para]:
     min_prev_len = 8 if pdf else 40
     out: list[Para] = []
     for pg in pages:
+        limits.check_time()
         for raw in pg.text.split("\n"):
             line = raw.strip()
             if not line:
                 continue
-            if out and _continues(out[-1].text, line, min_prev_len):
+            limits.tick()
+            # Rejoining copies the paragraph so far: past MAX_PARA_CHARS a new one starts (linear time
+            # on a file whose every line continues the last).
+            if out and len(out[-1].text) < limits.MAX_PARA_CHARS and _continues(out[-1].text, line, min_prev_len):
                 prev = out[-1]
                 joiner = " " if prev.text[-1:].isascii() and line[:1].isascii() else ""
                 prev.text = prev.text + joiner + line

@@ -9,18 +9,14 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from rag.ingest import office
+from rag.ingest import limits, office
+from rag.ingest.limits import LimitExceeded, LoadError
 from rag.ingest.tables import fill, markdown, plausible
 from rag.models import Document, Page
 from rag.text import HAN, HAN_CHAR
 
 SUPPORTED = (".txt", ".md", ".markdown", ".pdf", ".docx", *office.SPREADSHEETS, *office.SLIDES, *office.WEB, *office.LEGACY)
-# A .docx is a zip; refuse archives that would expand past this (zip bombs).
-MAX_DOCX_UNCOMPRESSED = 300 * 1024 * 1024
-
-
-class LoadError(Exception):
-    """A file that cannot be indexed; str() is the reason shown to users."""
+__all__ = ["LimitExceeded", "LoadError", "SUPPORTED", "Skipped", "decode_text", "load", "walk_corpus"]
 
 
 class Skipped(LoadError):
@@ -28,8 +24,16 @@ class Skipped(LoadError):
 
 
 def load(path: Path, source: str | None = None, ocr: bool = False) -> Document:
-    """Load one file. `source` is the name shown in citations (default: the file name)."""
-    source = source or path.name
+    """Load one file. `source` is the name shown in citations (default: the file name).
+
+    Within the limits of `rag.ingest.limits`, checked while reading: a file past one raises
+    LimitExceeded, a LoadError naming the limit. The wall-clock budget is the caller's
+    (`limits.budget`, as `chunk_file` sets it) or DEFAULT_SECONDS."""
+    with limits.budget():
+        return _load(path, source or path.name, ocr)
+
+
+def _load(path: Path, source: str, ocr: bool) -> Document:
     ext = path.suffix.lower()
     if ext not in SUPPORTED:
         raise Skipped(f"不支持的文件类型：{ext or '无扩展名'}")
@@ -39,6 +43,7 @@ def load(path: Path, source: str | None = None, ocr: bool = False) -> Document:
             raise Skipped("文件为空（0 字节）")
         if ext in (".txt", ".md", ".markdown", *office.WEB):
             text = decode_text(path.read_bytes(), warnings)
+            limits.add_text(len(text))
             if ext in office.WEB or office.looks_like_html(text):  # a web page, also one saved as .txt
                 text = office.html_text(text)
             elif ext != ".txt":  # markdown comments (<!-- INFO END -->) are no text
@@ -54,7 +59,7 @@ def load(path: Path, source: str | None = None, ocr: bool = False) -> Document:
             doc = office.load_spreadsheet(path, source, decode=lambda b: decode_text(b, warnings))
         else:
             doc = office.load_pptx(path, source)
-    except LoadError:
+    except (LoadError, MemoryError):  # a MemoryError is the worker's to report (rag/ingest/worker.py)
         raise
     except office.ConversionUnavailable as e:
         raise Skipped(str(e)) from None
@@ -325,7 +330,13 @@ def _load_pdf(path: Path, source: str, ocr: bool) -> Document:
                 ok = 0
             if not ok:
                 raise LoadError("PDF 已加密，需要密码才能打开；请先去除密码（另存为无密码的 PDF）后再上传")
+        # The declared count first (a number), then the page tree itself (pypdf bounds its walk).
+        declared = _declared_pages(reader)
+        if declared > limits.MAX_PDF_PAGES:
+            raise LimitExceeded(_too_many_pages(declared))
         n_pages = len(reader.pages)
+        if n_pages > limits.MAX_PDF_PAGES:
+            raise LimitExceeded(_too_many_pages(n_pages))
     except LoadError:
         raise
     except DependencyError:
@@ -343,6 +354,7 @@ def _load_pdf(path: Path, source: str, ocr: bool) -> Document:
     broken: list[int] = []  # pages whose text could not be extracted
     scanned: list[int] = []  # pages without a text layer but with images (scans) or drawings
     for i in range(1, n_pages + 1):
+        limits.check_time(f"PDF 第 {i} 页")
         try:
             page = reader.pages[i - 1]
             if _drop_invisible_text(page):
@@ -354,6 +366,7 @@ def _load_pdf(path: Path, source: str, ocr: bool) -> Document:
             broken.append(i)
             warnings.append(f"第 {i} 页无法提取文字（{type(e).__name__}），已跳过")
             continue
+        limits.add_text(len(text), f"PDF 第 {i} 页")
         text, fixed = undouble_glyphs(text)
         if fixed:
             warnings.append(f"第 {i} 页提取出重影字（如“监制制”），已合并")
@@ -374,6 +387,7 @@ def _load_pdf(path: Path, source: str, ocr: bool) -> Document:
         except Exception as e:
             warnings.append(f"第 {i} 页 OCR 失败（{type(e).__name__}: {e}），已跳过")
             continue
+        limits.add_text(len(text), f"PDF 第 {i} 页")
         if text.strip():
             pages.append(Page(text, i, ocr=True))
             warnings.append(f"第 {i} 页没有文字层，已用 OCR 识别（可能有识别错误）")
@@ -391,6 +405,17 @@ def _load_pdf(path: Path, source: str, ocr: bool) -> Document:
     return Document(source, pages, warnings, scanned_pages=scanned)
 
 
+def _declared_pages(reader) -> int:
+    try:
+        return int(reader.trailer["/Root"]["/Pages"].get("/Count", 0))
+    except Exception:  # a broken catalogue: the page tree walk decides
+        return 0
+
+
+def _too_many_pages(n: int) -> str:
+    return f"PDF 页数过多：共 {n} 页，超过每个文件 {limits.MAX_PDF_PAGES} 页的上限，已拒绝；请拆分成几个文件后上传"
+
+
 def _pdf_tables(path: Path, warnings: list[str]) -> dict[int, str]:
     """Pages holding tables, as text with each table in markdown at its place (pdfplumber: ruled tables,
     measured on the PDF fixtures; see README). Other pages keep pypdf's text."""
@@ -402,8 +427,10 @@ def _pdf_tables(path: Path, warnings: list[str]) -> dict[int, str]:
     try:
         with pdfplumber.open(str(path)) as pdf:
             for n, page in enumerate(pdf.pages, 1):
+                limits.check_time(f"PDF 第 {n} 页（表格识别）")
                 found = [t for t in page.find_tables() if plausible(t.extract())]
                 if not found:
+                    page.close()  # pdfplumber keeps each page's layout objects until closed
                     continue
                 found.sort(key=lambda t: t.bbox[1])
                 parts, top = [], 0.0
@@ -416,6 +443,9 @@ def _pdf_tables(path: Path, warnings: list[str]) -> dict[int, str]:
                 if top < page.height:
                     parts.append(page.crop((0, top, page.width, page.height)).extract_text() or "")
                 out[n] = "\n".join(p for p in parts if p.strip())
+                page.close()
+    except (LoadError, MemoryError):
+        raise
     except Exception as e:  # pypdf reads the text anyway: a table pass that fails costs only the tables
         warnings.append(f"表格识别失败（{type(e).__name__}），表格按普通文字索引")
         return {}
@@ -508,6 +538,7 @@ def _load_legacy(path: Path, source: str) -> Document:
     with tempfile.TemporaryDirectory(prefix="kexie-convert-") as tmp:
         out = office.convert_legacy(path, Path(tmp))
         if isinstance(out, str):
+            limits.add_text(len(out))
             return Document(source, [Page(office.antiword_tables(out))])
         if out.suffix == ".docx":
             return _load_docx(out, source)
@@ -517,11 +548,9 @@ def _load_legacy(path: Path, source: str) -> Document:
 
 
 def _load_docx(path: Path, source: str) -> Document:
+    limits.check_zip(path, "docx")  # zip bombs: inflated size, ratio, XML elements
     try:
         with zipfile.ZipFile(path) as z:
-            total = sum(i.file_size for i in z.infolist())
-            if total > MAX_DOCX_UNCOMPRESSED:
-                raise LoadError(f"docx 解压后过大（{total // 2**20} MB），疑似压缩炸弹，已拒绝")
             if "word/document.xml" not in z.namelist():
                 raise LoadError("不是有效的 docx 文件（缺少 word/document.xml）")
     except zipfile.BadZipFile:
@@ -542,18 +571,36 @@ def _docx_text(path: Path) -> str:
 
     d = docx.Document(str(path))
     parts: list[str] = []
-    for block in d.element.body.iterchildren():
-        tag = block.tag.rsplit("}", 1)[-1]
+    # Style name per style id: python-docx resolves a paragraph's style by scanning all styles (~2 ms, most
+    # of the time a long document took), and a style id always resolves to the same style.
+    style_names: dict[str | None, str] = {}
+    for n, block in enumerate(d.element.body.iterchildren(), 1):
+        limits.tick(f"docx 第 {n} 段")
+        tag = block.tag.rsplit("}", 1)[-1] if isinstance(block.tag, str) else ""
         if tag == "p":
             p = Paragraph(block, d)
             text = p.text.strip()
             if not text:
                 continue
-            level = _heading_level(p.style.name if p.style is not None else "")
+            sid = block.style  # the paragraph's pStyle id, None for the default style
+            if sid not in style_names:
+                style = p.style
+                style_names[sid] = style.name if style is not None else ""
+            level = _heading_level(style_names[sid])
             parts.append(("#" * level + " " + text) if level else text)
+            limits.add_text(len(text), f"docx 第 {n} 段")
         elif tag == "tbl":
             # Merged cells come back as repeats of their text: that is the filling a row needs to be read alone.
-            grid = [[c.text for c in row.cells] for row in Table(block, d).rows]
+            grid = []
+            for r, row in enumerate(Table(block, d).rows, 1):
+                limits.tick(f"docx 第 {n} 段的表格第 {r} 行")
+                # A cell spanning columns repeats once per column: check the spans before building the row.
+                width = sum(tc.grid_span for tc in row._tr.tc_lst)
+                if width > limits.MAX_ROW_CELLS:
+                    raise LimitExceeded(f"docx 表格的一行有 {width} 列，超过每行 {limits.MAX_ROW_CELLS} 列的上限，"
+                                        "不像正常的表格，已拒绝")
+                grid.append([c.text for c in row.cells])
+                limits.add_text(sum(map(len, grid[-1])), f"docx 第 {n} 段的表格")
             table = markdown(fill(grid))
             if table:
                 parts.append(table)

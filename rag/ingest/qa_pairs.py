@@ -111,13 +111,28 @@ def read_rows(path: Path) -> list[tuple[int, dict]]:
     if ext == ".xlsx":
         from openpyxl import load_workbook
 
-        wb = load_workbook(path, read_only=True)
-        try:
-            it = wb.active.iter_rows(values_only=True)
-            header = [str(h or "").strip() for h in next(it, ())]
-            return _table(header, [(line, list(r)) for line, r in enumerate(it, 2) if not _blank(r)])
-        finally:
-            wb.close()
+        from rag.ingest import limits, office
+
+        try:  # the same limits as a spreadsheet in the corpus: size when inflated, cells per row, rows
+            limits.check_zip(path, "xlsx", streamed=office.worksheet_parts(path))
+            wb = load_workbook(path, read_only=True)
+            try:
+                ws = wb.active
+                office.scan_sheet(ws)
+                ws.reset_dimensions()  # rows as they are, not padded to a declared A1:XFD1048576
+                it = ws.iter_rows(values_only=True)
+                header = [str(h or "").strip() for h in next(it, ())]
+                rows = []
+                for line, r in enumerate(it, 2):
+                    if line > limits.MAX_ROWS + 1:
+                        raise ValueError(f"超过 {limits.MAX_ROWS} 行的上限，请拆分成几个文件")
+                    if not _blank(r):
+                        rows.append((line, list(r)))
+                return _table(header, rows)
+            finally:
+                wb.close()
+        except limits.LoadError as e:
+            raise ValueError(str(e)) from None
     raise ValueError(f"不支持的数据集格式：{path.name}（支持 .jsonl / .csv / .xlsx）")
 
 

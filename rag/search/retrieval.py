@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +24,7 @@ from rag.search.question import analyze
 from rag.search.structure import DocInfo
 from rag.settings import Settings
 
+log = logging.getLogger("kexie.search")
 
 @dataclass
 class Retrieval:
@@ -63,6 +66,24 @@ class IndexNotReady(Exception):
     """No usable index: str() tells the user what to run."""
 
 
+class IndexDamaged(IndexNotReady):
+    """The current generation is damaged and no older one on disk is intact: str() says what is damaged
+    and the command that rebuilds the index."""
+
+    def __init__(self, message: str, problems: list[store.Problem] | None = None):
+        super().__init__(message)
+        self.problems = list(problems or [])
+
+
+def rebuild_command(settings: Settings) -> str:
+    """The command that rebuilds this base's index (its folders spelled out: it may not be the default one)."""
+    return f"kexie index --rebuild --index {settings.index_dir} --corpus {settings.corpus_dir}"
+
+
+def _said(problems: list[store.Problem], n: int = 3) -> str:
+    return "；".join(map(str, problems[:n])) + (f" 等 {len(problems)} 处" if len(problems) > n else "")
+
+
 @dataclass
 class Snapshot:
     """One immutable generation loaded into memory."""
@@ -76,29 +97,144 @@ class Snapshot:
     docs: dict[str, DocInfo] = field(default_factory=dict)  # per source: metadata, version, names
     documents: frozenset[str] = frozenset()  # the corpus's policy document names, as questions name them
     segments: dict[str, list[Chunk]] = field(default_factory=dict)  # every row of each segment, by segment id
+    # Sources still in this generation whose files are gone from corpus/ (deleted before the re-index that
+    # would drop them, e.g. before a crash): never returned by a search.
+    hidden: frozenset[str] = frozenset()
+    warning: str = ""  # for people (Chinese): this is an older generation, served because the current is damaged
+    notice: str = ""  # for people: documents hidden because they were deleted from corpus/
 
     @classmethod
-    def load(cls, index_dir: Path, base_tokenizer: Tokenizer | None = None, previous: "Snapshot | None" = None) -> "Snapshot":
+    def load(cls, index_dir: Path, base_tokenizer: Tokenizer | None = None, previous: "Snapshot | None" = None,
+             manifest: store.Manifest | None = None, corpus_dir: Path | None = None) -> "Snapshot":
         """`previous`: the generation in memory; its segments (chunks, BM25) are shared, not read again,
-        so loading a one-file change costs that file."""
-        m = store.Manifest.read(index_dir)
+        so loading a one-file change costs that file. `manifest`: the one naming the generation to load
+        (default: the committed one). `corpus_dir`: hide the sources whose files are no longer there.
+        Raises `store.Damage` when the generation's files are damaged (missing, truncated, unparsable)."""
+        m = manifest if manifest is not None else store.Manifest.read(index_dir)
         if m is None or not m.generation:
             raise IndexNotReady(f"索引不存在：{index_dir}。请先运行 kexie index")
         gen = index_dir / m.generation
-        if not (gen / "segments.json").is_file():  # a layout from before segments
+        if m.version < store.FORMAT_VERSION and gen.is_dir() and not (gen / "segments.json").is_file():
+            # a layout from before segments
             raise IndexNotReady(f"索引格式已更新：{index_dir}。请运行 kexie index 重建索引")
+        problems = [p for p in store.check_generation(index_dir, m.generation, m, level="quick", all_files=False)
+                    if p.part != "vectors"]  # the vector side is the retriever's (vector_view): BM25 still answers
+        if problems:
+            raise store.Damage(problems, m.generation)
         known = previous.segments if previous is not None else {}
-        layout = store.read_segments(gen)
-        segs = {seg.id: known.get(seg.id) or store.read_segment_chunks(gen, seg.id) for seg in layout}
+        unreadable = (OSError, ValueError, TypeError, KeyError, IndexError)
+        layout, segs, where = store.read_segments(gen), {}, f"{m.generation}/segments.json"
+        try:
+            for seg in layout:
+                where = f"{m.generation}/seg/{seg.id}.chunks.jsonl"
+                segs[seg.id] = known.get(seg.id) or store.read_segment_chunks(gen, seg.id)
+                if len(segs[seg.id]) != seg.rows:
+                    raise ValueError(f"有 {len(segs[seg.id])} 行，应有 {seg.rows} 行")
+            where = f"{m.generation} 的词典与地名文件"
+            words, places = store.read_user_words(gen), store.read_places(gen)
+        except unreadable as e:
+            raise store.Damage([store.Problem("chunks", f"{where} 无法读取（{type(e).__name__}: {e}）")],
+                               m.generation) from None
         chunks = store.live_rows(layout, segs.__getitem__)
+        try:
+            bm25 = BM25Index.load(gen / "bm25", previous.bm25 if previous is not None else None)
+            if bm25.size != len(chunks):
+                raise ValueError(f"有 {bm25.size} 行，应有 {len(chunks)} 行")
+        except unreadable as e:
+            raise store.Damage([store.Problem("bm25", f"{m.generation}/bm25 无法加载（{type(e).__name__}: {e}）")],
+                               m.generation) from None
         by_id: dict[str, list[int]] = {}
         for i, c in enumerate(chunks):
             by_id.setdefault(c.id, []).append(i)
-        docs = structure.documents({s: DocMeta.from_dict(r.meta) for s, r in m.files.items() if r.status == "indexed"},
-                                   chunks)
-        bm25 = BM25Index.load(gen / "bm25", previous.bm25 if previous is not None else None)
-        return cls(m, chunks, bm25, Tokenizer.reuse(store.read_user_words(gen), base_tokenizer), by_id,
-                   frozenset(store.read_places(gen)), docs, frozenset().union(*(d.names for d in docs.values())), segs)
+        hidden: frozenset[str] = frozenset()
+        if corpus_dir is not None and corpus_dir.is_dir():  # no corpus folder here: nothing to compare with
+            # One stat per indexed document: cheap at every load, no hashing.
+            hidden = frozenset(src for src in {c.source for c in chunks} if not (corpus_dir / src).exists())
+        metas = {s: DocMeta.from_dict(r.meta) for s, r in m.files.items() if r.status == "indexed" and s not in hidden}
+        docs = structure.documents(metas, chunks)
+        return cls(m, chunks, bm25, Tokenizer.reuse(words, base_tokenizer), by_id, frozenset(places), docs,
+                   frozenset().union(*(d.names for d in docs.values())), segs, hidden, "", _deleted(hidden))
+
+
+def _older(settings: Settings, m: store.Manifest | None):
+    """The manifests of the generations on disk a damaged one falls back to, newest first: those older than
+    the one `m` names (newer folders were never committed), or, when the manifest itself is damaged
+    (`m` None), every generation that kept a copy of the manifest that committed it."""
+    index_dir = settings.index_dir
+    for gen in store.generation_names(index_dir):
+        if m is not None and gen >= m.generation:
+            continue
+        try:
+            gm = store.generation_manifest(index_dir, gen)
+        except store.Damage:
+            continue
+        if gm is None and m is not None:  # written before generations kept their manifest: the current records
+            gm = dataclasses.replace(m, generation=gen)
+        if gm is not None and gm.model == settings.embedding_model:
+            yield gm
+
+
+def _fallback_warning(settings: Settings, m: store.Manifest | None, problems: list[store.Problem], gen: str) -> str:
+    what = "索引清单 manifest.json " if m is None else f"当前索引 {m.generation} "
+    older = "最近一次提交的索引" if m is None else "上一版索引"
+    return (f"{what}已损坏（{_said(problems)}），暂时使用{older} {gen} 回答，最近的修改可能不在其中。"
+            f"请运行 {rebuild_command(settings)} 重建索引")
+
+
+def _damaged(settings: Settings, m: store.Manifest | None, problems: list[store.Problem]) -> IndexDamaged:
+    what = "索引清单 manifest.json " if m is None else f"索引 {m.generation} "
+    return IndexDamaged(f"{what}已损坏，磁盘上也没有完好的旧版本：{_said(problems)}。"
+                        f"请运行 {rebuild_command(settings)} 重建索引", problems)
+
+
+def _deleted_notice(settings: Settings, m: store.Manifest) -> str:
+    """Indexed documents whose files are gone from corpus/ (one stat each): the retriever hides them."""
+    corpus = settings.corpus_dir
+    if not corpus.is_dir():
+        return ""
+    return _deleted(src for src, r in m.files.items() if r.status == "indexed" and not (corpus / src).exists())
+
+
+def _deleted(sources) -> str:
+    gone = sorted(sources)
+    if not gone:
+        return ""
+    names = "、".join(gone[:3]) + (f" 等 {len(gone)} 个文档" if len(gone) > 3 else "")
+    return f"{names} 已从语料目录删除，但索引尚未更新：已不再检索。运行 kexie index 更新索引"
+
+
+def check_index(settings: Settings) -> tuple[store.Manifest | None, str]:
+    """The start-up check (app.py, before the assistant is made): (the manifest to serve, a notice for
+    people or ''). The manifest is None when there is no index yet. A damaged current generation (or
+    manifest) gives the newest intact older generation's manifest and a warning, the way the retriever
+    will serve it; with none intact, raises `IndexDamaged` (what is damaged, the command that rebuilds).
+    The vector side of an intact current generation is checked against the store, and vectors the store
+    lost are planned again so the background filler refills them (`backfill.repair`).
+
+    Files are checked at the "lines" level (sizes, row counts, small files parsed), not parsed chunk by
+    chunk: damage found only by the full parse surfaces as `IndexDamaged` at the first search."""
+    from rag.index import backfill
+
+    index_dir = settings.index_dir
+    try:
+        m, problems = store.Manifest.read(index_dir), []
+    except store.Damage as e:
+        m, problems = None, e.problems
+    if m is None and not problems:
+        return None, ""
+    if m is not None:
+        if m.version != store.FORMAT_VERSION or m.model != settings.embedding_model:
+            return m, ""  # an older layout is re-indexed by the caller; a model change is refused at query time
+        problems = [p for p in store.check_generation(index_dir, m.generation, m, level="lines", all_files=False)
+                    if p.part != "vectors"]
+        if not problems:
+            notes = [backfill.repair(settings), _deleted_notice(settings, m)]
+            return m, "\n".join(n for n in notes if n)
+    for gm in _older(settings, m):
+        if not [p for p in store.check_generation(index_dir, gm.generation, gm, level="lines", all_files=False)
+                if p.part != "vectors"]:
+            return gm, _fallback_warning(settings, m, problems, gm.generation)
+    raise _damaged(settings, m, problems)
 
 
 @dataclass
@@ -108,6 +244,10 @@ class VectorView:
     model: str
     missing: frozenset[int]
     state: store.VectorState
+    # Why the store cannot be trusted for this generation ('' when it can): it does not open, or holds fewer
+    # vectors than vectors.json says are stored, or vectors.json is unreadable. Then no row counts as
+    # having a vector (BM25 answers, fused fairly) until the filler has planned them again.
+    problem: str = ""
 
 
 class Retriever:
@@ -130,7 +270,10 @@ class Retriever:
         self._pending: tuple[str, list[str]] = ("", [])
         self._pending_vectors: dict[tuple[str, str], object] = {}  # (model, chunk id) -> vector embedded at query time
         self._snap: Snapshot | None = None
+        self._target = ""  # what the manifest named when `_snap` was loaded (its generation, or a damaged file's key)
+        self._failed: tuple[str, IndexNotReady] | None = None  # (target, error): nothing intact for that target
         self._manifest_cache: tuple | None = None
+        self._warned: set[str] = set()  # problems already logged (once each, not per query)
         self._view = ""  # alias key for Chroma when another process wrote the current generation
         self._lock = threading.Lock()  # loading a generation
         self._vectors_lock = threading.Lock()
@@ -141,14 +284,20 @@ class Retriever:
         """The newest committed generation (a cheap manifest read on every call).
 
         Loading a new generation takes about a second; meanwhile other threads keep answering from the
-        one they have (`wait=True` blocks until the new one is loaded)."""
-        m = self._manifest()
-        if m is None:
+        one they have (`wait=True` blocks until the new one is loaded). A damaged generation (or manifest)
+        is never served: the newest intact older generation on disk answers, with `Snapshot.warning` set
+        and a logged warning; with none, `IndexDamaged` says what is damaged and how to rebuild."""
+        key, m, damage = self._manifest_state()
+        if m is None and damage is None:
             raise IndexNotReady(f"索引不存在：{self.settings.index_dir}。请先运行 kexie index")
+        target = m.generation if m is not None else f"damaged:{key}"
         snap = self._snap
-        if snap is not None and snap.manifest.generation == m.generation:
+        if snap is not None and self._target == target:
             return snap
-        if m.model != self.settings.embedding_model:
+        failed = self._failed
+        if failed is not None and failed[0] == target:
+            raise failed[1]
+        if m is not None and m.model != self.settings.embedding_model:
             raise IndexNotReady(
                 f"索引由嵌入模型“{m.model}”构建，当前设置为“{self.settings.embedding_model}”。"
                 "请运行 kexie index 重建索引（向量空间不能混用）"
@@ -156,25 +305,86 @@ class Retriever:
         if not self._lock.acquire(blocking=wait or snap is None):
             return snap  # another thread is loading the new generation
         try:
-            if self._snap is None or self._snap.manifest.generation != m.generation:
-                new = Snapshot.load(self.settings.index_dir, self._snap.tokenizer if self._snap else None, self._snap)
+            if self._snap is None or self._target != target:
+                try:
+                    new = self._load(m, damage)
+                except IndexNotReady as e:
+                    self._failed = (target, e)
+                    raise
                 # Another process wrote this generation's vectors: this process's cached HNSW cannot see
                 # them, so read through a view opened after that commit. Or the base's vectors moved to
                 # another collection (an old index rebuilt with an identity). Either way the open store is
                 # retired: it closes once the queries still running on it finish.
                 foreign = new.manifest.writer != store.writer_id() and not self.settings.chroma_host
                 open_kb = self._vectors.kb_id if self._vectors is not None else None
-                if foreign or (open_kb is not None and open_kb != new.manifest.kb_id):
+                same = self._snap is not None and self._snap.manifest.generation == new.manifest.generation
+                if not same and (foreign or (open_kb is not None and open_kb != new.manifest.kb_id)):
                     with self._vectors_lock:
                         if foreign:
                             self._view = new.manifest.generation
                         old, self._vectors = self._vectors, None
                     if old is not None:
                         old.retire()
-                self._snap = new
+                self._snap, self._target, self._failed = new, target, None
             return self._snap
         finally:
             self._lock.release()
+
+    def _load(self, m: store.Manifest | None, damage: store.Damage | None) -> Snapshot:
+        """The generation `m` names; if it (or the manifest itself) is damaged, the newest intact older one."""
+        s, prev = self.settings, self._snap
+        if m is None:
+            problems = damage.problems
+        else:
+            try:
+                return self._open(m, prev)
+            except store.Damage as e:
+                problems = e.problems
+        for gm in _older(s, m):
+            gen = gm.generation
+            if prev is not None and prev.manifest.generation == gen:
+                snap = prev
+            else:
+                try:
+                    snap = self._open(gm, prev)
+                except store.Damage:
+                    continue
+            snap = dataclasses.replace(snap, warning=_fallback_warning(s, m, problems, gen))
+            log.warning("%s", snap.warning)
+            return snap
+        if prev is not None and (m is None or prev.manifest.generation != m.generation):
+            # Nothing intact on disk, but the generation in memory still answers.
+            log.warning("索引已损坏（%s），继续使用内存中的 %s", _said(problems), prev.manifest.generation)
+            return dataclasses.replace(prev, warning=(
+                f"索引已损坏（{_said(problems)}），暂时使用内存中的 {prev.manifest.generation} 回答；"
+                f"重启后将无法使用。请运行 {rebuild_command(s)} 重建索引"))
+        raise _damaged(s, m, problems)
+
+    def _open(self, m: store.Manifest, prev: Snapshot | None) -> Snapshot:
+        return Snapshot.load(self.settings.index_dir, prev.tokenizer if prev else None, prev, m, self.settings.corpus_dir)
+
+    @property
+    def health(self) -> str:
+        """'' when the index answers as it should; otherwise a notice in Chinese for the web page: an older
+        generation answers because the current one is damaged, the vector store cannot be trusted (BM25
+        answers meanwhile), documents deleted from corpus/ are hidden until the next re-index, or why
+        there is no index to answer from."""
+        try:
+            snap = self.snapshot()
+        except IndexNotReady as e:
+            return str(e)
+        parts = [snap.warning, snap.notice]
+        try:
+            view = self.vector_view(snap)
+            if view.problem:
+                parts.append(self._vector_notice(view.problem))
+        except Exception as e:  # the notice must not fail the page
+            parts.append(f"向量索引状态无法读取（{type(e).__name__}）")
+        return "\n".join(p for p in parts if p)
+
+    @staticmethod
+    def _vector_notice(problem: str) -> str:
+        return f"向量索引不可用（{problem}），检索暂时只用 BM25；运行 kexie index 重新生成缺少的向量"
 
     def close(self) -> None:
         """Release the vector store (and its alias link); the retriever reopens it if used again."""
@@ -187,19 +397,32 @@ class Retriever:
         """The tokenizer of the generation in memory, if any (an indexer in this process copies it)."""
         return self._snap.tokenizer if self._snap else None
 
-    def _manifest(self) -> store.Manifest | None:
-        """The manifest, parsed again only when the file changed (it is replaced atomically on commit)."""
+    def _manifest_state(self) -> tuple[tuple | None, store.Manifest | None, store.Damage | None]:
+        """(file key, manifest, damage), parsed again only when the file changed (it is replaced atomically
+        on commit). No file: (None, None, None); a damaged one: (key, None, the Damage)."""
         p = self.settings.index_dir / store.MANIFEST
         try:
             st = p.stat()
         except FileNotFoundError:
-            return None
+            return None, None, None
         key = (st.st_ino, st.st_mtime_ns, st.st_size)
         cached = self._manifest_cache
         if cached is not None and cached[0] == key:
-            return cached[1]
-        m = store.Manifest.read(self.settings.index_dir)
-        self._manifest_cache = (key, m)
+            return cached
+        try:
+            state = (key, store.Manifest.read(self.settings.index_dir), None)
+        except store.Damage as e:
+            state = (key, None, e)
+        except FileNotFoundError:  # replaced between stat and read: the next call sees the new one
+            return None, None, None
+        self._manifest_cache = state
+        return state
+
+    def _manifest(self) -> store.Manifest | None:
+        """The committed manifest, or the one of the generation being served when that is unreadable."""
+        m = self._manifest_state()[1]
+        if m is None and self._snap is not None:
+            return self._snap.manifest
         return m
 
     @property
@@ -227,7 +450,7 @@ class Retriever:
                 if self._vectors is None:
                     s, m = self.settings, self._manifest()
                     self._vectors = VectorStore.open(s.chroma_dir, self._served, s.chroma_host, s.chroma_port,
-                                                     self._view, kb_id=m.kb_id if m else "")
+                                                     self._view, kb_id=m.kb_id if m else store.kb_identity(s.index_dir))
                     self._opened_at = time.monotonic()
                 vs = self._vectors
         return vs
@@ -235,7 +458,12 @@ class Retriever:
     def vector_view(self, snap: Snapshot) -> VectorView:
         """The generation's vector space and the rows without a usable vector (cheap: re-read only when the
         generation's vectors.json changes). Vectors another process stored become visible when this
-        process reopens its view of Chroma: at most every REOPEN_S seconds, and as soon as they are complete."""
+        process reopens its view of Chroma: at most every REOPEN_S seconds, and as soon as they are complete.
+
+        Each time it is re-read the store is checked against vectors.json (one count): a store that does not
+        open, or holds fewer vectors than the generation says are stored, or an unreadable vectors.json is a
+        `problem`; then every row counts as missing (BM25 answers, fused fairly), never silently none found.
+        A view with a problem is looked at again after REOPEN_S seconds even if nothing changed."""
         gen = snap.manifest.generation
         gen_dir = self.settings.index_dir / gen
         try:
@@ -244,14 +472,21 @@ class Retriever:
         except FileNotFoundError:
             key = (gen, None)
         cached = self._view_cache
-        if cached is not None and cached[0] == key:
+        if cached is not None and cached[0] == key and (
+                not cached[1].problem or time.monotonic() - cached[2] < self.REOPEN_S):
             return cached[1]
-        st = store.VectorState.read(gen_dir) or store.VectorState(snap.manifest.model)
+        problem = ""
+        try:
+            st = store.VectorState.read(gen_dir) or store.VectorState(snap.manifest.model)
+        except store.Damage as e:
+            problem, st = str(e), store.VectorState(snap.manifest.model)
         with self._vectors_lock:
             foreign = bool(st.writer) and st.writer != store.writer_id() and not self.settings.chroma_host
             old = None
             if st.model != self._served:
                 old, self._vectors, self._served = self._vectors, None, st.model
+            elif cached is not None and cached[1].problem and cached[0][0] == gen:
+                old, self._vectors = self._vectors, None  # look again through a new client (a store set aside)
             elif foreign and self._vectors is not None and self._seen != (st.model, st.done):
                 if st.done >= st.total or time.monotonic() - self._opened_at > self.REOPEN_S:
                     old, self._vectors = self._vectors, None
@@ -259,19 +494,53 @@ class Retriever:
                 # The alias is a file name: the model (maybe a path) enters it as a digest.
                 tag = hashlib.sha1(st.model.encode()).hexdigest()[:8]
                 self._view = f"{gen}-{tag}-{st.done}" if foreign else self._view
-            if self._vectors is None:
+            fresh = self._vectors is None
+            if fresh:
                 self._seen = (st.model, st.done)  # it opens after this read, so it sees at least these
             visible = self._seen[1] if foreign and self._seen[0] == st.model else st.done
         if old is not None:
             old.retire()
         if self._pending[0] != gen:
             self._pending = (gen, store.read_id_list(gen_dir, store.PENDING))
-        ids = self._pending[1][visible:st.total] if visible < st.total else []
-        missing = frozenset(i for cid in ids for i in snap.by_id.get(cid, ()))
-        view = VectorView(st.model, missing, st)
-        if not (foreign and visible < st.done):  # a reopen is due: look again on the next query
-            self._view_cache = (key, view)
+        if not problem:
+            problem = self._check_store(snap, st, min(visible, st.done))
+            if problem and foreign and not fresh:
+                # A view opened before another process's writes may just not see them yet: look again
+                # through a view opened now before calling the store short.
+                with self._vectors_lock:
+                    old, self._vectors = self._vectors, None
+                    self._view = f"{gen}-{hashlib.sha1(st.model.encode()).hexdigest()[:8]}-{st.done}-check"
+                    self._seen = (st.model, st.done)
+                    visible = st.done
+                if old is not None:
+                    old.retire()
+                problem = self._check_store(snap, st, visible)
+        if problem:
+            missing = frozenset(range(len(snap.chunks)))
+            if problem not in self._warned:
+                self._warned.add(problem)
+                log.warning("%s（%s）", self._vector_notice(problem), self.settings.index_dir)
+        else:
+            ids = self._pending[1][visible:st.total] if visible < st.total else []
+            missing = frozenset(i for cid in ids for i in snap.by_id.get(cid, ()))
+        view = VectorView(st.model, missing, st, problem)
+        if problem or not (foreign and visible < st.done):  # a reopen is due: look again on the next query
+            self._view_cache = (key, view, time.monotonic())
         return view
+
+    def _check_store(self, snap: Snapshot, st: store.VectorState, visible: int) -> str:
+        """'' when the store holds what the generation's vector state says is stored (`visible` of its
+        pending ids, plus every live id not pending), else why not."""
+        if visible < st.total and len(self._pending[1]) < st.total:
+            return f"{snap.manifest.generation}/{store.PENDING} 不完整"
+        try:
+            have = self.vectors.count()
+        except Exception as e:  # Chroma itself fails: a truncated chroma.sqlite3, a server that is gone
+            return f"向量库无法打开（{type(e).__name__}: {str(e)[:200]}）"
+        want = max(0, len(snap.by_id) - max(0, st.total - visible))
+        if have < want:
+            return f"向量库中只有 {have} 个向量，少于 {snap.manifest.generation}/vectors.json 记录的 {want} 个"
+        return ""
 
     # -- search --------------------------------------------------------------------
     def bm25_ranking(self, snap: Snapshot, query: str, n: int) -> list[tuple[int, float]]:
@@ -280,6 +549,8 @@ class Retriever:
     def vector_ranking(self, snap: Snapshot, query: str, n: int, timings: dict[str, float] | None = None,
                        view: VectorView | None = None, q=None) -> list[tuple[int, float]]:
         view = view or self.vector_view(snap)
+        if view.problem:  # the store cannot be trusted for this generation: no vector ranking at all
+            return []
         if q is None:
             q = self.query_vector(view, query, timings)
         # A batch being written may hold pending ids: ask for enough to drop them and keep n.
@@ -346,8 +617,10 @@ class Retriever:
             on = structure.in_force_on(effective_on, snap.docs)
             allowed = on if allowed is None else allowed & on
         n = max(s.candidates, k)
-        # A filtered search looks deeper, so the filter does not leave it with too few candidates.
-        depth = n if allowed is None else min(len(snap.chunks), n * 10)
+        # A filtered search looks deeper, so the filter does not leave it with too few candidates. Documents
+        # deleted from corpus/ but still in this generation (`snap.hidden`) are filtered out the same way.
+        hidden = snap.hidden
+        depth = n if allowed is None and not hidden else min(len(snap.chunks), n * 10)
         q = analyze(query, documents=snap.documents)
         t = time.perf_counter()
         # BM25 matches the content words: a document's name matches every one of its chunks (its title).
@@ -359,9 +632,10 @@ class Retriever:
         qv = self.query_vector(view, query, timings) if view is not None else None
         vec = self.vector_ranking(snap, query, depth, timings, view, qv) if view is not None else []
         timings["vector"] = time.perf_counter() - t
-        if allowed is not None:
-            bm = [x for x in bm if snap.chunks[x[0]].source in allowed][:n]
-            vec = [x for x in vec if snap.chunks[x[0]].source in allowed][:n]
+        if allowed is not None or hidden:
+            ok = (lambda src: src not in hidden) if allowed is None else (lambda src: src in allowed and src not in hidden)
+            bm = [x for x in bm if ok(snap.chunks[x[0]].source)][:n]
+            vec = [x for x in vec if ok(snap.chunks[x[0]].source)][:n]
         adjust = (lambda fused: structure.rerank(fused, snap.chunks, q, snap.docs)) if s.structure else None
         hits = fused_hits(snap.chunks, bm, vec, s, k, mode, adjust, view.missing if view else frozenset())
         if view is not None and view.missing:

@@ -39,6 +39,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rag.models import Answer
 from rag.serve import kb as kbfiles
+from rag.serve.guard import Throttle, client_address, wait_message
 from rag.serve.kbs import KB, KBError, Registry
 from rag.serve.links import Signer
 from rag.settings import Settings
@@ -201,8 +202,9 @@ def internal_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_body(_internal_message(exc), "server_error", "internal_error"), 500)
 
 
-def build_api(settings: Settings, registry: Registry, signer: Signer) -> FastAPI:
-    """The API routes and JSON error handlers; server.make_app mounts the page after them."""
+def build_api(settings: Settings, registry: Registry, signer: Signer, throttle: Throttle | None = None) -> FastAPI:
+    """The API routes and JSON error handlers; server.make_app mounts the page after them. `throttle` counts
+    failed keys per client address (shared with the page's login)."""
     from rag.search.retrieval import IndexNotReady
     from rag.serve.web import server_address
 
@@ -212,6 +214,7 @@ def build_api(settings: Settings, registry: Registry, signer: Signer) -> FastAPI
     # Without keys: only a loopback listener, only without logins (the API would bypass the page's grants).
     open_ok = not keys and not settings.logins() and is_loopback(server_address(settings)[0])
     limiter = RateLimiter(settings.api_rate_limit)
+    throttle = throttle or Throttle()
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
@@ -233,16 +236,23 @@ def build_api(settings: Settings, registry: Registry, signer: Signer) -> FastAPI
 
     def client(request: Request) -> str:
         """The caller (a key, or its address when the API is open); 401 or 429 otherwise."""
+        addr = "addr:" + client_address(request.scope)
         if keys:
+            wait = throttle.wait(addr)
+            if wait > 0:  # guessing keys: locked out for a while, whatever key comes next
+                raise ApiError(429, wait_message(wait), "rate_limit_error", "too_many_failures",
+                               {"Retry-After": str(int(wait) + 1)})
             auth = request.headers.get("authorization", "")
             given = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
             match = next((k for k in keys if given and hmac.compare_digest(given.encode(), k.encode())), None)
             if match is None:
+                throttle.failed(addr)
                 raise ApiError(401, "API Key 无效或缺失：请在请求头中加入 Authorization: Bearer <API Key>",
                                "authentication_error", "invalid_api_key", {"WWW-Authenticate": "Bearer"})
+            throttle.succeeded(addr)
             who = "key:" + match
         elif open_ok and local_caller(request):
-            who = "ip:" + (request.client.host if request.client else "")
+            who = "ip:" + client_address(request.scope)  # every loopback address is one caller
         else:
             raise ApiError(401, "未配置 API Key：只有应用只监听本机地址、未启用登录、且从本机直接访问（不经代理）时接口才开放。"
                                 "请在 kexie.toml 中设置 api_keys，"
@@ -353,7 +363,7 @@ def build_api(settings: Settings, registry: Registry, signer: Signer) -> FastAPI
     @app.get("/files/{kb_id}/{source:path}")
     async def files(kb_id: str, source: str, t: str = ""):
         denied = ApiError(403, "链接无效、已过期或无权访问该文件", "permission_error", "forbidden")
-        user = signer.verify(t, kb_id, source) if t else None
+        user = signer.verify(t, kb_id, source, logins_on=bool(settings.logins())) if t else None
         if user is None:
             raise denied
         kb = next((b for b in registry.all() if b.id == kb_id), None)

@@ -36,9 +36,13 @@ class Database:
     def __init__(self, data_dir: Path):
         self.path = Path(data_dir) / "kexie.db"
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.chmod(0o700)  # conversations, feedback, the link key: the service account's only
         with self.connect() as c:
             c.execute("PRAGMA journal_mode=WAL")
             c.executescript(SCHEMA)
+        for f in (self.path, self.path.with_name(self.path.name + "-wal"), self.path.with_name(self.path.name + "-shm")):
+            if f.exists():
+                f.chmod(0o600)
 
     @contextmanager
     def connect(self) -> Iterator[sqlite3.Connection]:

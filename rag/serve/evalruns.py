@@ -254,6 +254,9 @@ class EvalRuns:
         if rec["status"] != "queued":
             return
         d = self.dir(run_id)
+        if not Path(rec["index_dir"]).is_dir():  # its base was deleted while the run waited: never re-create it
+            self._update(run_id, status="failed", finished=time.time(), error="知识库已删除，评测未运行")
+            return
         rec = self._update(run_id, status="running", started=time.time())
         tail: deque[str] = deque(maxlen=12)
         with open(d / "eval.log", "w", encoding="utf-8") as out, open(d / "eval.err", "w", encoding="utf-8") as err:

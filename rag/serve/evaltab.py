@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import html
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from rag.serve.evalruns import (
     outcome_text,
     summary,
 )
+from rag.serve.guard import protect_output
 from rag.serve.kbs import KBError
 
 CONFIG_LABELS = {"hybrid": "hybrid（本项目混合检索）", "bm25": "bm25（仅 BM25）", "vector": "vector（仅向量）",
@@ -147,10 +147,10 @@ def report_html(runs: EvalRuns, rec: dict) -> str:
     return "".join(parts)
 
 
-def downloads(runs: EvalRuns, run_id: str) -> list[str]:
-    """The run's files, copied under the temp directory: Gradio serves only files there or in the working
-    directory, and data_dir may be elsewhere (it also holds the database, which must never be served)."""
-    out = Path(tempfile.gettempdir()) / "kexie-eval-downloads" / run_id
+def downloads(runs: EvalRuns, run_id: str, exports: Path) -> list[str]:
+    """The run's files, copied into the page's private exports folder (the only one Gradio may serve from;
+    the data directory also holds the database, which must never be served)."""
+    out = exports / "eval" / run_id
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for p in runs.downloads(run_id):
@@ -191,8 +191,9 @@ def run_visible(runs: EvalRuns, registry, run_id: str | None, user: str | None) 
     return rec
 
 
-def eval_tab(settings, registry, user_of):
-    """The 评测 tab; call inside `with gr.Tabs():`. registry: rag.serve.kbs.Registry; user_of(request) -> user or None."""
+def eval_tab(settings, registry, user_of, owners, exports: Path):
+    """The 评测 tab; call inside `with gr.Tabs():`. registry: rag.serve.kbs.Registry; user_of(request) -> user or None;
+    owners: rag.serve.guard.FileOwners (a run's downloads belong to the user who asked, while they may read its base)."""
     runs = EvalRuns.for_settings(settings)
 
     def user(request: gr.Request | None):
@@ -216,7 +217,11 @@ def eval_tab(settings, registry, user_of):
         """Status, report, files and the timer for one run."""
         if rec is None:
             return status_markdown(runs, None), "", None, gr.Timer(active=False)
-        files = downloads(runs, rec["id"]) if rec["status"] == "done" else None
+        files = None
+        if rec["status"] == "done":
+            files = downloads(runs, rec["id"], exports)
+            for f in files:
+                owners.add(f, user(request) or "", rec.get("kb_id"))
         return (status_markdown(runs, rec), report_html(runs, rec), files, gr.Timer(active=rec["status"] in ACTIVE))
 
     def on_load(request: gr.Request):
@@ -288,8 +293,8 @@ def eval_tab(settings, registry, user_of):
         timer = gr.Timer(2.0, active=False)
         past = gr.Dropdown(choices=[], label="历史评测（选择以打开）", elem_id="eval-runs")
         report = gr.HTML("", elem_id="eval-report")
-        files = gr.File(label="下载：results.jsonl、metrics.json、report.html、outcomes.xlsx（逐题结果）", file_count="multiple",
-                        interactive=False, elem_id="eval-files")
+        files = protect_output(gr.File(label="下载：results.jsonl、metrics.json、report.html、outcomes.xlsx（逐题结果）",
+                                       file_count="multiple", interactive=False, elem_id="eval-files"), owners)
         gr.Markdown("### 对比两次评测")
         with gr.Row():
             cmp_a = gr.Dropdown(choices=[], label="A（较早）", elem_id="eval-cmp-a")

@@ -126,7 +126,10 @@ def delete_document(settings: Settings, source: str) -> None:
 
 def list_documents(settings: Settings) -> list[DocRow]:
     """Every file in corpus/ with its index status (files not yet indexed show as 待索引)."""
-    m = store.Manifest.read(settings.index_dir)
+    try:
+        m = store.Manifest.read(settings.index_dir)
+    except store.Damage:  # the retriever answers from a copy and says so; the table lists the files as 待索引
+        m = None
     records = m.files if m else {}
     versions = group_versions({s: DocMeta.from_dict(r.meta) for s, r in records.items() if r.status == "indexed"})
     rows = []

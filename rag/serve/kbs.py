@@ -20,6 +20,7 @@ from rag.settings import Settings
 
 DEFAULT_ID = "default"
 DEFAULT_NAME = "默认知识库"
+ID_SHAPE = re.compile(r"[0-9a-f]{12}|default")  # what uuid4().hex[:12] makes, and the default base's id
 
 
 class KBError(Exception):
@@ -71,7 +72,8 @@ class Registry:
             return True
         granted = s.grants.get(user, [])
         granted = [granted] if isinstance(granted, str) else list(granted)  # alice = "财务库" in TOML: one name
-        if "*" in granted or kb.name in granted or kb.id in granted:
+        # "id:…" and "name:…" say which they mean; a bare entry may be either (names never equal an id).
+        if "*" in granted or f"id:{kb.id}" in granted or f"name:{kb.name}" in granted or kb.name in granted or kb.id in granted:
             return True
         with self.db.connect() as c:
             return c.execute("SELECT 1 FROM grants WHERE user = ? AND kb_id = ?", (user, kb.id)).fetchone() is not None
@@ -100,8 +102,12 @@ class Registry:
             raise KBError("没有可用的知识库")
         if not key:
             return bases[0]
+        # An id first: a name is only a label (and can never equal an id, see _valid_name).
         for kb in bases:
-            if key in (kb.id, kb.name):
+            if key == kb.id:
+                return kb
+        for kb in bases:
+            if key == kb.name:
                 return kb
         raise KBError(f"知识库不存在或无权访问：{key}")
 
@@ -127,11 +133,15 @@ class Registry:
 
     # -- changing --------------------------------------------------------------------------
     def create(self, name: str, user: str | None = None) -> KB:
-        name = _valid_name(name)
+        name = self._valid_name(name)
         kb_id = uuid.uuid4().hex[:12]
         with self.db.connect() as c:
             if c.execute("SELECT 1 FROM kbs WHERE name = ?", (name,)).fetchone():
                 raise KBError(f"已有同名知识库：{name}")
+            limit = self.settings.max_bases_per_user
+            if user and user != self.settings.auth_user and limit > 0 and \
+                    c.execute("SELECT COUNT(*) FROM kbs WHERE owner = ?", (user,)).fetchone()[0] >= limit:
+                raise KBError(f"每位用户最多创建 {limit} 个知识库，请先删除不用的知识库或联系管理员")
             c.execute("INSERT INTO kbs (id, name, owner, created) VALUES (?, ?, ?, ?)", (kb_id, name, user or "", time.time()))
         kb = self.get(kb_id, user)
         kb.corpus_dir.mkdir(parents=True, exist_ok=True)
@@ -146,7 +156,7 @@ class Registry:
 
     def rename(self, key: str, new_name: str, user: str | None = None) -> KB:
         kb = self.managed(key, user)
-        new_name = _valid_name(new_name)
+        new_name = self._valid_name(new_name)
         with self.db.connect() as c:
             other = c.execute("SELECT id FROM kbs WHERE name = ?", (new_name,)).fetchone()
             if other and other["id"] != kb.id:
@@ -189,10 +199,15 @@ class Registry:
             a.close()
 
 
-def _valid_name(name: str) -> str:
-    name = re.sub(r"\s+", " ", (name or "").strip())
-    if not name:
-        raise KBError("知识库名称不能为空")
-    if len(name) > 40 or any(not ch.isprintable() for ch in name):
-        raise KBError("知识库名称过长或含不可见字符（最多 40 字）")
-    return name
+    def _valid_name(self, name: str) -> str:
+        """A display label: not empty, short, printable, and never the same as (or shaped like) an id."""
+        name = re.sub(r"\s+", " ", (name or "").strip())
+        if not name:
+            raise KBError("知识库名称不能为空")
+        if len(name) > 40 or any(not ch.isprintable() for ch in name):
+            raise KBError("知识库名称过长或含不可见字符（最多 40 字）")
+        with self.db.connect() as c:
+            taken = c.execute("SELECT 1 FROM kbs WHERE id = ?", (name,)).fetchone() is not None
+        if taken or ID_SHAPE.fullmatch(name) or name.startswith(("id:", "name:")) or name == "*":
+            raise KBError(f"知识库名称不能与知识库标识相同或形如标识：{name}")
+        return name

@@ -5,12 +5,15 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from pathlib import Path
 
 import gradio as gr
 import uvicorn
 from fastapi import FastAPI
+from starlette.routing import Mount
 
 from rag.serve.api import build_api
+from rag.serve.guard import FileOwners, Gate, Throttle, private_dirs
 from rag.serve.kbs import Registry
 from rag.serve.links import Signer
 from rag.serve.web import CSS, HEAD, server_address
@@ -18,17 +21,42 @@ from rag.settings import Settings
 
 
 def make_app(settings: Settings, demo: gr.Blocks, registry: Registry, signer: Signer) -> FastAPI:
-    """The API routes first, then the page at "/" (a mount at "/" would otherwise answer every path)."""
-    app = build_api(settings, registry, signer)
+    """The API routes first, then the page at "/" (a mount at "/" would otherwise answer every path),
+    behind the Gate (rag/serve/guard.py)."""
+    throttle = Throttle()
+    app = build_api(settings, registry, signer, throttle)
     demo.queue(default_concurrency_limit=8)
     host, port = server_address(settings)
-    return gr.mount_gradio_app(
+    app = gr.mount_gradio_app(
         app, demo, path="/", server_name=host, server_port=port,
         auth=list(settings.logins().items()) or None,
-        allowed_paths=[],  # corpus files go through /files with a signed link, never through Gradio
+        # Only the page's own outputs (exports, eval downloads) may leave through Gradio; corpus files go
+        # through /files with a signed link. Secrets and every base's files are never servable.
+        allowed_paths=[str(private_dirs(settings.data_root)["exports"])],
+        blocked_paths=blocked_paths(settings),
         max_file_size=f"{settings.max_upload_mb}mb",
         css=CSS, head=HEAD, show_error=False,
     )
+    # Gradio checks that a file named in a request was uploaded only once its app "has launched", which a
+    # mounted app never does (gradio #11162): say it has, so its own check runs behind the Gate's.
+    demo.has_launched = True
+    mounted = next(r.app for r in app.routes if isinstance(r, Mount) and r.path == "")
+    app.add_middleware(Gate, gradio_app=lambda: mounted, owners=getattr(demo, "kexie_owners", None) or FileOwners(), throttle=throttle,
+                       logins_on=bool(settings.logins()))
+    return app
+
+
+def blocked_paths(settings: Settings) -> list[str]:
+    """What Gradio must never serve, whatever else allows it."""
+    from rag.settings import find_config
+
+    root = settings.data_root
+    out = [root / "link.key", root / "kexie.db", root / "kbs", root / "evals", settings.corpus_dir,
+           settings.index_dir, settings.faq_root]
+    config = find_config()
+    if config:
+        out.append(Path(config))
+    return [str(Path(p).resolve()) for p in out]
 
 
 def url_of(host: str, port: int) -> str:

@@ -7,7 +7,6 @@ import html
 import logging
 import os
 import re
-import tempfile
 import threading
 import time
 import uuid
@@ -17,6 +16,8 @@ from pathlib import Path
 import gradio as gr
 
 from rag.answer.assistant import Assistant
+from rag.answer.candidates import split_sentences
+from rag.answer.instructions import looks_like_instruction
 from rag.index import backfill
 from rag.index.indexer import reindex_live
 from rag.ingest import tables
@@ -24,6 +25,7 @@ from rag.models import Answer, Backend, Hit, RetrievalMode
 from rag.serve import export, feedback, kb
 from rag.serve.evaltab import eval_tab
 from rag.serve.faq_panel import FAQ_CSS, faq_section, render_faq
+from rag.serve.guard import FileOwners, private_dirs, protect_output
 from rag.serve.history import History, NotFound, Turn
 from rag.serve.kbs import KB, KBError, Registry
 from rag.serve.links import Signer
@@ -72,18 +74,43 @@ document.addEventListener('click', function (e) {
 </script>"""
 
 
+class EndpointRefused(ValueError):
+    """A typed LLM endpoint the admin has not allowed (settings.llm_allowed_urls)."""
+
+
 def endpoint_settings(settings: Settings, base_url: str, model: str, api_key: str) -> Settings:
-    """Settings for an endpoint typed in the page. The configured API key goes only to the configured
-    endpoint: a typed URL gets the key typed with it, or none."""
+    """Settings for an endpoint typed in the page: the configured one or one the admin allowed, never any
+    other host (the server would make requests for the user). The configured API key goes only to the
+    configured endpoint: a typed URL gets the key typed with it, or none."""
     url = (base_url or "").strip() or settings.llm_base_url
+    allowed = {u.strip().rstrip("/") for u in (settings.llm_base_url, *settings.llm_allowed_urls) if u.strip()}
+    if url.rstrip("/") not in allowed:
+        raise EndpointRefused("该接口地址未被管理员允许（管理员可在 kexie.toml 的 llm_allowed_urls 中添加）")
     same = url.rstrip("/") == settings.llm_base_url.rstrip("/")
     key = (api_key or "").strip() or (settings.llm_api_key if same else "")
     return dataclasses.replace(settings, llm_base_url=url, llm_model=(model or "").strip() or settings.llm_model,
                                llm_api_key=key)
 
 
-def linkify(answer: str) -> str:
-    return re.sub(r"\[(\d+)\]", r"[[\1]](#cite-\1)", answer)
+# Document text in an answer is text: no HTML, no markdown links or images from a document. URLs stay visible,
+# as code (not clickable); the only live links are the app's own citation markers.
+_URL = re.compile(r"(?:https?|ftp)://[^\s<>\"'`()\[\]，。；、！？）】》]+|www\.[^\s<>\"'`()\[\]，。；、！？）】》]+", re.IGNORECASE)
+_CITE = re.compile(r"\[(\d+)\]")
+_MD_LIVE = re.compile(r"([\\<>\[\]])")  # what can open HTML, a link or an image
+
+
+def answer_markdown(answer: str) -> str:
+    """An answer for the chat bubble: document text shown literally, [n] linked to its citation card."""
+    out, pos = [], 0
+    for m in re.finditer(f"{_URL.pattern}|{_CITE.pattern}", answer, re.IGNORECASE):
+        out.append(_MD_LIVE.sub(r"\\\1", answer[pos:m.start()]))
+        if m.group(0).startswith("["):
+            out.append(f"[[{m.group(1)}]](#cite-{m.group(1)})")
+        else:
+            out.append(f"`{m.group(0)}`")
+        pos = m.end()
+    out.append(_MD_LIVE.sub(r"\\\1", answer[pos:]))
+    return "".join(out)
 
 
 def _highlight(text: str, support: list[str], spans: list[tuple[int, int]] = ()) -> str:
@@ -204,7 +231,15 @@ def chunk_rows(assistant: Assistant, source: str) -> list[list]:
     if not source:
         return []
     snap = assistant.retriever.snapshot()
-    return [[c.id, c.heading, c.page or "", c.text] for c in snap.chunks if c.source == source]
+    return [[c.id, c.heading, c.page or "", (INSTRUCTION_MARK if _has_instruction(c.text) else "") + c.text]
+            for c in snap.chunks if c.source == source]
+
+
+INSTRUCTION_MARK = "【注意：含疑似指令的文字，仅作资料，不会作为回答】"
+
+
+def _has_instruction(text: str) -> bool:
+    return any(looks_like_instruction(s) for s in split_sentences(text))
 
 
 def hit_rows(hits: list[Hit]) -> list[list]:
@@ -236,7 +271,26 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
     signer = signer or Signer(settings.data_root)
     saved = History(registry.db)
     index_lock = threading.Lock()  # one re-index at a time from the UI; chats keep reading meanwhile
-    exports = Path(tempfile.gettempdir()) / "kexie-exports"
+    dirs = private_dirs(settings.data_root)
+    # Gradio's upload folder is one per process, read from the environment: the first app's private one (or the
+    # operator's own choice), made private too.
+    dirs["cache"] = Path(os.environ.setdefault("GRADIO_TEMP_DIR", str(dirs["cache"])))
+    for d in dirs.values():
+        d.mkdir(parents=True, exist_ok=True)
+        d.chmod(0o700)
+    exports = dirs["exports"]
+
+    def may_read(user: str, kb_id: str) -> bool:
+        base = next((b for b in registry.all() if b.id == kb_id), None)
+        return base is not None and registry.allowed(user or None, base)
+
+    owners = FileOwners(may_read)
+    quota = UploadQuota(settings.max_upload_mb_per_day, exempt=settings.auth_user)
+
+    def made_for(request, path: Path) -> str:
+        """A file produced for this user: only they may fetch it (through Gradio's cache)."""
+        owners.add(path, user_of(request) or "")
+        return str(path)
 
     def owner(request) -> str:
         user = user_of(request)
@@ -265,7 +319,10 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
             return
         chat = chat + [{"role": "user", "content": message}, {"role": "assistant", "content": "正在检索资料…"}]
         yield chat, history, gr.update(), "", conv, turn_ids, gr.update()
-        llm = endpoint_settings(settings, opts.get("base_url", ""), opts.get("model", ""), opts.get("api_key", ""))
+        try:
+            llm = endpoint_settings(settings, opts.get("base_url", ""), opts.get("model", ""), opts.get("api_key", ""))
+        except EndpointRefused:  # settings changed since they were applied: the configured endpoint
+            llm = settings
         try:
             bases = [registry.get(n, user) for n in (picked or [])] or [registry.get(None, user)]
             final, fused = None, None
@@ -273,7 +330,7 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
             if len(bases) == 1:
                 base = bases[0]
                 for final in registry.assistant(base).ask_stream(message, history, opts.get("backend"), **kw):
-                    chat[-1]["content"] = linkify(final.answer) or "正在生成回答…"
+                    chat[-1]["content"] = answer_markdown(final.answer) or "正在生成回答…"
                     yield chat, history, gr.update(), "", conv, turn_ids, gr.update()
             else:
                 final, base, fused = ask_many(registry, bases, message, history, backend=opts.get("backend"), **kw)
@@ -287,9 +344,12 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
             yield chat, history, gr.update(), "", conv, turn_ids + [None], gr.update()
             return
         assert final is not None
-        text = linkify(final.answer)
+        text = answer_markdown(final.answer)
         if final.notice:
-            text += f"\n\n> {final.notice}"
+            text += "\n\n> " + answer_markdown(final.notice)
+        health = registry.assistant(base).retriever.health  # a damaged index never answers silently
+        if health:
+            text += "\n\n> ⚠️ " + answer_markdown(health)
         chat[-1]["content"] = text
         history = history + [(message, final.answer)]
         names = [b.name for b in bases]
@@ -321,7 +381,7 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
             return [], [], EMPTY_CITES, "", "", [], gr.update(choices=conv_choices(own), value=None), ""
         chat, history = [], []
         for t in turns:
-            text = linkify(t.answer) + (f"\n\n> {t.notice}" if t.notice else "")
+            text = answer_markdown(t.answer) + ("\n\n> " + answer_markdown(t.notice) if t.notice else "")
             chat += [{"role": "user", "content": t.question}, {"role": "assistant", "content": text}]
             history.append((t.question, t.answer))
         cites = EMPTY_CITES
@@ -374,7 +434,7 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
         else:
             path = folder / f"{name}.md"
             path.write_text(export.markdown(conv, turns), encoding="utf-8")
-        return str(path), f"已导出：{path.name}"
+        return made_for(request, path), f"已导出：{path.name}"
 
     def export_md(cid, request: gr.Request):
         return export_conv(cid, "md", request)
@@ -427,7 +487,7 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
         items = saved.feedback(own, -1 if only_down else None)
         folder = exports / uuid.uuid4().hex[:8]
         n, review = feedback.export(items, folder / "feedback.jsonl")
-        return str(folder / "feedback.jsonl"), f"已导出 {n} 条（其中待审核 {review} 条），可在“评测”页或用 kexie eval 运行。"
+        return made_for(request, folder / "feedback.jsonl"), f"已导出 {n} 条（其中待审核 {review} 条），可在“评测”页或用 kexie eval 运行。"
 
     # -- knowledge bases ------------------------------------------------------------------
     def managed(name, request, change: bool = False) -> tuple[KB, Settings, Assistant]:
@@ -459,11 +519,13 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
 
     def vector_status(name, request: gr.Request):
         try:
-            _, s, _ = managed(name, request)
+            base, s, _ = managed(name, request)
         except KBError:
             return ""
         line = backfill.describe(backfill.current_state(s))
-        return f"⏳ {line}" if line else "向量索引已完成"
+        health = registry.assistant(base).retriever.health
+        out = f"⏳ {line}" if line else "向量索引已完成"
+        return f"{out}\n\n⚠️ {health}" if health else out
 
     def reindex(name, request, progress):
         base, s, a = managed(name, request, change=True)
@@ -486,8 +548,12 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
         except KBError as e:
             return f"{e}", gr.update(), gr.update(), gr.update()
         msgs = []
+        user = user_of(request)
         for f in files or []:
             path = Path(f if isinstance(f, str) else f.name)
+            if not quota.take(user, path.stat().st_size if path.is_file() else 0):
+                msgs.append(f"已拒绝：{path.name}（今日上传量已达上限 {settings.max_upload_mb_per_day} MB，请明天再试或联系管理员）")
+                continue
             try:
                 msgs.append(kb.save_upload(s, path, path.name).message)
             except kb.UploadRejected as e:
@@ -579,13 +645,19 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
         return (gr.update(choices=conv_choices(own), value=None), gr.update(choices=names, value=first),
                 gr.update(choices=names, value=first[0] if first else None), greet)
 
-    def save_opts(k, mode, backend, base_url, model, api_key):
+    def save_opts(old, k, mode, backend, base_url, model, api_key):
+        try:
+            endpoint_settings(settings, base_url, model, api_key)
+        except EndpointRefused as e:  # the same notice whatever the address: nothing is contacted
+            return old, f"设置未应用：{e}"
         opts = {"k": int(k), "mode": MODES[mode], "backend": BACKENDS[backend], "base_url": base_url, "model": model, "api_key": api_key}
         return opts, f"当前回答后端：**{backend}** · 检索：{mode} · top-k {int(k)}"
 
     default_backend = next((k for k, v in BACKENDS.items() if v == settings.answer_backend), "离线抽取（默认）")
     default_mode = next((k for k, v in MODES.items() if v == settings.retrieval_mode), "混合检索")
-    with gr.Blocks(title="科协问答") as demo:
+    # Cached uploads and outputs older than a day are deleted every hour.
+    with gr.Blocks(title="科协问答", delete_cache=(3600, 86400)) as demo:
+        demo.kexie_owners = owners  # the Gate (rag/serve/guard.py) checks every file request against them
         gr.Markdown("## 科协问答\n依据知识库中的报告与政策文件回答问题，每句话都标注出处，可点击 [n] 查看原文段落。")
         opts = gr.State({"k": settings.top_k, "mode": settings.retrieval_mode, "backend": settings.answer_backend,
                          "base_url": settings.llm_base_url, "model": settings.llm_model, "api_key": ""})
@@ -609,7 +681,7 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
                         with gr.Row():
                             md_btn = gr.Button("导出 Markdown", size="sm", elem_id="conv-export-md")
                             docx_btn = gr.Button("导出 Word", size="sm", elem_id="conv-export-docx")
-                        conv_file = gr.File(label="导出文件", interactive=False, elem_id="conv-file")
+                        conv_file = protect_output(gr.File(label="导出文件", interactive=False, elem_id="conv-file"), owners)
                         conv_msg = gr.Markdown(elem_id="conv-msg")
                     with gr.Column(scale=3):
                         kb_pick = gr.Dropdown([], multiselect=True, label="知识库（可多选，结果跨库融合）", elem_id="kb-pick")
@@ -667,9 +739,9 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
                 with gr.Row():
                     fb_refresh = gr.Button("刷新", elem_id="fb-refresh")
                     fb_export = gr.Button("导出为评测数据集（JSONL）", elem_id="fb-export")
-                fb_file = gr.File(label="导出文件", interactive=False, elem_id="fb-file")
+                fb_file = protect_output(gr.File(label="导出文件", interactive=False, elem_id="fb-file"), owners)
                 fb_export_msg = gr.Markdown(elem_id="fb-export-msg")
-            eval_tab(settings, registry, user_of)
+            eval_tab(settings, registry, user_of, owners, exports)
             with gr.Tab("设置", id="settings"):
                 k = gr.Slider(1, 20, value=settings.top_k, step=1, label="检索条数 top-k")
                 mode = gr.Radio(list(MODES), value=default_mode, label="检索模式")
@@ -714,9 +786,30 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
         chunk_doc.change(show_chunks, [kb_manage, chunk_doc], chunk_table)
         hit_btn.click(hit_test, [kb_manage, hit_q], [hit_table, hit_msg])
         hit_q.submit(hit_test, [kb_manage, hit_q], [hit_table, hit_msg])
-        apply.click(save_opts, [k, mode, backend, base_url, model, api_key], [opts, status])
+        apply.click(save_opts, [opts, k, mode, backend, base_url, model, api_key], [opts, status])
         demo.load(on_load, None, [conv_pick, kb_pick, kb_manage, who])
     return demo
+
+
+class UploadQuota:
+    """Bytes each logged-in user may upload a day (in memory: a restart forgives; the admin is exempt)."""
+
+    def __init__(self, mb_per_day: int, exempt: str = ""):
+        self.limit, self.exempt = mb_per_day * 1024 * 1024, exempt
+        self._used: dict[tuple[str, str], int] = {}
+        self._lock = threading.Lock()
+
+    def take(self, user: str | None, size: int) -> bool:
+        if not user or user == self.exempt or self.limit <= 0:
+            return True
+        day = time.strftime("%Y-%m-%d")
+        with self._lock:
+            self._used = {k: v for k, v in self._used.items() if k[1] == day}
+            used = self._used.get((user, day), 0)
+            if used + size > self.limit:
+                return False
+            self._used[(user, day)] = used + size
+            return True
 
 
 def server_address(settings: Settings, env: dict[str, str] | None = None) -> tuple[str, int]:
