@@ -120,15 +120,17 @@ def test_chat_cannot_read_server_files(site, target):
     assert bob.get(url + "/gradio_api/file=" + urllib.parse.quote(str(path))).status_code == 403
 
 
-def test_upload_and_eval_cannot_name_another_users_files(site):
+def test_upload_faq_and_eval_cannot_name_server_or_other_users_files(site):
     url, private = site["url"], site["private"]
     bob = session(url, "bob", "bob-pw")
-    alice_file = private.corpus_dir / ALICE_DOC
-    status, text = send_event(bob, url, "/upload", ["网站库", [file_data(alice_file)]], "attack000002")
-    assert status == 403, text
+    for n, target in enumerate([private.corpus_dir / ALICE_DOC, site["config"], site["s"].data_root / "kexie.db"]):
+        for api_name, data in (("/upload", [None, [file_data(target)]]),
+                               ("/on_upload", [None, [file_data(target)]]),
+                               ("/on_start", [file_data(target), site["hostile"].id, []])):
+            status, text = send_event(bob, url, api_name, data, f"attack1{n}{api_name[1:5]}")
+            assert status == 403, (api_name, target, text)
     assert not (site["hostile"].corpus_dir / ALICE_DOC).exists()
-    status, text = send_event(bob, url, "/on_start", [file_data(alice_file), site["hostile"].id, []], "attack000003")
-    assert status == 403, text
+    assert not list(site["hostile"].corpus_dir.glob("kexie*"))
 
 
 def test_uploaded_files_belong_to_the_uploader(site):
@@ -140,7 +142,8 @@ def test_uploaded_files_belong_to_the_uploader(site):
     cache = Path(os.environ["GRADIO_TEMP_DIR"])  # one per process: the first app's data/gradio-cache
     assert Path(path).resolve().is_relative_to(cache.resolve()) and cache.stat().st_mode & 0o077 == 0
     assert alice.get(url + "/gradio_api/file=" + urllib.parse.quote(path)).status_code == 200
-    assert bob.get(url + "/gradio_api/file=" + urllib.parse.quote(path)).status_code == 403
+    for route in ("/gradio_api/file=", "/gradio_api/file/", "/file=", "/file/"):  # every spelling of the route
+        assert bob.get(url + route + urllib.parse.quote(path)).status_code == 403, route
     anonymous = requests.get(url + "/gradio_api/file=" + urllib.parse.quote(path))
     assert anonymous.status_code in (401, 403) and "爱丽丝" not in anonymous.text
     # bob may not name alice's upload in his own events either
@@ -157,6 +160,28 @@ def test_a_session_belongs_to_its_user(site):
     assert r.status_code == 403
     status, _ = send_event(bob, url, "/save_opts", [None, 5, "混合检索", "离线抽取（默认）", "", "", ""], "alicesession01")
     assert status == 403
+    fn, _ = fn_index(bob, url, "/save_opts")
+    body = json.dumps({"data": [None, 5, "混合检索", "离线抽取（默认）", "", "", ""], "fn_index": fn,
+                       "session_hash": "alicesession01", "event_data": None, "trigger_id": None})
+    for raw in (b"\xef\xbb\xbf" + body.encode(), body.encode("utf-16-be")):  # encodings json.loads also reads
+        r = bob.post(url + "/gradio_api/queue/join", data=raw, headers={"Content-Type": "application/json"})
+        assert r.status_code in (400, 403), r.text
+
+
+def test_outputs_belong_to_the_user_they_were_made_for(site):
+    from gradio_client import Client
+
+    url = site["url"]
+    alice = Client(url, auth=("alice", "alice-pw"), verbose=False, analytics_enabled=False, download_files=False)
+    out, msg = alice.predict(False, api_name="/export_feedback")
+    assert "已导出" in msg
+    path = out["path"] if isinstance(out, dict) else out
+    se_alice, se_bob = session(url, "alice", "alice-pw"), session(url, "bob", "bob-pw")
+    fetch = url + "/gradio_api/file=" + urllib.parse.quote(path)
+    assert se_alice.get(fetch).status_code == 200  # the page's own download link works for its owner
+    odd = {"Cookie": 'other={"x":1,"y":2}; ' + "; ".join(f"{k}={v}" for k, v in se_alice.cookies.items())}
+    assert requests.get(fetch, headers=odd).status_code == 200  # another app's odd cookie does not hide the login
+    assert se_bob.get(fetch).status_code == 403
 
 
 def test_links_minted_without_login_die_when_logins_are_on(site):
@@ -301,6 +326,13 @@ def test_password_guessing_is_throttled(small_app):
     assert r.status_code == 429 and "锁定" in r.json()["detail"]  # even the right password waits out the lock
     time.sleep(float(r.headers["retry-after"]) + 0.2)
     assert requests.post(url + "/login", data={"username": "admin", "password": "right-pw"}).status_code == 200
+    # The name as Gradio reads it: the last of repeated fields, and multipart forms too.
+    for i in range(12):
+        if i % 2:
+            requests.post(url + "/login", files={"username": (None, "admin"), "password": (None, f"g{i}")})
+        else:
+            requests.post(url + "/login", data=[("username", "decoy"), ("username", "admin"), ("password", f"g{i}")])
+    assert requests.post(url + "/login", data={"username": "admin", "password": "right-pw"}).status_code == 429
 
 
 def _get(url: str, path: str, source: str, headers: dict) -> int:
@@ -357,3 +389,35 @@ def test_hostile_uploads_do_not_take_the_service_down(site, tmp_path):
     assert all(f"失败：{p.name}" in msg for p in files), msg
     assert "上限" in msg or "压缩" in msg  # the Chinese reason names the limit
     assert rss.growth < 800, rss.growth  # the web process, not a parser, holds the memory
+
+
+def test_quotas_on_bases_and_uploads(site):
+    from rag.serve.kbs import KBError, Registry
+    from rag.serve.web import UploadQuota
+
+    s = site["s"]
+    strict = Registry(s.replace(max_bases_per_user=1), assistant=site["registry"].assistant(site["registry"].get(None, "admin")))
+    with pytest.raises(KBError, match="最多创建 1 个知识库"):
+        strict.create("bob 的第二个库", "bob")  # bob already owns 网站库
+    quota = UploadQuota(1, exempt="admin")  # 1 MB a day
+    table = [("bob", 600_000, True), ("bob", 600_000, False), ("alice", 600_000, True), ("admin", 10**9, True),
+             (None, 10**9, True)]  # login off: no per-user quota
+    assert [quota.take(u, n) for u, n, _ in table] == [ok for *_, ok in table]
+
+
+def test_grants_name_ids_or_names_explicitly(site):
+    from rag.serve.kbs import Registry
+
+    s, private = site["s"], site["private"]
+    for grant, sees in ((f"id:{private.id}", True), (f"name:{private.name}", True), (private.name, True),
+                        (f"name:{private.id}", False), (f"id:{private.name}", False), ("id:other", False)):
+        r = Registry(s.replace(grants={"carol": [grant]}, users={**s.users, "carol": "c"}))
+        assert (private.id in [b.id for b in r.visible("carol")]) == sees, grant
+
+
+def test_the_data_directory_is_private(site):
+    data = site["s"].data_root
+    for p in (data, data / "exports"):  # everything else lies inside data/
+        assert p.stat().st_mode & 0o077 == 0, p
+    for p in (data / "kexie.db", data / "link.key"):
+        assert p.stat().st_mode & 0o077 == 0, p

@@ -202,9 +202,8 @@ def internal_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_body(_internal_message(exc), "server_error", "internal_error"), 500)
 
 
-def build_api(settings: Settings, registry: Registry, signer: Signer, throttle: Throttle | None = None) -> FastAPI:
-    """The API routes and JSON error handlers; server.make_app mounts the page after them. `throttle` counts
-    failed keys per client address (shared with the page's login)."""
+def build_api(settings: Settings, registry: Registry, signer: Signer) -> FastAPI:
+    """The API routes and JSON error handlers; server.make_app mounts the page after them."""
     from rag.search.retrieval import IndexNotReady
     from rag.serve.web import server_address
 
@@ -214,7 +213,7 @@ def build_api(settings: Settings, registry: Registry, signer: Signer, throttle: 
     # Without keys: only a loopback listener, only without logins (the API would bypass the page's grants).
     open_ok = not keys and not settings.logins() and is_loopback(server_address(settings)[0])
     limiter = RateLimiter(settings.api_rate_limit)
-    throttle = throttle or Throttle()
+    throttle = Throttle()  # failed keys per client address
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):

@@ -16,14 +16,16 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from http.cookies import SimpleCookie
 from pathlib import Path
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs
+
+from starlette.requests import Request, cookie_parser
 
 log = logging.getLogger("kexie.guard")
 
 MAX_EVENT_BODY = 8 * 1024 * 1024  # a page event (question, settings, file references): never a document
-FILE_ROUTES = ("/gradio_api/file=", "/file=")
+# Both spellings of Gradio's file route: "file=<path>" and the older "file/<path>".
+FILE_ROUTES = ("/gradio_api/file=", "/file=", "/gradio_api/file/", "/file/")
 UPLOAD_ROUTES = ("/gradio_api/upload", "/upload")
 LOGIN_ROUTES = ("/login", "/login/")
 OWN_ROUTES = ("/v1/", "/api/", "/files/")  # the HTTP API: its own keys, limits and signed links
@@ -76,8 +78,9 @@ class FileOwners:
 
 
 def protect_output(component, owners: FileOwners):
-    """A gr.File output whose cached copies belong to whoever the handler made the original for."""
-    move = component.move_resource_to_block_cache
+    """A gr.File output whose cached copies belong to whoever the handler made the original for (Gradio
+    copies outputs with the sync or the async method, depending on the path it takes)."""
+    move, amove = component.move_resource_to_block_cache, component.async_move_resource_to_block_cache
 
     def moved(url_or_file_path):
         cached = move(url_or_file_path)
@@ -85,7 +88,14 @@ def protect_output(component, owners: FileOwners):
             owners.alias(url_or_file_path, cached)
         return cached
 
+    async def amoved(url_or_file_path):
+        cached = await amove(url_or_file_path)
+        if cached is not None and url_or_file_path is not None:
+            owners.alias(url_or_file_path, cached)
+        return cached
+
     component.move_resource_to_block_cache = moved
+    component.async_move_resource_to_block_cache = amoved
     return component
 
 
@@ -119,18 +129,31 @@ class Throttle:
             for k in keys:
                 self._state.pop(k, None)
 
+    def refund(self, key: str) -> None:
+        """Take back one failure counted in advance (the attempt succeeded); the lock already set stays."""
+        with self._lock:
+            n, until = self._state.get(key, (0, 0.0))
+            if n > 1:
+                self._state[key] = (n - 1, until)
+            else:
+                self._state.pop(key, None)
+
 
 def client_address(scope) -> str:
-    """The caller's address; every loopback address is one caller (127.0.0.2 is not a second machine)."""
+    """The caller's address: every loopback address is one caller (127.0.0.2 is not a second machine), and
+    an IPv6 caller is its /64 (one machine holds a whole /64)."""
     import ipaddress
 
     host = (scope.get("client") or ("", 0))[0] or ""
     try:
-        if ipaddress.ip_address(host.strip("[]")).is_loopback:
-            return "loopback"
+        ip = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
-        pass
-    return host
+        return host
+    if ip.is_loopback:
+        return "loopback"
+    if ip.version == 6 and ip.ipv4_mapped is None:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip.ipv4_mapped or ip)
 
 
 def wait_message(seconds: float) -> str:
@@ -139,42 +162,46 @@ def wait_message(seconds: float) -> str:
 
 
 class Gate:
-    """ASGI middleware: file ownership, session binding and login throttling for the mounted Gradio app."""
+    """ASGI middleware: file ownership, session binding and login throttling for the mounted Gradio app.
 
-    def __init__(self, app, gradio_app: Callable[[], object], owners: FileOwners, throttle: Throttle,
-                 logins_on: bool):
-        self.app, self.gradio_app, self.owners, self.throttle, self.logins_on = app, gradio_app, owners, throttle, logins_on
+    Failed logins are counted per user name (`users`) and per client address (`addresses`, never cleared by
+    another account's success, so logging in as oneself does not buy more guesses at someone else)."""
+
+    def __init__(self, app, gradio_app: Callable[[], object], owners: FileOwners, users: Throttle,
+                 addresses: Throttle, logins_on: bool):
+        self.app, self.gradio_app, self.owners, self.logins_on = app, gradio_app, owners, logins_on
+        self.users, self.addresses = users, addresses
         self._sessions: OrderedDict[str, str] = OrderedDict()
         self._lock = threading.Lock()
 
     # -- who -------------------------------------------------------------------------------
     def user(self, scope) -> str:
-        """The logged-in user from Gradio's own login cookie; "" with login off or before login."""
+        """The logged-in user from Gradio's own login cookie, read with the parser Gradio uses; "" with
+        login off or before login."""
         if not self.logins_on:
             return ""
         app = self.gradio_app()
         raw = next((v.decode("latin-1") for k, v in scope.get("headers", []) if k == b"cookie"), "")
-        jar = SimpleCookie()
-        try:
-            jar.load(raw)
-        except Exception:
-            return ""
+        jar = cookie_parser(raw)
         cid = getattr(app, "cookie_id", "")
+        tokens = getattr(app, "tokens", {})
         for name in (f"access-token-{cid}", f"access-token-unsecure-{cid}"):
-            if name in jar and (u := getattr(app, "tokens", {}).get(jar[name].value)):
+            if (u := tokens.get(jar.get(name))):
                 return u
         return ""
 
     def bind(self, session_hash: str, user: str) -> bool:
-        """A session id belongs to the user who first used it; another user's events on it are refused."""
+        """A session id belongs to the user who first used it; another user's events on it are refused.
+        With logins on, only logged-in users claim ids (an anonymous flood cannot push real ones out)."""
         if not session_hash:
             return True
         with self._lock:
             owner = self._sessions.get(session_hash)
             if owner is None or (owner == "" and user):  # unclaimed, or used before its login: the user's now
-                self._sessions[session_hash] = user
-                while len(self._sessions) > 100_000:
-                    self._sessions.popitem(last=False)
+                if user or not self.logins_on:
+                    self._sessions[session_hash] = user
+                    while len(self._sessions) > 100_000:
+                        self._sessions.popitem(last=False)
                 return True
             self._sessions.move_to_end(session_hash)
             return owner == user
@@ -183,7 +210,7 @@ class Gate:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        path = scope.get("path", "")
+        path = scope.get("path", "")  # already percent-decoded by the server
         if path.startswith(OWN_ROUTES):
             return await self.app(scope, receive, send)
         user = self.user(scope)
@@ -191,7 +218,7 @@ class Gate:
             return await self._login(scope, receive, send)
         for prefix in FILE_ROUTES:
             if path.startswith(prefix):
-                target = unquote(path[len(prefix):])
+                target = path[len(prefix):]
                 if not self.owners.owns(target, user):
                     log.warning("refused a file not owned by %r: %s", user, target)
                     return await _reply(send, 403, {"detail": "无权访问该文件"})
@@ -204,19 +231,21 @@ class Gate:
             return await _reply(send, 403, {"detail": "会话不属于当前用户"})
         if path in UPLOAD_ROUTES:
             return await self._upload(scope, receive, send, user)
-        if scope["method"] in ("POST", "PUT", "PATCH"):
+        if scope["method"] in ("POST", "PUT", "PATCH", "DELETE"):
             return await self._event(scope, receive, send, user)
         return await self.app(scope, receive, send)
 
     async def _event(self, scope, receive, send, user: str):
+        """Every page event is JSON (read as Gradio reads it: any encoding json.loads accepts); one that is
+        not, or that names a file this user does not own, or another user's session, is refused."""
         body = await _read_body(receive, MAX_EVENT_BODY)
         if body is None:
             return await _reply(send, 413, {"detail": "请求过大"})
-        try:
-            data = json.loads(body) if body.strip()[:1] in (b"{", b"[") else None
-        except ValueError:
-            data = None
-        if data is not None:
+        if body.strip():
+            try:
+                data = json.loads(body)
+            except (ValueError, UnicodeDecodeError):
+                return await _reply(send, 400, {"detail": "请求格式有误：应为 JSON"})
             if isinstance(data, dict) and not self.bind(str(data.get("session_hash") or ""), user):
                 return await _reply(send, 403, {"detail": "会话不属于当前用户"})
             for p in _file_paths(data):
@@ -249,21 +278,23 @@ class Gate:
         body = await _read_body(receive, 64 * 1024)
         if body is None:
             return await _reply(send, 413, {"detail": "请求过大"})
-        name = (parse_qs(body.decode("utf-8", "replace")).get("username") or [""])[0].strip()
-        keys = [f"user:{name}", f"addr:{client_address(scope)}"]
-        wait = self.throttle.wait(*keys)
+        try:  # the user name exactly as Gradio's form parsing sees it (last value wins, urlencoded or multipart)
+            form = await Request(scope, _replay(body, receive)).form()
+            name = str(form.get("username") or "").strip()
+        except Exception:
+            name = ""
+        user_key, addr_key = f"user:{name}", f"addr:{client_address(scope)}"
+        wait = max(self.users.wait(user_key), self.addresses.wait(addr_key))
         if wait > 0:
             return await _reply(send, 429, {"detail": wait_message(wait)}, {"retry-after": str(int(wait) + 1)})
-        status = 0
+        # Counted before the password is checked, so parallel attempts cannot all slip in before the first failure.
+        self.users.failed(user_key)
+        self.addresses.failed(addr_key)
 
         async def watch(message):
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                if status == 200:
-                    self.throttle.succeeded(*keys)
-                elif status in (400, 401):
-                    self.throttle.failed(*keys)
+            if message["type"] == "http.response.start" and message["status"] == 200:
+                self.users.succeeded(user_key)
+                self.addresses.refund(addr_key)
             await send(message)
 
         return await self.app(scope, _replay(body, receive), watch)

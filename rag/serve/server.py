@@ -23,8 +23,7 @@ from rag.settings import Settings
 def make_app(settings: Settings, demo: gr.Blocks, registry: Registry, signer: Signer) -> FastAPI:
     """The API routes first, then the page at "/" (a mount at "/" would otherwise answer every path),
     behind the Gate (rag/serve/guard.py)."""
-    throttle = Throttle()
-    app = build_api(settings, registry, signer, throttle)
+    app = build_api(settings, registry, signer)
     demo.queue(default_concurrency_limit=8)
     host, port = server_address(settings)
     app = gr.mount_gradio_app(
@@ -41,8 +40,9 @@ def make_app(settings: Settings, demo: gr.Blocks, registry: Registry, signer: Si
     # mounted app never does (gradio #11162): say it has, so its own check runs behind the Gate's.
     demo.has_launched = True
     mounted = next(r.app for r in app.routes if isinstance(r, Mount) and r.path == "")
-    app.add_middleware(Gate, gradio_app=lambda: mounted, owners=getattr(demo, "kexie_owners", None) or FileOwners(), throttle=throttle,
-                       logins_on=bool(settings.logins()))
+    # Failed logins: 10 free per user name; 30 per address (an office behind one proxy shares it).
+    app.add_middleware(Gate, gradio_app=lambda: mounted, owners=getattr(demo, "kexie_owners", None) or FileOwners(),
+                       users=Throttle(), addresses=Throttle(free=30), logins_on=bool(settings.logins()))
     return app
 
 

@@ -274,7 +274,10 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
     dirs = private_dirs(settings.data_root)
     # Gradio's upload folder is one per process, read from the environment: the first app's private one (or the
     # operator's own choice), made private too.
-    dirs["cache"] = Path(os.environ.setdefault("GRADIO_TEMP_DIR", str(dirs["cache"])))
+    if os.environ.get("GRADIO_TEMP_DIR"):
+        dirs.pop("cache")  # the operator's folder: theirs to protect
+    else:
+        os.environ["GRADIO_TEMP_DIR"] = str(dirs["cache"])
     for d in dirs.values():
         d.mkdir(parents=True, exist_ok=True)
         d.chmod(0o700)
