@@ -303,8 +303,9 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
         user = user_of(request)
         return not settings.logins() or user == settings.auth_user
 
-    def kb_names(request) -> list[str]:
-        return [b.name for b in registry.visible(user_of(request))]
+    def kb_choices(request) -> list[tuple[str, str]]:
+        """The bases this user may see: shown by name, chosen by id (a name is only a label)."""
+        return [(b.name, b.id) for b in registry.visible(user_of(request))]
 
     def linker(user, base: KB):
         return lambda source: signer.url(user, base.id, source)
@@ -493,10 +494,11 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
         return made_for(request, folder / "feedback.jsonl"), f"已导出 {n} 条（其中待审核 {review} 条），可在“评测”页或用 kexie eval 运行。"
 
     # -- knowledge bases ------------------------------------------------------------------
-    def managed(name, request, change: bool = False) -> tuple[KB, Settings, Assistant]:
-        """The base named in the KB tab: to look at (granted), or to change (`change`: its creator or the admin)."""
+    def managed(kb_id, request, change: bool = False) -> tuple[KB, Settings, Assistant]:
+        """The base chosen in the KB tab (its id): to look at (granted), or to change (`change`: its creator or
+        the admin)."""
         user = user_of(request)
-        base = registry.managed(name or None, user) if change else registry.get(name or None, user)
+        base = registry.managed(kb_id or None, user) if change else registry.get(kb_id or None, user)
         return base, registry.settings_for(base), registry.assistant(base)
 
     def sources_of(s: Settings) -> list[str]:
@@ -590,29 +592,31 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
         return msg, _doc_table(s), gr.update(choices=srcs), gr.update(choices=srcs)
 
     def kb_lists(request, value=None):
-        names = kb_names(request)
-        return gr.update(choices=names, value=value if value in names else (names[0] if names else None))
+        ids = [i for _, i in kb_choices(request)]
+        return gr.update(choices=kb_choices(request), value=value if value in ids else (ids[0] if ids else None))
 
     def kb_create(new, request: gr.Request):
         try:
             base = registry.create(new, user_of(request))
         except KBError as e:
-            return f"创建失败：{e}", gr.update(), gr.update(choices=kb_names(request))
-        return f"已创建知识库：{base.name}", kb_lists(request, base.name), gr.update(choices=kb_names(request))
+            return f"创建失败：{e}", gr.update(), gr.update(choices=kb_choices(request))
+        return f"已创建知识库：{base.name}", kb_lists(request, base.id), gr.update(choices=kb_choices(request))
 
-    def kb_rename(name, new, request: gr.Request):
+    def kb_rename(kb_id, new, request: gr.Request):
         try:
-            base = registry.rename(name, new, user_of(request))
+            base = registry.rename(kb_id, new, user_of(request))
         except KBError as e:
-            return f"重命名失败：{e}", gr.update(), gr.update(choices=kb_names(request))
-        return f"已重命名为：{base.name}", kb_lists(request, base.name), gr.update(choices=kb_names(request))
+            return f"重命名失败：{e}", gr.update(), gr.update(choices=kb_choices(request))
+        return f"已重命名为：{base.name}", kb_lists(request, base.id), gr.update(choices=kb_choices(request))
 
-    def kb_delete(name, request: gr.Request):
+    def kb_delete(kb_id, request: gr.Request):
         try:
-            registry.delete(name, user_of(request))
+            base = registry.managed(kb_id or None, user_of(request))
+            registry.delete(base.id, user_of(request))
         except KBError as e:
-            return f"删除失败：{e}", gr.update(), gr.update(choices=kb_names(request))
-        return f"已删除知识库：{name}", kb_lists(request), gr.update(choices=kb_names(request), value=kb_names(request)[:1])
+            return f"删除失败：{e}", gr.update(), gr.update(choices=kb_choices(request))
+        choices = kb_choices(request)
+        return f"已删除知识库：{base.name}", kb_lists(request), gr.update(choices=choices, value=[i for _, i in choices][:1])
 
     def show_chunks(name, source, request: gr.Request):
         try:
@@ -641,12 +645,12 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
 
     def on_load(request: gr.Request):
         own = owner(request)
-        names = kb_names(request)
+        choices = kb_choices(request)
         who = user_of(request)
         greet = f"当前用户：**{who}**" if who else "未启用登录：对话记录保存在本浏览器对应的服务器端存储中。"
-        first = names[:1]
-        return (gr.update(choices=conv_choices(own), value=None), gr.update(choices=names, value=first),
-                gr.update(choices=names, value=first[0] if first else None), greet)
+        first = [i for _, i in choices][:1]
+        return (gr.update(choices=conv_choices(own), value=None), gr.update(choices=choices, value=first),
+                gr.update(choices=choices, value=first[0] if first else None), greet)
 
     def save_opts(old, k, mode, backend, base_url, model, api_key):
         try:
