@@ -53,7 +53,7 @@ import pytest
 from conftest import PROJECT_ROOT, free_port
 
 from rag.index import store
-from rag.serve.kbs import DEFAULT_NAME
+from rag.serve.kbs import DEFAULT_ID
 
 pytestmark = pytest.mark.slow
 
@@ -546,7 +546,7 @@ def test_concurrent_chats_during_reindex(reindex, start_app, corpus_index, retri
     reindex_error = reindex_msg = ""
     if reindex == "ui":  # the 重新索引（增量） button: index_corpus in the app's own process
         admin.predict(api_name=page_load)  # fills this session's knowledge-base lists, as opening the page does
-        job = admin.submit(DEFAULT_NAME, api_name=reindex_api)  # the base picked in the 知识库 tab
+        job = admin.submit(DEFAULT_ID, api_name=reindex_api)  # the base picked in the 知识库 tab (by id)
         while not job.done() and time.perf_counter() < deadline:
             if t_running is None and job.status().code.name in ("PROCESSING", "PROGRESS"):
                 t_running = time.perf_counter()

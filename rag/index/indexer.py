@@ -24,6 +24,7 @@ from rag.ingest.metadata import DocMeta, sidecar_path
 from rag.ingest.loaders import SUPPORTED, LoadError, Skipped, walk_corpus
 from rag.models import Chunk
 from rag.ingest.places import gazetteer_from, place_stats
+from rag.ingest.worker import timed
 from rag.settings import Settings
 from rag.index.store import FileRecord, Manifest
 from rag.index.tokenizer import Tokenizer, prepare, quoted_terms, signature
@@ -120,16 +121,6 @@ def chunk_file(path: Path, source: str, settings: Settings, stages: dict[str, fl
     from rag.ingest import worker
 
     return Chunked(*worker.parse(path, source, settings, stages))
-
-
-@contextmanager
-def timed(stages: dict[str, float], name: str):
-    """Add the block's wall time to stages[name]."""
-    t = time.perf_counter()
-    try:
-        yield
-    finally:
-        stages[name] = stages.get(name, 0.0) + time.perf_counter() - t
 
 
 @dataclass

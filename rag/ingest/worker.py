@@ -65,7 +65,8 @@ class Outcome:
 
 # -- the parse itself (in either process) -------------------------------------------------------------
 @contextmanager
-def _timed(stages: dict[str, float], name: str):
+def timed(stages: dict[str, float], name: str):
+    """Add the block's wall time to stages[name]."""
     t = time.perf_counter()
     try:
         yield
@@ -85,11 +86,11 @@ def parse_file(path: Path, source: str, *, ocr: bool = False, chunk_size: int = 
 
     stages = {} if stages is None else stages
     with limits.budget(seconds or limits.DEFAULT_SECONDS):
-        with _timed(stages, "load"):
+        with timed(stages, "load"):
             doc = load(path, source, ocr=ocr)
-        with _timed(stages, "clean"):
+        with timed(stages, "clean"):
             paras = paragraphs(doc.pages, pdf=path.suffix.lower() == ".pdf")
-        with _timed(stages, "chunk"):
+        with timed(stages, "chunk"):
             limits.check_time("分块前")
             chunks = chunk_document(paras, source, chunk_size, chunk_overlap)
             meta = extract(paras, source, document_title(paras, source), is_regulation(paras))
