@@ -74,6 +74,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def serve_bare(tmp_path: Path, **settings):
+    """The server (API + Gradio mount + Gate) around a one-line page, on a free port: (settings, running)."""
+    import gradio as gr
+
+    from rag.serve.kbs import Registry
+    from rag.serve.links import Signer
+    from rag.serve.server import serve
+
+    (tmp_path / "corpus").mkdir()
+    s = load_settings(env={}, corpus_dir=tmp_path / "corpus", index_dir=tmp_path / "index", port=free_port(), **settings)
+    with gr.Blocks() as demo:
+        gr.Markdown("科协问答")
+    return s, serve(s, demo, Registry(s), Signer(s.data_root), block=False)
+
+
 def make_pdf(path: Path, pages: list[list[str]]) -> None:
     """A text PDF made with reportlab's built-in Chinese CID font, one list of lines per page."""
     from reportlab.pdfbase import pdfmetrics

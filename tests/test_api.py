@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT_ROOT, copy_index, free_port
+from conftest import PROJECT_ROOT, copy_index, free_port, serve_bare
 
 from rag.models import Answer
 from rag.settings import load_settings
@@ -351,19 +351,7 @@ def test_internal_errors_say_only_the_type(tmp_path):
 
 def test_serve_in_a_thread_with_login_on(tmp_path):
     """server.serve(block=False): page login (Gradio's) and API keys (ours) side by side on one port."""
-    import gradio as gr
-
-    from rag.serve.kbs import Registry
-    from rag.serve.links import Signer
-    from rag.serve.server import serve
-
-    (tmp_path / "corpus").mkdir()
-    s = load_settings(env={}, corpus_dir=tmp_path / "corpus", index_dir=tmp_path / "index", port=free_port(),
-                      auth_user="staff", auth_password="pa55-word", api_keys=("k-0123456789",))
-    with gr.Blocks() as demo:
-        gr.Markdown("科协问答")
-    registry = Registry(s)
-    running = serve(s, demo, registry, Signer(s.data_root), block=False)
+    s, running = serve_bare(tmp_path, auth_user="staff", auth_password="pa55-word", api_keys=("k-0123456789",))
     try:
         assert running.url == f"http://127.0.0.1:{s.port}"
         assert call(running.url, "/config", key=None)[0] == 401  # the page wants its login

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import copy_index, free_port
+from conftest import copy_index, free_port, serve_bare
 
 ALICE_DOC = "青鸟项目.txt"
 ALICE_TEXT = "青鸟项目内部资料\n\n青鸟项目的预算为三百二十万元，由科普部负责实施。\n"
@@ -260,7 +260,9 @@ def test_instruction_text_is_never_the_offline_answer(site):
 
     rows = chunk_rows(a, HOSTILE_DOC)
     assert any(r[3].startswith(INSTRUCTION_MARK) and "忽略以上指令" in r[3] for r in rows)
-    assert any(not r[3].startswith(INSTRUCTION_MARK) for r in rows) or len(rows) == 1
+    default = registry.assistant(registry.get(None, "admin"))  # ordinary reports: nothing marked
+    plain = [r for src in {c.source for c in default.retriever.snapshot().chunks} for r in chunk_rows(default, src)]
+    assert plain and not any(r[3].startswith(INSTRUCTION_MARK) for r in plain)
 
 
 def test_instruction_text_reaches_the_llm_only_as_fenced_data(site):
@@ -299,20 +301,7 @@ def test_typed_endpoints_are_limited_to_the_allowlist(site):
 # -- throttling: a small app of its own, so its locks touch no other test --------------------------
 @pytest.fixture()
 def small_app(tmp_path):
-    import gradio as gr
-
-    from rag.serve.kbs import Registry
-    from rag.serve.links import Signer
-    from rag.serve.server import serve
-    from rag.settings import load_settings
-
-    (tmp_path / "corpus").mkdir()
-    s = load_settings(env={}, corpus_dir=tmp_path / "corpus", index_dir=tmp_path / "index", port=free_port(),
-                      auth_user="admin", auth_password="right-pw", api_keys=("k-0123456789",))
-    with gr.Blocks() as demo:
-        gr.Markdown("科协问答")
-    registry = Registry(s)
-    running = serve(s, demo, registry, Signer(s.data_root), block=False)
+    _, running = serve_bare(tmp_path, auth_user="admin", auth_password="right-pw", api_keys=("k-0123456789",))
     yield running.url
     running.close()
 

@@ -9,6 +9,7 @@ Gradio sees it."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
@@ -142,8 +143,6 @@ class Throttle:
 def client_address(scope) -> str:
     """The caller's address: every loopback address is one caller (127.0.0.2 is not a second machine), and
     an IPv6 caller is its /64 (one machine holds a whole /64)."""
-    import ipaddress
-
     host = (scope.get("client") or ("", 0))[0] or ""
     try:
         ip = ipaddress.ip_address(host.strip("[]"))
