@@ -26,7 +26,6 @@ import os
 import platform
 import random
 import re
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -42,8 +41,9 @@ from evals.dataset import load_dataset  # noqa: E402
 from evals.metrics import covers  # noqa: E402
 from rag.e5 import reader as R  # noqa: E402
 from rag.e5 import file as e5file  # noqa: E402
-from rag.e5.model import encoder  # noqa: E402
+from rag.e5.model import encoder, pad_rows  # noqa: E402
 from rag.e5.tokenizer import E5Tokenizer  # noqa: E402
+from train.answer_models import _YEAR, curve, git_commit, pick_threshold  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 CMRC_TRAIN = SHARED / "bench" / "cmrc2018_train.json"
@@ -65,7 +65,6 @@ class Pair:
 
 
 # -- entity swaps: the same question about something the passage never names ---------------------
-_YEAR = re.compile(r"(?<!\d)((?:19|20)\d{2})(?=年)")
 _SWAP_FLAGS = ("ns", "nr", "nt", "nz")
 
 
@@ -250,7 +249,7 @@ def _feature(w: R.Window, span, answerable: float, relevant: float) -> Feature:
 
 
 def collate(fs: list[Feature], pad_id: int):
-    ids, mask, passage = R.pad_rows([(f.ids, f.passage) for f in fs], pad_id)
+    ids, mask, passage = pad_rows([(f.ids, f.passage) for f in fs], pad_id)
     y = torch.tensor([[f.start, f.end] for f in fs])
     c = torch.tensor([[f.answerable, f.relevant] for f in fs])
     return ids, mask, passage, y, c
@@ -326,29 +325,6 @@ def question_scores(reader: R.Reader, qs: list[dict]) -> tuple[np.ndarray, np.nd
                 score.append(max(r.answerable for r in reader.read(question, passages)))
                 label.append(ok)
     return np.array(score), np.array(label, dtype=bool)
-
-
-def curve(p: np.ndarray, y: np.ndarray) -> list[dict]:
-    out = []
-    for t in np.round(np.arange(0.05, 1.0, 0.05), 2):
-        out.append({"threshold": float(t), "answerable_refused": round(float((p[y] < t).mean()), 3) if y.any() else None,
-                    "unanswerable_refused": round(float((p[~y] < t).mean()), 3) if (~y).any() else None})
-    return out
-
-
-def pick_threshold(p: np.ndarray, y: np.ndarray, target: float = 0.05) -> float:
-    """The highest threshold that refuses at most `target` of the answerable validation questions."""
-    ts = np.unique(np.round(p, 4))
-    ok = [t for t in ts if (p[y] < t).mean() <= target]
-    return float(max(ok)) if ok else 0.0
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def hardware() -> str:
@@ -439,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     val = _window_figures(reader.net, val_f, tok)
     log(f"validation windows: {val}")
     p, y = question_scores(reader, cm_q["val"] + kx_q["val"])
-    threshold = pick_threshold(p, y)
+    threshold = pick_threshold(p, y, 0.05)
     log(f"threshold {threshold:.4f}: answerable refused {(p[y] < threshold).mean():.3f}, "
         f"unanswerable refused {(p[~y] < threshold).mean():.3f} ({int(y.sum())} / {int((~y).sum())} validation questions)")
     trial = cmrc_trial(reader, log)

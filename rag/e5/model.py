@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from transformers import BertConfig, BertModel
 
-from rag.e5.file import E5File, dequantize
+from rag.e5.file import E5File
 
 
 class Q4Embedding(nn.Module):
@@ -73,20 +73,24 @@ def encoder(f: E5File, layers: int | None = None) -> BertModel:
     return m
 
 
-def dense_word_embeddings(f: E5File) -> np.ndarray:
-    return dequantize(f.tensors["emb.word"])
-
-
 def batch(encoded_ids: list[list[int]], f: E5File, max_len: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
     """<s> ids </s>, padded: (input_ids, attention_mask)."""
     rows = [[f.bos] + ids[:max_len - 2] + [f.eos] for ids in encoded_ids]
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), f.pad, dtype=torch.long)
+    ids, mask, _ = pad_rows([(r, [False] * len(r)) for r in rows], f.pad)
+    return ids, mask
+
+
+def pad_rows(rows: list[tuple[list[int], list[bool]]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(ids, passage mask) rows padded: input_ids, attention_mask, passage mask."""
+    width = max(len(r[0]) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
+    passage = torch.zeros((len(rows), width), dtype=torch.bool)
+    for i, (r, p) in enumerate(rows):
         ids[i, :len(r)] = torch.tensor(r)
         mask[i, :len(r)] = 1
-    return ids, mask
+        passage[i, :len(r)] = torch.tensor(p)
+    return ids, mask, passage
 
 
 @torch.no_grad()

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from rag.e5 import file as e5file
-from rag.e5.model import encoder
+from rag.e5.model import encoder, pad_rows
 from rag.e5.tokenizer import E5Tokenizer, Encoded
 
 DEFAULT_PATH = Path(__file__).with_name("reader_model.npz")
@@ -89,19 +89,6 @@ def windows(q: Encoded, p: Encoded, passage: int, bos: int, eos: int, max_len: i
 
 def pad(ws: list[Window], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return pad_rows([(w.ids, [o[0] >= 0 for o in w.offsets]) for w in ws], pad_id)
-
-
-def pad_rows(rows: list[tuple[list[int], list[bool]]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(ids, passage mask) rows padded: input_ids, attention_mask, passage mask."""
-    width = max(len(r[0]) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    passage = torch.zeros((len(rows), width), dtype=torch.bool)
-    for i, (r, p) in enumerate(rows):
-        ids[i, :len(r)] = torch.tensor(r)
-        mask[i, :len(r)] = 1
-        passage[i, :len(r)] = torch.tensor(p)
-    return ids, mask, passage
 
 
 def best_span(start: np.ndarray, end: np.ndarray, passage: np.ndarray, max_span: int = MAX_SPAN) -> tuple[int, int, float]:
