@@ -112,7 +112,8 @@ def bm25_search(docs: list[str]):
     return search
 
 
-def cmrc_pairs(seed: int, log, per_split: dict[str, int]) -> tuple[dict[str, list[Pair]], dict[str, list[dict]]]:
+def cmrc_pairs(seed: int, log, per_split: dict[str, int], negatives: float) -> tuple[dict[str, list[Pair]], dict[str, list[dict]]]:
+    """Span pairs for CMRC questions; each kind of negative (near miss, swapped) for a `negatives` share of them."""
     data = json.loads(CMRC_TRAIN.read_text(encoding="utf-8"))
     rng = random.Random(seed)
     arts = list(data["data"])
@@ -138,10 +139,10 @@ def cmrc_pairs(seed: int, log, per_split: dict[str, int]) -> tuple[dict[str, lis
                     continue
             out[split].append(Pair(q, ctx, (s, s + len(a["text"])), True, "cmrc", "span"))
             near = next((j for j in search(q, 5) if j != i and a["text"] not in paras[j]), None)
-            if near is not None:
+            if near is not None and rng.random() < negatives:
                 out[split].append(Pair(q, paras[near], None, False, "cmrc", "near_miss"))
             sw = swapped(q, ctx, pool, rng)
-            if sw:
+            if sw and rng.random() < negatives:
                 out[split].append(Pair(sw, ctx, None, False, "cmrc", "swapped"))
             questions[split].append({"question": q, "gold": ctx, "answers": [x["text"] for x in qa["answers"]],
                                      "near": [paras[j] for j in search(q, TOP_K + 1) if j != i][:TOP_K],
@@ -214,7 +215,9 @@ class Feature:
     relevant: float
 
 
-def featurise(pairs: list[Pair], tok: E5Tokenizer, rng: random.Random, extra_windows: bool) -> list[Feature]:
+def featurise(pairs: list[Pair], tok: E5Tokenizer, rng: random.Random, extra_windows: float) -> list[Feature]:
+    """One window per pair (the answering one for spans); for `extra_windows` of the spans, also a window of
+    the same paragraph that lacks the answer."""
     texts = sorted({p.question for p in pairs} | {p.passage for p in pairs})
     enc = dict(zip(texts, tok.encode_batch(texts)))
     out = []
@@ -238,7 +241,7 @@ def featurise(pairs: list[Pair], tok: E5Tokenizer, rng: random.Random, extra_win
         w, st, en = rng.choice(holding)
         out.append(_feature(w, (st, en), 1.0, 1.0))
         others = [x for x in ws if all(x is not h[0] for h in holding)]
-        if extra_windows and others:  # a window of the right paragraph that lacks the answer
+        if others and rng.random() < extra_windows:  # a window of the right paragraph that lacks the answer
             out.append(_feature(rng.choice(others), None, 0.0, 0.0))
     return out
 
@@ -310,9 +313,10 @@ def cmrc_trial(reader: R.Reader, log) -> dict:
     return out
 
 
-def question_scores(reader: R.Reader, qs: list[dict]) -> tuple[np.ndarray, np.ndarray]:
-    """Per validation question: the best passage's answerable probability, and whether it is answerable."""
-    score, label = [], []
+def question_scores(reader: R.Reader, qs: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per validation question: the best passage's answerable probability, its best span-minus-null score,
+    and whether the question is answerable from those passages."""
+    score, span, label = [], [], []
     for q in qs:
         if "gold" in q:  # CMRC: the gold paragraph among the near ones, the near ones alone, a swapped question
             sets = [(q["question"], [q["gold"]] + q["near"][:TOP_K - 1], True), (q["question"], q["near"], False)]
@@ -322,9 +326,19 @@ def question_scores(reader: R.Reader, qs: list[dict]) -> tuple[np.ndarray, np.nd
             sets = [(q["question"], q["passages"], q["answerable"])]
         for question, passages, ok in sets:
             if passages:
-                score.append(max(r.answerable for r in reader.read(question, passages)))
+                rs = reader.read(question, passages)
+                score.append(max(r.answerable for r in rs))
+                span.append(max(r.span_score for r in rs))
                 label.append(ok)
-    return np.array(score), np.array(label, dtype=bool)
+    return np.array(score), np.array(span), np.array(label, dtype=bool)
+
+
+def auc(p: np.ndarray, y: np.ndarray) -> float:
+    """Area under the ROC curve (the chance a random answerable question outscores a random unanswerable one)."""
+    pos, neg = p[y], p[~y]
+    if not len(pos) or not len(neg):
+        return float("nan")
+    return float(((pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean()))
 
 
 def hardware() -> str:
@@ -339,12 +353,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="训练阅读模型（答案片段、无答案分数、段落相关性）")
     ap.add_argument("--seed", type=int, default=13)
     ap.add_argument("--layers", type=int, default=LAYERS)
-    ap.add_argument("--cmrc", type=int, default=3600, help="CMRC 训练问题数")
+    ap.add_argument("--cmrc", type=int, default=100_000, help="CMRC 训练问题数上限（默认：训练划分中的全部）")
+    ap.add_argument("--negatives", type=float, default=0.5, help="每类负例（近似段落、替换实体、同段无答案窗口）的抽样比例")
     ap.add_argument("--cmrc-val", type=int, default=300)
     ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--lr", type=float, default=1e-4, help="编码层学习率（三个输出头为其 10 倍）")
-    ap.add_argument("--epochs", type=float, default=1.0)
-    ap.add_argument("--minutes", type=float, default=40, help="训练时间上限（分钟）；到时停止并如实记录")
+    ap.add_argument("--lr", type=float, default=1.5e-4, help="编码层学习率（三个输出头为其 10 倍）")
+    ap.add_argument("--epochs", type=float, default=2.0)
+    ap.add_argument("--minutes", type=float, default=95,
+                    help="训练时间上限（分钟）：按前 20 步的速度缩短计划步数，学习率照样降到零，并如实记录")
     ap.add_argument("--out", type=Path, default=R.DEFAULT_PATH)
     args = ap.parse_args(argv)
     t0 = time.time()
@@ -360,11 +376,11 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(os.cpu_count() or 2)
     f = e5file.read()
     tok = E5Tokenizer(f)
-    cm, cm_q = cmrc_pairs(args.seed, log, {"train": args.cmrc, "val": args.cmrc_val})
+    cm, cm_q = cmrc_pairs(args.seed, log, {"train": args.cmrc, "val": args.cmrc_val}, args.negatives)
     kx, kx_q = kexie_pairs(args.seed, log)
     rng = random.Random(args.seed)
-    train_f = featurise(cm["train"] + kx["train"], tok, rng, extra_windows=True)
-    val_f = featurise(cm["val"] + kx["val"], tok, rng, extra_windows=True)
+    train_f = featurise(cm["train"] + kx["train"], tok, rng, extra_windows=args.negatives)
+    val_f = featurise(cm["val"] + kx["val"], tok, rng, extra_windows=1.0)
     log(f"features: {len(train_f)} train, {len(val_f)} val")
 
     net = R.ReaderNet(encoder(f, args.layers)).to(device)
@@ -378,8 +394,10 @@ def main(argv: list[str] | None = None) -> int:
     plan = batches(train_f, args.batch, rng)
     steps = int(len(plan) * args.epochs)
     plan = (plan * math.ceil(args.epochs))[:steps]
+    planned = steps
     warm = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, max(0.0, (steps - s) / (steps - warm))))
+    # Linear warm-up and decay to zero at `steps`, which the time limit may shorten after 20 steps.
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, max(0.0, (steps - s) / max(1, steps - warm))))
     bce = torch.nn.BCEWithLogitsLoss()
     ce = torch.nn.CrossEntropyLoss()
     net.train()
@@ -395,11 +413,15 @@ def main(argv: list[str] | None = None) -> int:
         sched.step()
         opt.zero_grad()
         done = step + 1
+        if done == 20:
+            fits = int(args.minutes * 60 / ((time.time() - t_train) / done))
+            if fits < steps:
+                steps = max(warm + 1, fits)
+                stopped = True
+                log(f"time limit: {steps} of {planned} planned steps fit in {args.minutes:g} minutes")
         if done % 50 == 0:
             log(f"step {done}/{steps} loss {loss.item():.3f}")
-        if time.time() - t_train > args.minutes * 60:
-            stopped = True
-            log(f"time limit: stopped after {done} of {steps} steps")
+        if done >= steps:
             break
     minutes = (time.time() - t_train) / 60
     net.eval().cpu()
@@ -414,7 +436,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(os.cpu_count() or 2)
     val = _window_figures(reader.net, val_f, tok)
     log(f"validation windows: {val}")
-    p, y = question_scores(reader, cm_q["val"] + kx_q["val"])
+    p, span, y = question_scores(reader, cm_q["val"] + kx_q["val"])
+    aucs = {"answerable_head": round(auc(p, y), 3), "span_minus_null": round(auc(span, y), 3)}
+    log(f"question-level AUC: {aucs}")
     threshold = pick_threshold(p, y, 0.05)
     log(f"threshold {threshold:.4f}: answerable refused {(p[y] < threshold).mean():.3f}, "
         f"unanswerable refused {(p[~y] < threshold).mean():.3f} ({int(y.sum())} / {int((~y).sum())} validation questions)")
@@ -424,14 +448,16 @@ def main(argv: list[str] | None = None) -> int:
         "trained": {
             "command": "make train-reader", "seed": args.seed, "commit": git_commit(),
             "date": time.strftime("%Y-%m-%d"), "hardware": hardware(), "device": device,
-            "minutes": round(minutes, 1), "steps": done, "planned_steps": steps, "stopped_by_time_limit": stopped,
-            "batch": args.batch, "lr": args.lr, "examples": len(train_f),
-            "data": {"cmrc2018_train": f"{args.cmrc} questions of the 80% article split (CC BY-SA 4.0)",
+            "minutes": round(minutes, 1), "steps": done, "planned_steps": planned, "shortened_by_time_limit": stopped,
+            "batch": args.batch, "lr": args.lr, "head_lr": args.lr * 10, "negatives": args.negatives,
+            "examples": len(train_f),
+            "data": {"cmrc2018_train": f"{_counts(cm['train']).get('cmrc/span', 0)} questions of the 80% article split (CC BY-SA 4.0)",
                      "tuning": [p.name for p, _ in TUNING], "in_domain_repeat": IN_DOMAIN_REPEAT,
                      "pairs": _counts(cm["train"] + kx["train"])},
         },
         "validation": {"windows": val, "questions": {"answerable": int(y.sum()), "unanswerable": int((~y).sum())},
-                       "curve": curve(p, y), "cmrc_trial_gold_paragraph": trial},
+                       "curve": curve(p, y), "auc": aucs,
+                       "cmrc_trial_gold_paragraph": trial},
     })
     args.out.with_suffix(".json").write_text(json.dumps(record, ensure_ascii=False, indent=1), encoding="utf-8")
     log(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB) and its record")

@@ -31,7 +31,7 @@ MAX_LEN = 256  # tokens of one question + passage window
 MAX_QUESTION = 48
 MAX_SPAN = 40  # tokens in an answer span
 STRIDE = 128  # passage windows overlap by this many tokens
-ANSWERABLE, RELEVANT = 0, 1  # the two [CLS] logits
+ANSWERABLE, RELEVANT = 0, 1  # the two logits of the pooled head
 
 
 class ReaderError(RuntimeError):
@@ -39,14 +39,15 @@ class ReaderError(RuntimeError):
 
 
 class ReaderNet(nn.Module):
-    """Encoder + a span head on every token + a [CLS] head with the answerable and relevance logits."""
+    """Encoder + a span head on every token + a head with the answerable and relevance logits that reads
+    <s> and the mean of all positions (e5 was trained to pool by mean; its <s> alone carries little)."""
 
     def __init__(self, enc: nn.Module):
         super().__init__()
         self.encoder = enc
         h = enc.config.hidden_size
         self.span = nn.Linear(h, 2)
-        self.cls = nn.Linear(h, 2)
+        self.cls = nn.Linear(2 * h, 2)
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor, passage: torch.Tensor):
         """(start, end, cls) logits; positions outside the passage (except [CLS], the no-answer slot) masked."""
@@ -57,7 +58,9 @@ class ReaderNet(nn.Module):
         neg = torch.finfo(se.dtype).min
         start = se[..., 0].masked_fill(~allowed, neg)
         end = se[..., 1].masked_fill(~allowed, neg)
-        return start, end, self.cls(h[:, 0])
+        m = mask.unsqueeze(-1).to(h.dtype)
+        pooled = (h * m).sum(1) / m.sum(1).clamp(min=1.0)
+        return start, end, self.cls(torch.cat([h[:, 0], pooled], dim=-1))
 
 
 @dataclass
