@@ -236,6 +236,8 @@ def evaluate(settings: Settings, items: list[Item], configs: list[str], gold_sou
     runs: dict[str, Run] = {}
     for name in configs:
         if name == "langchain":
+            if progress:  # building it embeds every chunk again: say so, not the last config's stage
+                progress(done, total, "构建 LangChain 基线（重新嵌入全部段落）")
             search = langchain_baseline(retriever)
         elif name in RetrievalMode.choices():
             search = ours(retriever, name)

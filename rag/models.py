@@ -172,6 +172,9 @@ class Citation:
         return d
 
 
+CLOSEST = 3  # passages a refusal offers in place of citations ("以下是最接近的段落")
+
+
 @dataclass
 class Answer:
     question: str
@@ -187,6 +190,13 @@ class Answer:
     generation: str = ""  # the index generation the answer was served from
     timings: dict[str, float] = field(default_factory=dict)
     faq: "FaqMatch | None" = None  # the curated pair (标准答案) the question matched, if any
+
+    def closest(self) -> list[Citation]:
+        """For a refusal, the passages it offers instead, numbered like citations (they support nothing)."""
+        if not self.refused:
+            return []
+        return [Citation(n, h.chunk.source, h.chunk.page, h.chunk.heading, h.chunk.text, label=h.label)
+                for n, h in enumerate(self.retrieved[:CLOSEST], 1)]
 
     def to_json(self) -> dict:
         d = {

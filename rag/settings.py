@@ -108,7 +108,7 @@ class Settings:
     isolate_parsing: bool = True
     parse_memory_mb: int = 2048
     parse_seconds: int = 300
-    upload_extensions: tuple[str, ...] = (".txt", ".md", ".pdf", ".docx", ".doc", ".wps", ".xlsx", ".xls", ".csv", ".et",
+    upload_extensions: tuple[str, ...] = (".txt", ".md", ".pdf", ".ofd", ".docx", ".doc", ".wps", ".xlsx", ".xls", ".csv", ".et",
                                           ".pptx", ".dps", ".html", ".htm")
 
     def replace(self, **changes: Any) -> "Settings":

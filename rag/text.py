@@ -21,6 +21,15 @@ CLOSERS = "”’」』）)】》\"'"
 _SPACE_BETWEEN_HAN = re.compile(f"(?<=[{HAN}]) (?=[{HAN}])")
 
 
+# A token as `usage` estimates it: one Han character, one run of letters or digits, or one other symbol.
+_TOKEN = re.compile(f"[{HAN}]|[A-Za-z0-9]+|[^\\s{HAN}A-Za-z0-9]")
+
+
+def estimate_tokens(text: str) -> int:
+    """A stated estimate of model tokens (no tokenizer is loaded for it): see `_TOKEN`."""
+    return len(_TOKEN.findall(text or ""))
+
+
 def normalize(text: str) -> str:
     """Indexing form: NFKC (full-width letters/digits/punctuation to half width), collapsed whitespace,
     no spaces between Han characters (OCR inserts them)."""

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Test-only system packages: Debian's Chromium (browser end-to-end tests) and a CJK font for its
-# screenshots, and antiword (legacy .doc / .wps files; see README for LibreOffice, which also converts
-# .et / .dps). Installed when running as root (CI, a fresh dev machine); otherwise those tests skip.
+# screenshots; antiword comes with `make install` (scripts/system-deps.sh), checked again here for a venv
+# made before it did. Installed when running as root (CI, a fresh dev machine); otherwise those tests skip.
 set -u
 have_font() { ls /usr/share/fonts/opentype/noto/NotoSansCJK* >/dev/null 2>&1; }
 if command -v chromium >/dev/null 2>&1 && have_font && command -v antiword >/dev/null 2>&1; then exit 0; fi

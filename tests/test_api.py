@@ -152,6 +152,28 @@ def test_non_stream_and_ask_equal_kexie_ask_json(app):
     markers_cited(content, extra["citations"])
 
 
+def test_refusal_returns_the_closest_passages_it_announces_and_usage(app):
+    from openai import OpenAI
+
+    from rag.text import estimate_tokens
+
+    client = OpenAI(base_url=app["url"] + "/v1", api_key=KEY, max_retries=0)
+    question = "火星探测器的推进剂配方是什么"
+    resp = client.chat.completions.create(model="kexie", messages=[{"role": "user", "content": question}])
+    extra = resp.model_extra
+    assert extra["refused"] is True and "以下是最接近的段落" in resp.choices[0].message.content
+    cites = extra["citations"]
+    assert 1 <= len(cites) <= 3 and all(c["supporting"] is False and c["text"] and c["source"] for c in cites)
+    assert [c["n"] for c in cites] == list(range(1, len(cites) + 1))
+    u = resp.usage
+    assert u.prompt_tokens == estimate_tokens(question) and u.completion_tokens == estimate_tokens(resp.choices[0].message.content)
+    assert u.total_tokens == u.prompt_tokens + u.completion_tokens
+    # an answer keeps its real citations, none flagged
+    ok = client.chat.completions.create(model="kexie", messages=[{"role": "user", "content": QUESTION}])
+    assert ok.model_extra["refused"] is False and all("supporting" not in c for c in ok.model_extra["citations"])
+    assert ok.usage.completion_tokens > 0
+
+
 def test_search_equals_kexie_search_json(app):
     cli = cli_json(app["env"], app["root"], "search", "什么是四服务一加强", "-k", "4")
     status, api, _ = call(app["url"], "/api/search", {"query": "什么是四服务一加强", "k": 4})

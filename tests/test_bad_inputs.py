@@ -146,6 +146,8 @@ def _add(name, expect, data: bytes, reason="", phrase="", note=""):
 
 # Empty and whitespace.
 _add("empty.txt", "skipped", b"", "文件为空")
+# Two empty files have the same contents, yet each is empty, not a duplicate of the other.
+_add("empty.docx", "skipped", b"", "文件为空")
 _add("whitespace_only.txt", "skipped", " \n\t\n\u3000\u3000\r\n  ".encode("utf-8"), "没有可(提取|索引)的文字")
 _add("whitespace_only_utf16.md", "skipped", "\ufeff  \n \t \n".encode("utf-16-le"), "没有可(提取|索引)的文字")
 

@@ -175,3 +175,20 @@ def test_accuracy_ignores_citation_markers(answer, keys, ok):
     from evals.metrics import contains_all
 
     assert contains_all(answer, keys) is ok
+
+
+def test_progress_names_the_langchain_baseline_while_it_is_built(corpus_index, monkeypatch):
+    """The 评测 page shows the stage: building the LangChain baseline is its own, not the last config's."""
+    from evals import runner
+
+    stages, seen_at_build = [], []
+
+    def baseline(retriever):
+        seen_at_build.append(stages[-1])
+        return lambda q: ([], [])
+
+    monkeypatch.setattr(runner, "langchain_baseline", baseline)
+    items = [i for i in load_dataset(PROJECT_ROOT / "evals" / "dev.jsonl") if i.answerable][:2]
+    evaluate(corpus_index, items, ["bm25", "langchain"], answers=False, log=lambda m: None,
+             progress=lambda done, total, stage: stages.append(stage))
+    assert seen_at_build == ["构建 LangChain 基线（重新嵌入全部段落）"] and "检索 bm25" in stages

@@ -113,6 +113,62 @@ def test_pdf_tables_measured_on_the_fixtures():
     assert found["test_rearch_report_broker_research.pdf"] <= 2  # the 评级 table, never the page frame
 
 
+# -- page furniture ---------------------------------------------------------------------------------
+def _pages(*texts):
+    from rag.models import Page
+
+    return [Page(t, n) for n, t in enumerate(texts, 1)]
+
+
+@pytest.mark.parametrize("line, bare", [
+    ("251", True), ("— 3 —", True), ("- 12 -", True), ("2 / 4", True), ("第 3 页", True), ("第3页 共12页", True),
+    ("Page 5 of 9", True),
+    # must not fire: figures and items that are text
+    ("2023年", False), ("12345", False), ("3.5", False), ("共3项", False), ("1、总则", False),
+])
+def test_page_number_lines(line, bare):
+    from rag.ingest.furniture import PAGE_NUMBER
+
+    assert bool(PAGE_NUMBER.match(line)) is bare
+
+
+def test_running_headers_and_footers_go_body_lines_stay():
+    from rag.ingest.furniture import strip
+
+    body = ["一、总体情况\n全年开展活动120场。", "二、主要做法\n资料来源：年报\n组建服务队30支。",
+            "三、下一步\n资料来源：年报\n继续推进。", "四、附则\n本办法自印发之日起施行。"]
+    pages = _pages(*(f"公司点评 高测股份\n{n} / 4 请务必阅读正文\n{b}\n{n}" for n, b in enumerate(body, 1)))
+    out = strip(pages)
+    text = "\n".join(p.text for p in out)
+    assert "请务必阅读正文" not in text and "公司点评" not in text and [p.page for p in out] == [1, 2, 3, 4]
+    assert all(not p.text.rstrip().endswith(str(p.page)) for p in out)  # the bare page numbers
+    # must not fire: a line on only half of the pages, and every body line
+    assert text.count("资料来源：年报") == 2 and all(line in text for b in body for line in b.split("\n"))
+    # one page has nothing repeated to compare: only its bare page number goes
+    assert strip(_pages("募集说明书\n第七章 企业资信状况\n正文。\n251"))[0].text == "募集说明书\n第七章 企业资信状况\n正文。"
+    # a line repeated in the middle of pages is text, not furniture
+    mid = _pages(*(f"标题{n}\n甲\n乙\n丙\n重复的正文句子。\n丁\n戊\n己" for n in range(3)))
+    assert all("重复的正文句子" in p.text for p in strip(mid))
+    # lines of one kind all down every page (numbered items): their first and last are no header or footer
+    items = _pages(*("\n".join(f"填充行 {i}：内容" for i in range(n * 10, n * 10 + 10)) for n in range(3)))
+    assert [p.text for p in strip(items)] == [p.text for p in items]
+
+
+def test_pdf_fixtures_lose_their_page_furniture():
+    """Measured on the four fixture PDFs (README): no chunk is a bare page number or headed by a running
+    header or footer; the broker report's five furniture-headed chunks and the two page-number chunks are gone."""
+    from rag.ingest.furniture import PAGE_NUMBER
+
+    for name in ("chinese-tables_bond_prospectus.pdf", "2list_1table_CCS_smart_ship_rules.pdf",
+                 "test_rearch_report_broker_research.pdf", "simplified_chinese_colophon.pdf"):
+        chunks, _ = _chunks(shared("fixtures", "pdf", name))
+        assert chunks and not [c.text for c in chunks if PAGE_NUMBER.match(c.text.strip())], name
+        heads = [h.replace(" ", "") for c in chunks for h in (c.heading or "").split(" > ")]
+        assert not [h for h in heads if "请务必阅读正文" in h or h == "公司点评高测股份（688556.SH）"], name
+    report = "\n".join(c.text for c in _chunks(shared("fixtures", "pdf", "test_rearch_report_broker_research.pdf"))[0])
+    assert "请务必阅读正文之后的信息披露和法律声明" not in report and "硅片切割" in report
+
+
 def test_table_citation_card_is_a_table():
     from rag.models import Answer, Citation
     from rag.serve.web import answer_cards, render_cards
@@ -218,9 +274,75 @@ def test_looks_like_html(text, is_html):
 
 
 def test_unsupported_types_are_skipped_with_the_reason(tmp_path):
-    (tmp_path / "文件.ofd").write_bytes(b"PK\x03\x04 not really")
-    with pytest.raises(Skipped, match="不支持的文件类型：.ofd"):
-        load(tmp_path / "文件.ofd")
+    (tmp_path / "文件.numbers").write_bytes(b"PK\x03\x04 not really")
+    with pytest.raises(Skipped, match="不支持的文件类型：.numbers"):
+        load(tmp_path / "文件.numbers")
+
+
+# -- OFD ------------------------------------------------------------------------------------------
+def _ofd(name):
+    from rag.index.indexer import chunk_file
+    from rag.settings import Settings
+
+    path = shared("fixtures", "ofd", name)
+    return chunk_file(path, name, Settings(isolate_parsing=False))
+
+
+def test_ofd_reply_has_its_number_date_pages_and_no_page_footer():
+    got = _ofd("路桥区卫生局_批复_两页.ofd")
+    assert got.meta.number == "路卫发〔2011〕76号" and got.meta.published == "2011-03-10"
+    text = "\n".join(c.text for c in got.chunks)
+    assert "同意张阿三同志辞职" in text and "— 1 —" not in text and "— 2 —" not in text
+    assert {c.page for c in got.chunks} == {1, 2}
+
+
+def test_ofd_letter_lines_are_rejoined_into_its_paragraph_and_dated():
+    got = _ofd("关于加快南货场铁路涵洞下穿建设的函.ofd")
+    assert got.meta.title == "关于加快南货场铁路涵洞下穿建设的函" and got.meta.published == "2023-07-12"
+    # the sentence runs over three visual lines in the file
+    assert any("蚌山区东海大道北侧、解放路西侧居住地块计划于7月份出让，按照7月7日张铭副市长主持召开" in c.text for c in got.chunks)
+
+
+def test_ofd_pages_follow_the_document_page_list_not_file_names():
+    import re
+    import zipfile
+
+    path = shared("fixtures", "ofd", "诗句_十一页.ofd")
+    d = load(path)
+    assert [p.page for p in d.pages] == list(range(1, 12))
+    with zipfile.ZipFile(path) as z:
+        listed = re.findall(r'BaseLoc="([^"]+)"', z.read("Doc_1/Document.xml").decode())
+    assert listed != sorted(listed)  # the fixture's point: name order is not reading order
+    assert d.pages[0].text.startswith("1、一日不见兮") and d.pages[1].text.startswith("23、")
+
+
+def test_every_ofd_fixture_loads_with_text():
+    for name in ("关于加快南货场铁路涵洞下穿建设的函.ofd", "多页文档_四页.ofd", "市政府文件处理单.ofd", "诗句_十一页.ofd",
+                 "路桥区卫生局_批复_两页.ofd"):
+        got = _ofd(name)
+        assert got.chunks and all(c.text.strip() for c in got.chunks), name
+    assert "市委主要领导同志调研后续落实事项的通知" in "\n".join(c.text + c.heading for c in _ofd("市政府文件处理单.ofd").chunks)
+
+
+@pytest.mark.parametrize("parts, reason", [
+    ({"Doc_0/Document.xml": "<Document/>"}, "缺少 OFD.xml"),
+    ({"OFD.xml": "<OFD><DocBody/></OFD>"}, "缺少 DocRoot"),
+    ({"OFD.xml": "<OFD><DocBody><DocRoot>Doc_0/Document.xml</DocRoot></DocBody></OFD>"}, "缺少部件 Doc_0/Document.xml"),
+    ({"OFD.xml": "<OFD><DocBody><DocRoot>Doc_0/Document.xml</DocRoot></DocBody></OFD>", "Doc_0/Document.xml": "<Doc"},
+     "不是有效的 XML"),
+])
+def test_broken_ofd_files_fail_with_the_reason(tmp_path, parts, reason):
+    import zipfile
+
+    path = tmp_path / "坏.ofd"
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in parts.items():
+            z.writestr(name, data)
+    with pytest.raises(LoadError, match=reason):
+        load(path)
+    (tmp_path / "假.ofd").write_bytes("这不是 zip".encode())
+    with pytest.raises(LoadError, match="OFD"):
+        load(tmp_path / "假.ofd")
 
 
 # -- encodings ------------------------------------------------------------------------------------
@@ -240,6 +362,20 @@ def test_a_few_bad_bytes_are_replaced_with_a_warning():
     text = decode_text(data[:50] + b"\xff\xfe\xfa" + data[50:], w)
     assert "参加人数超过三百人" in text and text.count("\ufffd") >= 3
     assert w and "无法按 UTF-8 解码" in w[0]
+
+
+@pytest.mark.parametrize("data, repaired", [
+    # a short UTF-8 notice with three stray bytes: repaired like a long one
+    ("通知：明天下午三点在三楼会议室召开科普工作会议。".encode()[:12] + b"\xff\xfe\xfa" + "通知：明天下午三点在三楼会议室召开科普工作会议。".encode()[12:], True),
+    # must not fire: short GBK texts are read as GBK, not as damaged UTF-8
+    ("通知：明天下午三点在三楼会议室召开科普工作会议。".encode("gbk"), False),
+    ("通知：明天下午三点在三楼会议室召开科普工作会议，请各部门准时参加。".encode("gb18030"), False),
+])
+def test_short_texts_with_stray_bytes(data, repaired):
+    w: list[str] = []
+    text = decode_text(data, w)
+    assert ("会议" in text or "會議" in text) and ("\ufffd" in text) is repaired
+    assert bool(w) is repaired
 
 
 def test_nul_bytes_are_removed_with_a_warning(tmp_path):

@@ -68,12 +68,17 @@ def test_rename_delete_and_rating_replaced(hist):
 
 
 @pytest.mark.parametrize("correction, want", [
-    ("126支", ["126支"]),  # short: the correction itself
-    ("共组建了126支科技志愿服务队。", ["共组建了126支科技志愿服务队"]),
+    ("126支", ["126支"]),
+    ("共组建了126支科技志愿服务队。", ["126支"]),  # the figure, not the wording around it
+    ("应该是市科协科普部", ["市科协科普部"]),  # short, no figure: the phrase without the lead-in
+    ("正确答案：科技志愿服务总队", ["科技志愿服务总队"]),
+    ("为民服务中心", ["为民服务中心"]),  # must not fire: 为 opening a name is not a lead-in
+    ("共有二百支队伍，分布在各区", ["共有二百支队伍，分布在各区"]),
     ("青岛市科协在2019年组建了126支科技志愿服务队，覆盖全市十个区市，开展活动300余场", ["2019年", "126支", "300余场"]),
     ("依据《中华人民共和国科学技术普及法》第二十条的规定，科普场馆应当对青少年实行优惠", ["《中华人民共和国科学技术普及法》", "二十条"][:1]),
     ("", []),
     ("[1][2]", []),  # only markers: nothing to require
+    ("市科协牵头组织各区市科协和有关学会共同开展科普活动，面向社区居民和中小学生", []),  # long, nothing to require
 ])
 def test_must_include_from_a_correction(correction, want):
     assert feedback.must_include(correction) == want
@@ -103,6 +108,35 @@ def test_export_lines_run_through_the_eval_loader(hist, tmp_path):
     assert len(items) == 3
 
 
+def test_a_correction_nothing_can_be_required_of_is_reviewed_not_scored(hist):
+    cid = hist.create("o", "q")
+    tid = hist.add_turn("o", cid, answer(), "kb")
+    long = "市科协牵头组织各区市科协和有关学会共同开展科普活动，面向社区居民和中小学生"
+    hist.rate("o", tid, -1, "", long)
+    [f] = hist.feedback()
+    item = feedback.to_item(f)
+    assert item["review"] is True and item["must_include"] == [] and item["answer"] == ""
+    assert item["correction"] == long and item["original_answer"]
+
+
+def test_a_corrected_wrong_answer_scores_wrong_in_eval(hist, tmp_path):
+    """👎 + correction on a wrong answer, exported and scored as `kexie eval` scores it: the same wrong
+    answer is wrong, an answer with the corrected figure is right."""
+    from evals.dataset import load_dataset
+    from evals.runner import answer_metrics
+
+    cid = hist.create("o", "q")
+    wrong = answer(text="组建了100支[1]。")
+    tid = hist.add_turn("o", cid, wrong, "kb")
+    hist.rate("o", tid, -1, "数字不对", "应该是126支")
+    out = tmp_path / "fb.jsonl"
+    feedback.export(hist.feedback(), out)
+    items = load_dataset(out)
+    assert [i.must_include for i in items] == [["126支"]]
+    assert answer_metrics(items, [wrong])[0]["answer_accuracy"] == 0.0
+    assert answer_metrics(items, [answer()])[0]["answer_accuracy"] == 1.0
+
+
 def test_a_correction_the_cited_passage_lacks_is_not_given_that_evidence(hist):
     cid = hist.create("o", "q")
     tid = hist.add_turn("o", cid, answer(), "kb")
@@ -120,9 +154,10 @@ def test_markdown_and_docx_export(hist, tmp_path):
     conv, turns = hist.get("o", cid), hist.turns("o", cid)
     md = export.markdown(conv, turns)
     assert "## 问：青岛市科协组建了多少支科技志愿服务队" in md and "[1] 青岛.txt" in md and PASSAGE[:10] in md
+    assert "知识库：默认知识库 · 回答于 20" in md and "索引版本" not in md and "g7" not in md
     path = export.docx(conv, turns, tmp_path / "c.docx")
     text = "\n".join(p.text for p in Document(path).paragraphs)
-    assert "126支" in text and "[1] 青岛.txt" in text
+    assert "126支" in text and "[1] 青岛.txt" in text and "回答于" in text and "g7" not in text
 
 
 def test_feedback_export_cli(tmp_path):

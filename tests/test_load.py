@@ -93,7 +93,8 @@ POST_PATTERN = ["newdoc", "place", "follow"]
 
 GEN_RE = re.compile(r"data-generation='(gen-\d{6})'")
 CARD_RE = re.compile(r"<div class='cite-head'>\[(\d+)\] (.*?) (?:<a\b|</div>)")
-MARK_RE = re.compile(r"\[\[(\d+)\]\]\(#cite-(\d+)\)")
+MARK_RE = re.compile(r"\[\[(\d+)\]\]\(#cite-(\d+)-(\d+)\)")  # [n] of the k-th answer -> its card k-n
+TURN_MARK = re.compile(r"\s*\[\]\(#turn-[0-9a-f]{32}\)")  # the saved turn's id the answer carries
 ERROR_TEXT = "出错了"
 # The traceback of the known race: concurrent lazy `chromadb.PersistentClient(...)` in Retriever.vectors.
 VECTORS_RACE = re.compile(r'rag/retrieval\.py", line \d+, in vectors\s+self\._vectors = VectorStore\.open\(.*?'
@@ -330,6 +331,9 @@ def check_reply(r: Result, outputs, n_turn: int) -> list:
     if message_text(chat[-2]).strip() != r.question:
         r.problems.append(f"last user message is {message_text(chat[-2])!r}: another session's turn?")
     text = message_text(chat[-1])
+    if not TURN_MARK.search(text) and ERROR_TEXT not in text:
+        r.problems.append("the answer carries no turn id (feedback would go by position)")
+    text = TURN_MARK.sub("", text)
     r.answer = MARK_RE.sub(lambda m: f"[{m.group(1)}]", text)
     if ERROR_TEXT in text:
         r.error = text
@@ -337,6 +341,11 @@ def check_reply(r: Result, outputs, n_turn: int) -> list:
     if not isinstance(cites, str):
         r.problems.append(f"no citation html: {cites!r}")
         return chat
+    # The panel holds every answer's sources, newest first and open: this answer's are the first block.
+    blocks = cites.split("<details class='turn-cites'")
+    cites = blocks[1] if len(blocks) > 1 else cites
+    if f"data-turn='{n_turn}'" not in cites:
+        r.problems.append(f"the newest sources are not those of answer {n_turn}")
     gens = GEN_RE.findall(cites)
     if len(gens) != 1:
         r.problems.append(f"citation html names {len(gens)} generations")
@@ -348,11 +357,11 @@ def check_reply(r: Result, outputs, n_turn: int) -> list:
         marks = MARK_RE.findall(text)
         if not cards or not marks:
             r.problems.append("an answer without citations")
-        missing = {int(a) for a, _ in marks} - {n for n, _ in cards}
+        missing = {int(a) for a, _, _ in marks} - {n for n, _ in cards}
         if missing:
             r.problems.append(f"answer cites {sorted(missing)} but has no such card")
-        if any(a != b for a, b in marks):
-            r.problems.append("a [n] link points at another card")
+        if any(a != b or int(k) != n_turn for a, k, b in marks):
+            r.problems.append("a [n] link points at another card or another answer's")
     return chat
 
 

@@ -130,6 +130,19 @@ def test_metadata_from_a_notice_header():
     assert m.regulation
 
 
+@pytest.mark.parametrize("closing, published", [
+    ("2023年7月12日", "2023-07-12"),
+    ("青岛市科学技术协会\n2023年7月12日", "2023-07-12"),
+    ("青岛市科学技术协会 二〇二三年七月十二日", "2023-07-12"),
+    # must not fire: a date inside a sentence is no signature
+    ("活动定于2023年7月12日举行。", ""),
+    ("联系人：张三，电话：12345678", ""),
+])
+def test_a_letter_is_dated_where_it_is_signed(closing, published):
+    paras = paragraphs([Page(f"关于加快涵洞建设的函\n蚌山区政府：\n请你区尽快落实建设方案。\n此函。\n{closing}")])
+    assert extract(paras, "函.txt", "关于加快涵洞建设的函", False).published == published
+
+
 def test_a_broken_sidecar_is_a_reason_not_a_crash(tmp_path):
     doc = tmp_path / "a.md"
     doc.write_text("x", encoding="utf-8")

@@ -2,6 +2,8 @@
 
 import re
 
+import pytest
+
 from conftest import CORPUS
 
 from rag.index.tokenizer import Tokenizer, quoted_terms
@@ -128,3 +130,15 @@ def test_question_places_known_unknown_and_deictic():
     # "我省" "本市" "各市" refer to no particular place.
     for q in ("请问我省科协有多少会员", "请问本市有多少学会", "各市科协开展了什么活动"):
         assert question_places(q, gaz) == set(), q
+
+
+@pytest.mark.parametrize("text, tokens", [
+    ("青岛市科协", 5),  # one a Han character
+    ("AI赋能 2023年", 5),  # a run of letters or digits is one
+    ("hello, world!", 4),  # punctuation counts
+    ("", 0), ("  \n", 0),  # must not count: whitespace alone
+])
+def test_estimate_tokens(text, tokens):
+    from rag.text import estimate_tokens
+
+    assert estimate_tokens(text) == tokens

@@ -10,7 +10,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from conftest import PROJECT_ROOT, SHARED, copy_index, free_port
+from conftest import PROJECT_ROOT, SHARED, copy_index, free_port, shared
 
 from rag.serve import kb
 from rag.settings import load_settings
@@ -43,9 +43,11 @@ def test_oversize_and_bad_extension_refused(kb_settings, tmp_path):
     big.write_bytes(b"a" * (2 * 2**20))
     with pytest.raises(kb.UploadRejected, match="过大"):
         kb.save_upload(kb_settings, big, "big.txt")
-    with pytest.raises(kb.UploadRejected, match="不支持"):
+    with pytest.raises(kb.UploadRejected, match=r"不支持的文件类型 \.exe，支持 .*\.ofd"):  # names what is supported
         kb.save_upload(kb_settings, big, "x.exe")
     assert list(kb_settings.corpus_dir.iterdir()) == []
+    ofd = shared("fixtures", "ofd", "关于加快南货场铁路涵洞下穿建设的函.ofd")
+    assert kb.save_upload(kb_settings, ofd, "函.ofd").path.name == "函.ofd"
 
 
 def test_odd_names_are_sanitised_inside_corpus(kb_settings, tmp_path):
@@ -153,17 +155,25 @@ def test_chat_streams_answer_with_citation_card(page, out_dir):
     page.click("#send")
     # The status line appears before the answer: the reply is streamed, not delivered at once.
     page.wait_for_function("document.querySelector('#chatbot').innerText.includes('正在检索')", timeout=30000)
-    page.wait_for_selector("#cite-1", timeout=90000)
+    page.wait_for_selector("#cite-1-1", timeout=90000)
     chat = page.inner_text("#chatbot")
     assert "服务科技工作者" in chat and "加强自身建设" in chat
-    card = page.inner_text("#cite-1")
+    card = page.inner_text("#cite-1-1")
     assert "连云港市科协" in card and "四服务一加强" in card
-    assert page.locator("#cite-1 mark").count() >= 1  # supporting sentence highlighted
-    page.click("#chatbot a[href='#cite-1']")
+    assert page.locator("#cite-1-1 mark").count() >= 1  # supporting sentence highlighted
+    page.click("#chatbot a[href='#cite-1-1']")
     page.screenshot(path=str(out_dir / "web_chat.png"), full_page=True)
-    href = page.get_attribute("#cite-1 a", "href")
+    href = page.get_attribute("#cite-1-1 a", "href")
     with urllib.request.urlopen(page.url.rstrip("/") + href) as r:  # the source file can be opened
         assert "四服务一加强" in r.read().decode("utf-8")
+
+
+def test_page_has_no_gradio_footer(app_url):
+    import json
+
+    url, _, _ = app_url
+    with urllib.request.urlopen(url + "config", timeout=30) as r:
+        assert json.loads(r.read())["footer_links"] == []
 
 
 def test_only_corpus_files_are_served(page, app_url):
@@ -233,6 +243,63 @@ def open_tab(page, name):
         wait_text(page, "#kb-info", "当前知识库", 30000)
 
 
+def test_each_answer_keeps_its_own_sources_and_feedback(page, app_url, out_dir):
+    """Three answers in one conversation: [1] of the first opens the first answer's card (not the latest's);
+    the question box is locked while an answer is written; 👎 on the second is recorded against the second;
+    a reopened conversation shows every answer's sources; the chat's own 🗑 starts a new conversation."""
+    ask(page, "青岛市科协组建了多少支科技志愿服务队")
+    for q in ("那济宁呢", "北京市科协2023年预算是多少"):
+        n = page.locator("#citations details.turn-cites").count()
+        page.fill("#question textarea", q)
+        page.click("#send")
+        page.wait_for_function("document.querySelector('#question textarea').disabled", timeout=30000)
+        assert "正在回答" in page.get_attribute("#question textarea", "placeholder")
+        page.wait_for_function(f"document.querySelectorAll('#citations details.turn-cites').length > {n}", timeout=240000)
+        page.wait_for_function("!document.querySelector('#question textarea').disabled", timeout=60000)
+    assert page.locator("#citations details.turn-cites").count() == 3
+    assert page.locator("#citations details.turn-cites[open]").get_attribute("data-turn") == "3"
+    # [1] in the first answer opens the first answer's card 1, a 青岛 passage
+    page.locator("#chatbot a[href='#cite-1-1']").first.click()
+    page.wait_for_function("document.querySelector('#cite-1-1').classList.contains('flash')", timeout=10000)
+    assert page.locator("details.turn-cites[data-turn='1']").get_attribute("open") is not None
+    assert "青岛" in page.inner_text("#cite-1-1")
+    page.screenshot(path=str(out_dir / "web_multi_turn.png"), full_page=True)
+    # 👎 on the second answer (济宁), not the last one
+    page.locator("#chatbot button[aria-label='Dislike']").nth(1).click()
+    page.wait_for_selector("#feedback-form textarea", timeout=30000)
+    wait_text(page, "#fb-msg", "第 2 个回答", 30000)
+    page.fill("#fb-comment textarea", "第二问")
+    page.click("#fb-submit")
+    wait_text(page, "#fb-msg", "已提交", 30000)
+    open_tab(page, "反馈")  # it shows the new feedback by itself, no 刷新 needed
+    wait_text(page, "#fb-table", "第二问", 30000)
+    root = app_url[1]
+    env = {**os.environ, "KEXIE_CORPUS_DIR": str(root / "corpus"), "KEXIE_INDEX_DIR": str(root / "index")}
+    out = root / "fb-multi.jsonl"
+    r = subprocess.run([sys.executable, "-m", "rag.cli", "feedback", "export", "--out", str(out)], env=env,
+                       capture_output=True, text=True, cwd=PROJECT_ROOT)
+    assert r.returncode == 0, r.stderr
+    import json
+    [item] = [x for x in map(json.loads, out.read_text(encoding="utf-8").splitlines())
+              if x["feedback"]["comment"] == "第二问"]
+    assert item["question"] == "那济宁呢" and item["feedback"]["rating"] == -1
+    # reopened: every answer's sources
+    page.get_by_role("tab", name="问答").click()
+    page.reload()
+    wait_text(page, "#conv-list", "青岛市科协组建了多少支", 60000)
+    page.locator("#conv-list label", has_text="青岛市科协组建了多少支").first.click()
+    page.wait_for_function("document.querySelectorAll('#citations details.turn-cites').length == 3", timeout=30000)
+    assert "青岛" in page.text_content("#cite-1-1")  # folded: an earlier answer's
+    # the chat's own clear icon: a new conversation, nothing hidden carried over
+    page.locator("#chatbot button[aria-label='Clear'], #chatbot button[aria-label*='清']").first.click()
+    wait_text(page, "#citations", "回答的引用出处", 30000)
+    page.fill("#question textarea", "那济宁呢")
+    page.click("#send")
+    page.wait_for_function("document.querySelectorAll('#citations details.turn-cites').length == 1 || "
+                           "document.querySelector('#citations').innerText.includes('未找到')", timeout=240000)
+    assert page.locator("#citations details.turn-cites").count() == 1
+
+
 def test_conversation_survives_a_reload(page, out_dir):
     ask(page, "聊城市科普大篷车开进了哪些地方")
     wait_text(page, "#conv-list", "聊城市科普大篷车", 30000)
@@ -242,7 +309,7 @@ def test_conversation_survives_a_reload(page, out_dir):
     assert "聊城" not in page.inner_text("#chatbot")  # a fresh page starts a new chat
     page.locator("#conv-list label", has_text="聊城市科普大篷车").first.click()
     wait_text(page, "#chatbot", "聊城市科普大篷车开进了哪些地方", 30000)
-    page.wait_for_selector("#cite-1", timeout=30000)
+    page.wait_for_selector("#cite-1-1", timeout=30000)
     assert answer.split("\n")[-1][:20] in page.inner_text("#chatbot")
     # Export as Markdown: the answer and its sources.
     page.click("#conv-export-md")
@@ -329,6 +396,11 @@ def test_two_knowledge_bases_switch(page, app_url, tmp_path, out_dir):
     page.locator("#question textarea").click()  # closes the option list
     ask(page, "舟山市海洋科普基地每年至少举办几次海洋主题科普活动")
     assert doc.name not in page.inner_text("#citations")
+    assert "舟山知识库" not in page.inner_text("#kb-pick")
+    # Reopening the first conversation (newest first: the second of the two) re-selects the bases it asked.
+    wait_text(page, "#conv-list", "舟山市海洋科普基地", 30000)
+    page.locator("#conv-list label", has_text="舟山市海洋科普基地").nth(1).click()
+    wait_text(page, "#kb-pick", "舟山知识库", 30000)
 
 
 def test_uploaded_faq_answers_a_paraphrase_first(page, app_url, tmp_path, out_dir):
@@ -419,4 +491,4 @@ def test_conversations_survive_a_restart(page, app_url):
     wait_text(page, "#conv-list", "聊城市科普大篷车", 60000)
     page.locator("#conv-list label", has_text="青岛市科协组建").first.click()
     wait_text(page, "#chatbot", "374", 30000)
-    page.wait_for_selector("#cite-1", timeout=30000)
+    page.wait_for_selector("#cite-1-1", timeout=30000)

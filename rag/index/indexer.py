@@ -265,6 +265,9 @@ def plan_generation(settings: Settings, prev: Previous, rep: IndexReport, max_fi
             if size > max_file_mb * 2**20:  # never read a file that will be refused anyway
                 rep.skipped[source] = f"文件过大（{size / 2**20:.0f} MB，上限 {max_file_mb} MB）"
                 continue
+            if size == 0:  # said here, before contents are compared: empty files are not duplicates of each other
+                rep.skipped[source] = "文件为空（0 字节）"
+                continue
             hashes[source] = sha1_file(path)
             side = sidecar_path(path)
             if side.is_file():  # a corrected sidecar re-reads its document

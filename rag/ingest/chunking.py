@@ -33,7 +33,7 @@ _SENTENCE = re.compile(rf"[^{TERMINAL}]*[{TERMINAL}]+[{CLOSERS}]*|[^{TERMINAL}]+
 PLAIN_HEADING_MAX = 40
 # Bump when chunking or cleaning rules change: the indexer then re-chunks every file (vectors of
 # chunks whose text did not change are reused).
-CHUNKER_VERSION = "5"
+CHUNKER_VERSION = "6"  # 6: PDF page furniture removed (rag.ingest.furniture)
 
 
 @dataclass

@@ -9,13 +9,13 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from rag.ingest import limits, office
+from rag.ingest import furniture, limits, office, ofd
 from rag.ingest.limits import LimitExceeded, LoadError
 from rag.ingest.tables import fill, markdown, plausible
 from rag.models import Document, Page
 from rag.text import HAN, HAN_CHAR
 
-SUPPORTED = (".txt", ".md", ".markdown", ".pdf", ".docx", *office.SPREADSHEETS, *office.SLIDES, *office.WEB, *office.LEGACY)
+SUPPORTED = (".txt", ".md", ".markdown", ".pdf", ".ofd", ".docx", *office.SPREADSHEETS, *office.SLIDES, *office.WEB, *office.LEGACY)
 __all__ = ["LimitExceeded", "LoadError", "SUPPORTED", "Skipped", "decode_text", "load", "walk_corpus"]
 
 
@@ -53,6 +53,8 @@ def _load(path: Path, source: str, ocr: bool) -> Document:
             doc = _load_pdf(path, source, ocr)
         elif ext == ".docx":
             doc = _load_docx(path, source)
+        elif ext == ".ofd":
+            doc = ofd.load_ofd(path, source)
         elif ext in office.LEGACY:
             doc = _load_legacy(path, source)
         elif ext in office.SPREADSHEETS:
@@ -122,10 +124,12 @@ def decode_text(data: bytes, warnings: list[str] | None = None) -> str:
     loose = data.decode("utf-8", errors="replace")
     bad = loose.count("\ufffd")
     han = len(HAN_CHAR.findall(loose[:20000]))
-    if han >= 40 and bad <= max(8, len(loose) // 200) and plausibility(loose) >= PLAUSIBLE:
+    # Other encodings read as UTF-8 come out nearly all �; a short notice with a few stray bytes does not.
+    if (han >= 40 or han >= 3 * bad) and bad <= max(8, len(loose) // 200) and plausibility(loose) >= PLAUSIBLE:
         # A UTF-8 file with a few broken bytes: keep its text, say where it is damaged.
+        _check_text(loose.replace("\ufffd", ""))  # the rest must read as text; the � mark where it is damaged
         warnings.append(f"含 {bad} 处无法按 UTF-8 解码的字节，已替换为 �")
-        return _check_text(loose)
+        return _unix_lines(loose)
     lines = "\n".join(_decode_line(line) for line in data.split(b"\n"))
     big5 = _big5(data)
     if big5 is not None and plausibility(big5) > plausibility(lines):
@@ -276,6 +280,10 @@ def _check_text(text: str) -> str:
         raise LoadError("不是文本文件或编码无法识别（含大量乱码/控制字符）")
     if plausibility(sample) < PLAUSIBLE:
         raise LoadError("文字读出来是乱码（编码无法识别：不像正常的简体或繁体中文），未索引；请另存为 UTF-8 后重新上传")
+    return _unix_lines(text)
+
+
+def _unix_lines(text: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
@@ -402,7 +410,7 @@ def _load_pdf(path: Path, source: str, ocr: bool) -> Document:
             raise LoadError(f"PDF 内容损坏，所有页面都无法提取文字（第 {_page_list(broken)} 页）")
         if not ocr:
             raise Skipped("PDF 中没有文字（页面为空白）")
-    return Document(source, pages, warnings, scanned_pages=scanned)
+    return Document(source, furniture.strip(pages), warnings, scanned_pages=scanned)
 
 
 def _declared_pages(reader) -> int:

@@ -55,6 +55,8 @@ _ISSUER = re.compile(r"((?:全国|[\u4e00-\u9fff]{2,6}?(?:省|市|自治区|县|
                      r"[\u4e00-\u9fff]{2,6}?(?:省|市|县|区)人民政府|中国科学技术协会|中国科协|"
                      r"[\u4e00-\u9fff]{2,6}?(?:省|市|县|区)(?:科学技术协会|科协))")
 _EFFECTIVE = re.compile(r"自(.{0,24}?)起(?:施行|实施|执行|生效)")
+# A 公文's signature date (落款): a closing line that is a date, or an issuer followed by one.
+_SIGNED = re.compile(r"^[\u4e00-\u9fff（）()]{0,30}\s*(?:\d{4}\s*年\s*\d{1,2}\s*月\s*\d{1,2}\s*日|[〇零一二三四五六七八九]{4}年[%s]{1,3}月[%s]{1,3}日)$" % (CN_NUMERAL, CN_NUMERAL))
 _YEAR_IN_NAME = re.compile(r"(?<!\d)((?:19|20)\d{2})(?!\d)")
 _REVISED_IN_NAME = re.compile(r"(?<!\d)((?:19|20)\d{2})\s*年?\s*(修订|修正|修改)")
 # What makes two titles the same text: the national prefix, (试行), years and 修订 marks are not the name.
@@ -120,6 +122,11 @@ def extract(paras: list[Para], source: str, title: str, regulation: bool) -> Doc
         elif re.search(r"公布|发布|印发", m.group(1)):
             meta.effective = meta.effective or meta.published or meta.latest()
         break
+    if not meta.published:  # a letter or notice is dated where it is signed
+        for p in reversed(paras[-6:]):
+            if _SIGNED.match(p.text.strip()) and (d := dates_in(p.text)):
+                meta.published = d[-1][1]
+                break
     meta.revised = sorted(set(meta.revised))
     stem = Path(source).stem
     years = _YEAR_IN_NAME.findall(stem)

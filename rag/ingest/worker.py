@@ -89,7 +89,7 @@ def parse_file(path: Path, source: str, *, ocr: bool = False, chunk_size: int = 
         with timed(stages, "load"):
             doc = load(path, source, ocr=ocr)
         with timed(stages, "clean"):
-            paras = paragraphs(doc.pages, pdf=path.suffix.lower() == ".pdf")
+            paras = paragraphs(doc.pages, pdf=path.suffix.lower() in (".pdf", ".ofd"))  # fixed-layout lines
         with timed(stages, "chunk"):
             limits.check_time("分块前")
             chunks = chunk_document(paras, source, chunk_size, chunk_overlap)

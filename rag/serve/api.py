@@ -38,6 +38,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rag.models import Answer
+from rag.text import estimate_tokens
 from rag.serve import kb as kbfiles
 from rag.serve.guard import Throttle, client_address, wait_message
 from rag.serve.kbs import KB, KBError, Registry
@@ -299,8 +300,15 @@ def build_api(settings: Settings, registry: Registry, signer: Signer) -> FastAPI
         if first is done:
             raise ApiError(500, "服务器内部错误（没有回答），请稍后再试或联系管理员", "server_error", "internal_error")
 
-        def extra(a: Answer) -> dict:  # the fields beyond OpenAI's: where the answer comes from
-            return {"citations": [c.to_json() for c in a.citations], "refused": a.refused, "notice": a.notice, "kb": kb.id}
+        asked = estimate_tokens(question) + sum(estimate_tokens(q) + estimate_tokens(a) for q, a in history)
+
+        def extra(a: Answer) -> dict:
+            """The fields beyond OpenAI's: where the answer comes from (for a refusal, the closest passages it
+            announces, flagged as not supporting it), and `usage` as an estimate (rag.text.estimate_tokens)."""
+            cites = [c.to_json() for c in a.citations] or [{**c.to_json(), "supporting": False} for c in a.closest()]
+            said = estimate_tokens(a.answer)
+            usage = {"prompt_tokens": asked, "completion_tokens": said, "total_tokens": asked + said, "estimated": True}
+            return {"citations": cites, "refused": a.refused, "notice": a.notice, "kb": kb.id, "usage": usage}
 
         if not body.stream:
             final = first

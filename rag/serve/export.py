@@ -15,6 +15,12 @@ def _source(c: dict) -> str:
     return f"[{c['n']}] {where}{page}{head}" + (f" — {c['source']}" if c.get("label") else "")
 
 
+def _footer(t: Turn) -> str:
+    """Where the answer came from, as staff read it (the index generation id means nothing to them)."""
+    when = f" · 回答于 {time.strftime('%Y-%m-%d %H:%M', time.localtime(t.created))}" if t.created else ""
+    return f"知识库：{t.kb}{when}"
+
+
 def markdown(conv: Conversation, turns: list[Turn]) -> str:
     out = [f"# {conv.title}", "", f"导出时间：{time.strftime('%Y-%m-%d %H:%M')}", ""]
     for t in turns:
@@ -26,7 +32,7 @@ def markdown(conv: Conversation, turns: list[Turn]) -> str:
                 quote = " ".join(c["text"].split())
                 out.append(f"  > {quote[:300]}{'…' if len(quote) > 300 else ''}")
             out.append("")
-        out.append(f"<sub>知识库：{t.kb} · 索引版本：{t.generation}</sub>")
+        out.append(f"<sub>{_footer(t)}</sub>")
         out.append("")
     return "\n".join(out)
 
@@ -45,6 +51,6 @@ def docx(conv: Conversation, turns: list[Turn], path: Path) -> Path:
             for c in t.citations:
                 d.add_paragraph(_source(c), style="List Bullet")
                 d.add_paragraph(" ".join(c["text"].split())[:500], style="Intense Quote")
-        d.add_paragraph(f"知识库：{t.kb} · 索引版本：{t.generation}")
+        d.add_paragraph(_footer(t))
     d.save(path)
     return path

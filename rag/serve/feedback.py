@@ -1,7 +1,9 @@
 """Feedback -> eval dataset lines (`kexie feedback export`), ready for `kexie eval`.
 
-A 👍 keeps the answer as gold; a 👎 with a correction takes the correction; a 👎 without one is a
-question to review (`"review": true`, no gold), which `kexie eval` skips and counts, never scores."""
+A 👍 keeps the answer as gold; a 👎 with a correction takes the correction and must include its figures,
+names or (when short) the phrase itself; a 👎 without one, or with a correction nothing can be required of,
+is a question to review (`"review": true`, no gold), which `kexie eval` skips and counts, never scores: an
+empty `must_include` would score any answer as right."""
 
 from __future__ import annotations
 
@@ -14,7 +16,9 @@ from rag.serve.history import Feedback
 CITE = re.compile(r"\[\d+\]")
 # What a corrected answer must contain: figures with their unit, dates, quoted names.
 KEY = re.compile(r"\d[\d,.，]*\s*(?:万|亿)?\s*[个支名人次项家场所篇元天年月日件部条届期%％余多]*|《[^》]{2,40}》|“[^”]{2,20}”")
-SHORT = 24  # a correction this short is itself the key phrase
+SHORT = 24  # a correction this short without figures or names is itself the key phrase
+# How staff open a correction ("应该是126支", "正确答案：…"): not part of what the answer must say.
+LEAD = re.compile(r"^(?:正确答案|答案|应该|应当|实际上?)(?:是|为)?[:：，,]?\s*")
 
 
 def plain(answer: str) -> str:
@@ -32,9 +36,11 @@ def must_include(correction: str) -> list[str]:
     text = plain(correction)
     if not text:
         return []
-    if len(text) <= SHORT:
-        return [text.strip("。；;，, ")]
-    return list(dict.fromkeys(m.group(0).strip() for m in KEY.finditer(text) if len(m.group(0).strip()) >= 2))
+    keys = list(dict.fromkeys(m.group(0).strip() for m in KEY.finditer(text) if len(m.group(0).strip()) >= 2))
+    if keys:
+        return keys
+    phrase = LEAD.sub("", text).strip("。；;，, ")
+    return [phrase] if phrase and len(text) <= SHORT else []
 
 
 def evidence(fb: Feedback, gold: str, keys: list[str]) -> tuple[list[str], list[str]]:
@@ -57,8 +63,11 @@ def to_item(fb: Feedback) -> dict:
     if fb.rating < 0 and not fb.correction:
         return {**base, "answer": "", "evidence": [], "source": [], "must_include": [], "review": True,
                 "original_answer": plain(fb.answer)}
-    gold = plain(fb.correction) if fb.correction else ("" if fb.refused else plain(fb.answer))
     keys = must_include(fb.correction) if fb.correction else []
+    if fb.correction and not keys:  # a long correction without figures or names: a person says what counts
+        return {**base, "answer": "", "evidence": [], "source": [], "must_include": [], "review": True,
+                "original_answer": plain(fb.answer), "correction": plain(fb.correction)}
+    gold = plain(fb.correction) if fb.correction else ("" if fb.refused else plain(fb.answer))
     ev, src = evidence(fb, gold, keys) if gold else ([], [])
     return {**base, "answer": gold, "evidence": ev, "source": src, "must_include": keys}
 

@@ -45,6 +45,7 @@ class Turn:
     comment: str = ""
     correction: str = ""
     faq: dict | None = None  # the curated pair answered first (FaqMatch.to_json()), if any
+    created: float = 0.0  # when it was answered (epoch seconds)
 
 
 @dataclass
@@ -130,7 +131,7 @@ class History:
             blob = json.loads(r["citations"])
             out.append(Turn(r["id"], r["n"], r["question"], r["answer"], bool(r["refused"]), blob["citations"],
                             r["generation"], r["kb"], r["notice"], blob.get("retrieved", []), r["rating"] or 0,
-                            r["comment"] or "", r["correction"] or "", blob.get("faq")))
+                            r["comment"] or "", r["correction"] or "", blob.get("faq"), r["created"]))
         return out
 
     # -- feedback --------------------------------------------------------------------------

@@ -35,6 +35,7 @@ def make_app(settings: Settings, demo: gr.Blocks, registry: Registry, signer: Si
         blocked_paths=blocked_paths(settings),
         max_file_size=f"{settings.max_upload_mb}mb",
         css=CSS, head=HEAD, show_error=False,
+        footer_links=[],  # Gradio's own footer (API docs, "built with Gradio", runs) is not for staff
     )
     # Gradio checks that a file named in a request was uploaded only once its app "has launched", which a
     # mounted app never does (gradio #11162): say it has, so its own check runs behind the Gate's.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import json
 import logging
 import os
 import re
@@ -21,7 +22,7 @@ from rag.answer.instructions import looks_like_instruction
 from rag.index import backfill
 from rag.index.indexer import reindex_live
 from rag.ingest import tables
-from rag.models import Answer, Backend, Hit, RetrievalMode
+from rag.models import CLOSEST, Answer, Backend, Hit, RetrievalMode
 from rag.serve import export, feedback, kb
 from rag.serve.evaltab import eval_tab
 from rag.serve.faq_panel import FAQ_CSS, faq_section, render_faq
@@ -36,6 +37,9 @@ log = logging.getLogger("kexie.web")
 
 EXAMPLES = ["什么是四服务一加强", "青岛市科协组建了多少支科技志愿服务队", "聊城市科普大篷车开进了哪些地方", "连云港市科协2017年开展了哪些学术活动"]
 BACKENDS = {"离线抽取（默认）": Backend.EXTRACTIVE.value, "OpenAI 兼容接口": Backend.OPENAI.value, "本地 GGUF 模型": Backend.LLAMACPP.value}
+# The question box while it takes a question, and while an answer is being written (locked, and says so).
+READY = {"interactive": True, "placeholder": "请输入问题，例如：什么是四服务一加强"}
+BUSY = {"interactive": False, "placeholder": "正在回答上一个问题，请稍候…"}
 MODES = {"混合检索": RetrievalMode.HYBRID.value, "仅 BM25": RetrievalMode.BM25.value, "仅向量": RetrievalMode.VECTOR.value}
 
 CSS = """
@@ -51,10 +55,12 @@ CSS = """
 .cite-table tr.marked td {background:#fff3b0;}
 .superseded {color:#9a6700;}
 .cite-link {text-decoration:none; font-weight:600;}
+.turn-cites {margin:6px 0;}
+.turn-cites > summary {cursor:pointer; font-weight:600; padding:4px 0;}
 .refused-note {color:#9a6700; margin-bottom:6px;}
 """ + FAQ_CSS
 
-# Clicking [n] in an answer scrolls its card into view (Gradio renders answers as sanitised HTML).
+# Clicking [n] in an answer scrolls that answer's card n into view (Gradio renders answers as sanitised HTML).
 HEAD = """<script>
 // A random id per browser (a year), so saved conversations come back after a reload with login off.
 if (!document.cookie.split('; ').some(c => c.startsWith('kexie_browser='))) {
@@ -64,12 +70,15 @@ if (!document.cookie.split('; ').some(c => c.startsWith('kexie_browser='))) {
 document.addEventListener('click', function (e) {
   const a = e.target.closest('a');
   if (!a) return;
-  const m = (a.getAttribute('href') || '').match(/^#cite-(\\d+)$/);
+  const m = (a.getAttribute('href') || '').match(/^#(cite-\\d+(?:-\\d+)?)$/);
   if (!m) return;
   e.preventDefault();
-  const card = document.getElementById('cite-' + m[1]);
-  if (card) { card.scrollIntoView({behavior: 'smooth', block: 'center'});
-              card.classList.add('flash'); setTimeout(() => card.classList.remove('flash'), 1500); }
+  const card = document.getElementById(m[1]);
+  if (!card) return;
+  const block = card.closest('details');
+  if (block) block.open = true;  // an earlier answer's sources are folded
+  card.scrollIntoView({behavior: 'smooth', block: 'center'});
+  card.classList.add('flash'); setTimeout(() => card.classList.remove('flash'), 1500);
 }, true);
 </script>"""
 
@@ -99,13 +108,18 @@ _CITE = re.compile(r"\[(\d+)\]")
 _MD_LIVE = re.compile(r"([\\<>\[\]])")  # what can open HTML, a link or an image
 
 
-def answer_markdown(answer: str) -> str:
-    """An answer for the chat bubble: document text shown literally, [n] linked to its citation card."""
+TURN_LINK = re.compile(r"\(#turn-([0-9a-f]{32})\)")
+
+
+def answer_markdown(answer: str, turn: int | None = None) -> str:
+    """An answer for the chat bubble: document text shown literally, [n] linked to its citation card
+    (`turn`: the answer's position in the conversation, so that every answer keeps its own cards)."""
+    key = f"{turn}-" if turn else ""
     out, pos = [], 0
     for m in re.finditer(f"{_URL.pattern}|{_CITE.pattern}", answer, re.IGNORECASE):
         out.append(_MD_LIVE.sub(r"\\\1", answer[pos:m.start()]))
         if m.group(0).startswith("["):
-            out.append(f"[[{m.group(1)}]](#cite-{m.group(1)})")
+            out.append(f"[[{m.group(1)}]](#cite-{key}{m.group(1)})")
         else:
             out.append(f"`{m.group(0)}`")
         pos = m.end()
@@ -163,7 +177,7 @@ def hit_card(h: Hit, base: str = "") -> dict:
 def answer_cards(a: Answer) -> list[dict]:
     """What the citation column shows for a fresh answer: its citations, or for a refusal the closest passages."""
     if a.refused:
-        return [hit_card(h) for h in a.retrieved[:3]]
+        return [hit_card(h) for h in a.retrieved[:CLOSEST]]
     by_text = {h.chunk.text: h for h in a.retrieved}
     out = []
     for c in a.citations:
@@ -181,8 +195,16 @@ def turn_cards(t: Turn) -> list[dict]:
     return [{**c, "spans": [tuple(s) for s in c.get("spans", [])]} for c in t.citations]
 
 
-def render_cards(cards: list[dict], refused: bool, generation: str, faq: str = "") -> str:
-    """Citation cards; a card's "href" (a signed link) and "base" (its knowledge base) are shown where set."""
+def turn_marker(turn_id: str) -> str:
+    """An empty link at the end of a saved answer: the answer carries its turn id, so that feedback on it
+    is recorded against that turn, never against a position in the chat."""
+    return f"[](#turn-{turn_id})"
+
+
+def render_cards(cards: list[dict], refused: bool, generation: str, faq: str = "", turn: int | None = None) -> str:
+    """Citation cards; a card's "href" (a signed link) and "base" (its knowledge base) are shown where set.
+    `turn`: the answer's position in the conversation (card ids cite-{turn}-{n})."""
+    key = f"{turn}-" if turn else ""
     out = [faq] if faq else []
     if refused:
         out.append("<div class='refused-note'>资料中未找到答案。以下是最接近的段落：</div>")
@@ -203,13 +225,26 @@ def render_cards(cards: list[dict], refused: bool, generation: str, faq: str = "
         text, spans = c["text"], c.get("spans") or []
         body = _table_html(text, spans) if _is_table(text) else _highlight(text, c.get("support") or [], spans)
         out.append(
-            f"<div class='cite-card' id='cite-{c['n']}'><div class='cite-head'>[{c['n']}] {html.escape(c['source'])} {a_tag}</div>"
+            f"<div class='cite-card' id='cite-{key}{c['n']}'><div class='cite-head'>[{c['n']}] {html.escape(c['source'])} {a_tag}</div>"
             f"<div class='cite-meta'>{' · '.join(meta)}</div><div class='cite-text'>{body}</div></div>")
     # The generation lets load tests check each answer against the index it was served from.
     return f"<div class='cite-list' data-generation='{html.escape(generation)}'>" + "\n".join(out) + "</div>"
 
 
 EMPTY_CITES = "<div class='cite-empty'>回答的引用出处会显示在这里。</div>"
+
+
+def render_panel(blocks: list[list]) -> str:
+    """Every answer's sources, newest first: [turn, question, cards html] each, the newest open, the
+    earlier ones folded (a click on one of their [n] opens them)."""
+    if not blocks:
+        return EMPTY_CITES
+    out = []
+    for i, (turn, question, cards) in enumerate(reversed(blocks)):
+        q = html.escape(question if len(question) <= 30 else question[:30] + "…")
+        out.append(f"<details class='turn-cites' data-turn='{int(turn)}'{' open' if i == 0 else ''}>"
+                   f"<summary>第 {int(turn)} 问：{q}</summary>{cards}</details>")
+    return "\n".join(out)
 
 
 def with_links(cards: list[dict], base: str, links: dict[str, Callable[[str], str]]) -> list[dict]:
@@ -314,15 +349,18 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
         return [(f"{c.title} · {time.strftime('%m-%d %H:%M', time.localtime(c.updated))}", c.id) for c in saved.list(own)]
 
     # -- chat ------------------------------------------------------------------------------
-    def respond(message, chat, history, opts, conv, turn_ids, picked, request: gr.Request):
+    def respond(message, chat, history, opts, conv, turn_ids, picked, panel, request: gr.Request):
         message = (message or "").strip()
         user, own = user_of(request), owner(request)
-        keep = (chat, history, gr.update(), "", conv, turn_ids, gr.update())
         if not message:
-            yield keep
+            yield chat, history, gr.update(), gr.update(value="", **READY), conv, turn_ids, gr.update(), panel
             return
+        # The question box is locked, and says so, until this answer is done: a question sent meanwhile
+        # would be dropped by the running event.
+        busy = gr.update(value="", **BUSY)
+        turn = sum(1 for t in turn_ids if t) + 1  # this answer's position among the saved ones
         chat = chat + [{"role": "user", "content": message}, {"role": "assistant", "content": "正在检索资料…"}]
-        yield chat, history, gr.update(), "", conv, turn_ids, gr.update()
+        yield chat, history, gr.update(), busy, conv, turn_ids, gr.update(), panel
         try:
             llm = endpoint_settings(settings, opts.get("base_url", ""), opts.get("model", ""), opts.get("api_key", ""))
         except EndpointRefused:  # settings changed since they were applied: the configured endpoint
@@ -334,27 +372,26 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
             if len(bases) == 1:
                 base = bases[0]
                 for final in registry.assistant(base).ask_stream(message, history, opts.get("backend"), **kw):
-                    chat[-1]["content"] = answer_markdown(final.answer) or "正在生成回答…"
-                    yield chat, history, gr.update(), "", conv, turn_ids, gr.update()
+                    chat[-1]["content"] = answer_markdown(final.answer, turn) or "正在生成回答…"
+                    yield chat, history, gr.update(), busy, conv, turn_ids, gr.update(), panel
             else:
                 final, base, fused = ask_many(registry, bases, message, history, backend=opts.get("backend"), **kw)
         except KBError as e:
             chat[-1]["content"] = f"无法回答：{e}"
-            yield chat, history, gr.update(), "", conv, turn_ids + [None], gr.update()  # keeps turns aligned with messages
+            yield chat, history, gr.update(), gr.update(**READY), conv, turn_ids + [None], gr.update(), panel
             return
         except Exception as e:  # the page must stay usable; no internals or secrets in the message
             log.exception("answer failed")
             chat[-1]["content"] = f"出错了：{type(e).__name__}。请稍后再试或联系管理员。"
-            yield chat, history, gr.update(), "", conv, turn_ids + [None], gr.update()
+            yield chat, history, gr.update(), gr.update(**READY), conv, turn_ids + [None], gr.update(), panel
             return
         assert final is not None
-        text = answer_markdown(final.answer)
+        text = answer_markdown(final.answer, turn)
         if final.notice:
             text += "\n\n> " + answer_markdown(final.notice)
         health = registry.assistant(base).retriever.health  # a damaged index never answers silently
         if health:
-            text += "\n\n> ⚠️ " + answer_markdown(health)
-        chat[-1]["content"] = text
+            text += "\n\n> 注意：" + answer_markdown(health)
         history = history + [(message, final.answer)]
         names = [b.name for b in bases]
         try:
@@ -365,40 +402,45 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
             conv = saved.create(own, message, names)
             tid = saved.add_turn(own, conv, final, base.name, names)
         turn_ids = turn_ids + [tid]
+        chat[-1]["content"] = text + "\n\n" + turn_marker(tid)
         cards = answer_cards(final)
         if fused is not None and final.refused:  # the closest passages of every base
-            cards = [hit_card(h, b.name) for b, h in fused[:3]]
+            cards = [hit_card(h, b.name) for b, h in fused[:CLOSEST]]
         cards = with_links(cards, base.name, {b.name: linker(user, b) for b in bases})
-        cards_html = render_cards(cards, final.refused, final.generation, render_faq(final.faq))
-        yield chat, history, cards_html, "", conv, turn_ids, gr.update(choices=conv_choices(own), value=conv)
+        panel = panel + [[turn, message, render_cards(cards, final.refused, final.generation, render_faq(final.faq), turn)]]
+        yield (chat, history, render_panel(panel), gr.update(value="", **READY), conv, turn_ids,
+               gr.update(choices=conv_choices(own), value=conv), panel)
 
     def new_chat():
-        return [], [], EMPTY_CITES, "", "", [], gr.update(value=None), ""
+        """A new conversation: nothing of the last one stays (its hidden history and sources included)."""
+        return [], [], EMPTY_CITES, gr.update(value="", **READY), "", [], gr.update(value=None), [], "", gr.update()
 
     def open_conv(cid, request: gr.Request):
-        own = owner(request)
+        own, user = owner(request), user_of(request)
         if not cid:
-            return [], [], EMPTY_CITES, "", "", [], gr.update(), ""
+            return new_chat()
         try:
             conv, turns = saved.get(own, cid), saved.turns(own, cid)
         except NotFound:
-            return [], [], EMPTY_CITES, "", "", [], gr.update(choices=conv_choices(own), value=None), ""
-        chat, history = [], []
-        for t in turns:
-            text = answer_markdown(t.answer) + ("\n\n> " + answer_markdown(t.notice) if t.notice else "")
-            chat += [{"role": "user", "content": t.question}, {"role": "assistant", "content": text}]
+            return (*new_chat()[:6], gr.update(choices=conv_choices(own), value=None), [], "", gr.update())
+        chat, history, panel, links = [], [], [], {}
+        for k, t in enumerate(turns, 1):
+            text = answer_markdown(t.answer, k) + ("\n\n> " + answer_markdown(t.notice) if t.notice else "")
+            chat += [{"role": "user", "content": t.question},
+                     {"role": "assistant", "content": text + "\n\n" + turn_marker(t.id)}]
             history.append((t.question, t.answer))
-        cites = EMPTY_CITES
-        if turns:
-            last = turns[-1]
-            user = user_of(request)
-            try:
-                links = {last.kb: linker(user, registry.get(last.kb, user))}
-            except KBError:  # the base was deleted or the grant withdrawn: the cards, without links
-                links = {}
-            cites = render_cards(with_links(turn_cards(last), last.kb, links), last.refused, last.generation,
-                                 render_faq(last.faq))
-        return chat, history, cites, "", cid, [t.id for t in turns], gr.update(), conv.title
+            if t.kb not in links:
+                try:
+                    links[t.kb] = linker(user, registry.get(t.kb, user))
+                except KBError:  # the base was deleted or the grant withdrawn: the cards, without links
+                    links[t.kb] = None
+            cards = with_links(turn_cards(t), t.kb, {t.kb: links[t.kb]} if links[t.kb] else {})
+            panel.append([k, t.question, render_cards(cards, t.refused, t.generation, render_faq(t.faq), k)])
+        # Follow-ups go to the bases the conversation asked, where this user may still read them.
+        ids = {b.name: b.id for b in registry.visible(user)}
+        picked = [ids[n] for n in conv.kbs if n in ids]
+        return (chat, history, render_panel(panel), gr.update(value="", **READY), cid, [t.id for t in turns],
+                gr.update(), panel, conv.title, gr.update(value=picked) if picked else gr.update())
 
     def rename_conv(cid, title, request: gr.Request):
         own = owner(request)
@@ -417,7 +459,7 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
                 saved.delete(own, cid)
             except NotFound:
                 pass
-        return ([], [], EMPTY_CITES, "", "", [], gr.update(choices=conv_choices(own), value=None), "")
+        return (*new_chat()[:6], gr.update(choices=conv_choices(own), value=None), [], "", gr.update())
 
     def export_conv(cid, fmt, request: gr.Request):
         own = owner(request)
@@ -448,17 +490,20 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
 
     # -- feedback --------------------------------------------------------------------------
     def on_like(turn_ids, data: gr.LikeData):
-        n = data.index[0] if isinstance(data.index, (list, tuple)) else data.index
-        i = n // 2  # user and assistant messages alternate
-        if i >= len(turn_ids):
-            return None, gr.update(), "这条回答还没有保存，请稍后再试。"
-        if turn_ids[i] is None:
-            return None, gr.update(), "这条消息不是已保存的回答。"
+        """The rating goes to the turn whose id the liked message carries (turn_marker), never to a position."""
+        m = TURN_LINK.search(json.dumps(data.value, ensure_ascii=False))
+        if m is None:
+            return None, gr.update(), "这条回答还没有保存（或不是回答），请在回答完成后再评价。"
+        tid = m.group(1)
+        saved_ids = [t for t in turn_ids if t]
+        if tid not in saved_ids:
+            return None, gr.update(), "这条回答不属于当前对话，请重新打开对话后再评价。"
+        i = saved_ids.index(tid)
         if data.liked not in (True, False):  # the 👍/👎 clicked again: taken back
-            return {"turn": turn_ids[i], "rating": 0, "n": i + 1}, gr.update(visible=False), f"已撤销对第 {i + 1} 个回答的评价。"
+            return {"turn": tid, "rating": 0, "n": i + 1}, gr.update(visible=False), f"已撤销对第 {i + 1} 个回答的评价。"
         rating = 1 if data.liked is True else -1
-        return {"turn": turn_ids[i], "rating": rating, "n": i + 1}, gr.update(visible=True), \
-            f"已记录对第 {i + 1} 个回答的{'👍' if rating > 0 else '👎'}。可补充说明或填写正确答案后提交。"
+        return {"turn": tid, "rating": rating, "n": i + 1}, gr.update(visible=True), \
+            f"已记录：第 {i + 1} 个回答{'有用' if rating > 0 else '有误'}。可补充说明或填写正确答案后提交。"
 
     def rate_saved(pending, request: gr.Request):
         if not pending:
@@ -473,7 +518,7 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
 
     def submit_feedback(pending, comment, correction, request: gr.Request):
         if not pending or not pending["rating"]:
-            return gr.update(), "请先点击某个回答下方的 👍 或 👎。", comment, correction
+            return gr.update(), "请先点击某个回答下方的“有用”或“有误”（赞或踩图标）。", comment, correction
         try:
             saved.rate(owner(request), pending["turn"], pending["rating"], comment, correction)
         except NotFound:
@@ -483,7 +528,7 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
     def feedback_rows(only_down, request: gr.Request):
         own = None if is_admin(request) else owner(request)
         rows = saved.feedback(own, -1 if only_down else None)
-        return [[time.strftime("%Y-%m-%d %H:%M", time.localtime(f.created)), "👍 有用" if f.rating > 0 else "👎 有误", f.question,
+        return [[time.strftime("%Y-%m-%d %H:%M", time.localtime(f.created)), "有用" if f.rating > 0 else "有误", f.question,
                  feedback.plain(f.answer), f.comment, f.correction, f.kb] for f in rows]
 
     def export_feedback(only_down, request: gr.Request):
@@ -529,8 +574,8 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
             return ""
         line = backfill.describe(backfill.current_state(s))
         health = registry.assistant(base).retriever.health
-        out = f"⏳ {line}" if line else "向量索引已完成"
-        return f"{out}\n\n⚠️ {health}" if health else out
+        out = line or "向量索引已完成"
+        return f"{out}\n\n注意：{health}" if health else out
 
     def reindex(name, request, progress):
         base, s, a = managed(name, request, change=True)
@@ -671,6 +716,7 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
         history = gr.State([])
         conv = gr.State("")
         turn_ids = gr.State([])
+        panel = gr.State([])  # [turn, question, cards html] for every answer of the conversation
         pending = gr.State(None)
         with gr.Tabs():
             with gr.Tab("问答", id="chat"):
@@ -698,7 +744,7 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
                             fb_correct = gr.Textbox(label="正确答案（可选，将成为评测题的标准答案）", elem_id="fb-correction")
                             fb_send = gr.Button("提交反馈", elem_id="fb-submit")
                         fb_msg = gr.Markdown(elem_id="fb-msg")
-                        box = gr.Textbox(placeholder="请输入问题，例如：什么是四服务一加强", label="问题", elem_id="question")
+                        box = gr.Textbox(label="问题", elem_id="question", **READY)
                         with gr.Row():
                             send = gr.Button("发送", variant="primary", elem_id="send")
                             clear_btn = gr.Button("清空对话", elem_id="clear")
@@ -714,8 +760,10 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
                     kb_rename_btn = gr.Button("重命名", elem_id="kb-rename")
                     kb_delete_btn = gr.Button("删除知识库", variant="stop", elem_id="kb-delete")
                 kb_info = gr.Markdown(elem_id="kb-info")
-                files = gr.File(label="上传文档（txt / md / pdf / docx / xlsx / pptx / html …，可多选）", file_count="multiple",
-                                file_types=list(settings.upload_extensions), elem_id="upload")
+                # No file_types: Gradio's own check answers in English ("Invalid file type"); the upload
+                # handler refuses other types in Chinese, naming the supported ones (rag/serve/kb.py).
+                files = gr.File(label="上传文档（txt / md / pdf / ofd / docx / xlsx / pptx / html …，可多选）",
+                                file_count="multiple", elem_id="upload")
                 with gr.Row():
                     upload_btn = gr.Button("上传并索引", variant="primary", elem_id="upload-btn")
                     reindex_btn = gr.Button("重新索引（增量）", elem_id="reindex-btn")
@@ -739,8 +787,8 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
                     hit_table = gr.Dataframe([], headers=["名次", "文档", "标题路径", "融合得分", "BM25 名次", "BM25 得分", "向量名次",
                                                           "向量得分", "正文"], interactive=False, wrap=True, elem_id="hit-table",
                                              column_widths=["5%", "15%", "14%", "7%", "6%", "7%", "6%", "7%", "33%"])
-            with gr.Tab("反馈", id="feedback"):
-                only_down = gr.Checkbox(label="只看 👎（有误）", elem_id="fb-only-down")
+            with gr.Tab("反馈", id="feedback") as fb_tab:
+                only_down = gr.Checkbox(label="只看“有误”", elem_id="fb-only-down")
                 fb_table = gr.Dataframe([], headers=["时间", "评价", "问题", "回答", "说明", "正确答案", "知识库"], interactive=False,
                                         wrap=True, elem_id="fb-table")
                 with gr.Row():
@@ -761,12 +809,13 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
                 api_key = gr.Textbox(value="", type="password", label="API Key（留空时：配置中的地址使用配置的 Key，其他地址不发送 Key）")
                 apply = gr.Button("应用设置", elem_id="apply-settings")
 
-        chat_outs = [chatbot, history, cites, box, conv, turn_ids, conv_pick]
-        conv_outs = [chatbot, history, cites, box, conv, turn_ids, conv_pick, conv_title]
-        ask_in = [box, chatbot, history, opts, conv, turn_ids, kb_pick]
+        chat_outs = [chatbot, history, cites, box, conv, turn_ids, conv_pick, panel]
+        conv_outs = [*chat_outs, conv_title, kb_pick]
+        ask_in = [box, chatbot, history, opts, conv, turn_ids, kb_pick, panel]
         box.submit(respond, ask_in, chat_outs)
         send.click(respond, ask_in, chat_outs)
         clear_btn.click(new_chat, None, conv_outs)
+        chatbot.clear(new_chat, None, conv_outs)  # the chat's own 🗑 starts a new conversation too
         new_btn.click(new_chat, None, conv_outs)
         conv_pick.input(open_conv, [conv_pick], conv_outs)
         rename_btn.click(rename_conv, [conv, conv_title], [conv_pick, conv_msg])
@@ -775,7 +824,7 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
         docx_btn.click(export_docx, [conv], [conv_file, conv_msg])
         chatbot.like(on_like, [turn_ids], [pending, fb_form, fb_msg]).then(rate_saved, [pending], None)
         fb_send.click(submit_feedback, [pending, fb_comment, fb_correct], [fb_form, fb_msg, fb_comment, fb_correct])
-        for ev in (fb_refresh.click, only_down.change):
+        for ev in (fb_refresh.click, only_down.change, fb_tab.select):  # opening the tab shows the latest
             ev(feedback_rows, [only_down], fb_table)
         fb_export.click(export_feedback, [only_down], [fb_file, fb_export_msg])
 
