@@ -367,7 +367,8 @@ def test_a_few_bad_bytes_are_replaced_with_a_warning():
 @pytest.mark.parametrize("data, repaired", [
     # a short UTF-8 notice with three stray bytes: repaired like a long one
     ("通知：明天下午三点在三楼会议室召开科普工作会议。".encode()[:12] + b"\xff\xfe\xfa" + "通知：明天下午三点在三楼会议室召开科普工作会议。".encode()[12:], True),
-    # must not fire: short GBK texts are read as GBK, not as damaged UTF-8
+    # must not fire: short GBK texts, or a GBK line among UTF-8 ones, are read as GBK, not as damaged UTF-8
+    ("召开科普会议".encode("gbk") + b"\n" + "专专专专专\n通知明天开会".encode(), False),
     ("通知：明天下午三点在三楼会议室召开科普工作会议。".encode("gbk"), False),
     ("通知：明天下午三点在三楼会议室召开科普工作会议，请各部门准时参加。".encode("gb18030"), False),
 ])

@@ -30,11 +30,11 @@ def test_binary_named_txt_fails_with_reason(tmp_path):
 
 
 def test_unsupported_and_broken_legacy_files(tmp_path, monkeypatch):
-    (tmp_path / "a.ofd").write_bytes(b"x")
+    (tmp_path / "a.numbers").write_bytes(b"x")
     (tmp_path / "b.doc").write_bytes(b"x")
     (tmp_path / "c.xls").write_bytes(b"x")
     with pytest.raises(Skipped, match="不支持"):
-        load(tmp_path / "a.ofd")
+        load(tmp_path / "a.numbers")
     with pytest.raises(LoadError, match="xls|损坏|无法读取"):
         load(tmp_path / "c.xls")
     with pytest.raises(LoadError, match="不是有效的 .doc 文件"):  # no converter ever sees a non-Word file

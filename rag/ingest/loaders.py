@@ -124,13 +124,15 @@ def decode_text(data: bytes, warnings: list[str] | None = None) -> str:
     loose = data.decode("utf-8", errors="replace")
     bad = loose.count("\ufffd")
     han = len(HAN_CHAR.findall(loose[:20000]))
-    # Other encodings read as UTF-8 come out nearly all �; a short notice with a few stray bytes does not.
-    if (han >= 40 or han >= 3 * bad) and bad <= max(8, len(loose) // 200) and plausibility(loose) >= PLAUSIBLE:
+    lines = "\n".join(_decode_line(line) for line in data.split(b"\n"))
+    # Other encodings read as UTF-8 come out nearly all �; a short notice with a few stray bytes does not,
+    # and its stray bytes read as nothing in GB18030 either (a GBK line among UTF-8 ones is no damage).
+    short = han >= 3 * bad and "\ufffd" in lines
+    if (han >= 40 or short) and bad <= max(8, len(loose) // 200) and plausibility(loose) >= PLAUSIBLE:
         # A UTF-8 file with a few broken bytes: keep its text, say where it is damaged.
         _check_text(loose.replace("\ufffd", ""))  # the rest must read as text; the � mark where it is damaged
         warnings.append(f"含 {bad} 处无法按 UTF-8 解码的字节，已替换为 �")
         return _unix_lines(loose)
-    lines = "\n".join(_decode_line(line) for line in data.split(b"\n"))
     big5 = _big5(data)
     if big5 is not None and plausibility(big5) > plausibility(lines):
         return _check_text(big5)
