@@ -300,6 +300,34 @@ def test_each_answer_keeps_its_own_sources_and_feedback(page, app_url, out_dir):
     assert page.locator("#citations details.turn-cites").count() == 1
 
 
+def _contrast(fg: str, bg: str) -> float:
+    """WCAG contrast ratio of two computed CSS colours ("rgb(r, g, b)")."""
+    def lum(c: str) -> float:
+        r, g, b = (int(x) / 255 for x in re.findall(r"[\d.]+", c)[:3])
+        f = lambda v: v / 12.92 if v <= 0.03928 else ((v + 0.055) / 1.055) ** 2.4  # noqa: E731
+        return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b)
+    hi, lo = sorted((lum(fg), lum(bg)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+CARD_COLOURS = """() => { const c = document.querySelector('#citations .cite-card .cite-text');
+    const card = c.closest('.cite-card'); return [getComputedStyle(c).color, getComputedStyle(card).backgroundColor]; }"""
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_citation_cards_are_readable_in_both_colour_schemes(page, app_url, out_dir, scheme):
+    pg = page.context.browser.new_page(viewport={"width": 1400, "height": 1000}, color_scheme=scheme)
+    try:
+        pg.goto(app_url[0] + f"?__theme={scheme}")
+        ask(pg, "青岛市科协组建了多少支科技志愿服务队")
+        pg.wait_for_selector("#citations .cite-card", timeout=60000)
+        fg, bg = pg.evaluate(CARD_COLOURS)
+        assert _contrast(fg, bg) >= 4.5, (scheme, fg, bg)
+        pg.screenshot(path=str(out_dir / f"web_cards_{scheme}.png"), full_page=True)
+    finally:
+        pg.close()
+
+
 def test_conversation_survives_a_reload(page, out_dir):
     ask(page, "聊城市科普大篷车开进了哪些地方")
     wait_text(page, "#conv-list", "聊城市科普大篷车", 30000)

@@ -18,11 +18,13 @@ from rag.settings import Settings
 
 HEADERS = ["问题", "标准答案", "文件", "行"]
 FAQ_CSS = """
-.faq-card {border:1px solid #1f883d; border-left:4px solid #1f883d; border-radius:8px; padding:10px 12px; margin:8px 0; background:#f6fff8;}
+.faq-card {border:1px solid #1f883d; border-left:4px solid #1f883d; border-radius:8px; padding:10px 12px; margin:8px 0;
+           background:#f6fff8; color:#1f2328;}
+.dark .faq-card {background:rgba(46,160,67,0.15); color:var(--body-text-color);}
 .faq-card .faq-head {font-weight:600; color:#1a7f37; margin-bottom:4px;}
-.faq-card .faq-q {color:#57606a; margin-bottom:4px;}
+.faq-card .faq-q {color:var(--body-text-color-subdued); margin-bottom:4px;}
 .faq-card .faq-a {white-space:pre-wrap; line-height:1.6;}
-.faq-card .faq-src {color:#57606a; font-size:0.9em; margin-top:6px;}
+.faq-card .faq-src {color:var(--body-text-color-subdued); font-size:0.9em; margin-top:6px;}
 """
 
 

@@ -42,18 +42,21 @@ READY = {"interactive": True, "placeholder": "请输入问题，例如：什么�
 BUSY = {"interactive": False, "placeholder": "正在回答上一个问题，请稍候…"}
 MODES = {"混合检索": RetrievalMode.HYBRID.value, "仅 BM25": RetrievalMode.BM25.value, "仅向量": RetrievalMode.VECTOR.value}
 
+# Gradio's theme variables, so that cards stay readable in the dark colour scheme too.
 CSS = """
-.cite-card {border:1px solid #d0d7de; border-radius:8px; padding:10px 12px; margin:8px 0; background:#fafbfc;}
+.cite-card {border:1px solid var(--border-color-primary); border-radius:8px; padding:10px 12px; margin:8px 0;
+            background:var(--background-fill-secondary); color:var(--body-text-color);}
 .cite-card.flash {outline:3px solid #f0b429;}
 .cite-head {font-weight:600; margin-bottom:4px;}
-.cite-meta {color:#57606a; font-size:0.9em; margin-bottom:6px;}
+.cite-meta {color:var(--body-text-color-subdued); font-size:0.9em; margin-bottom:6px;}
 .cite-text {white-space:pre-wrap; line-height:1.6;}
-.cite-text mark {background:#fff3b0; padding:0 1px;}
+.cite-text mark {background:#fff3b0; color:#1f2328; padding:0 1px;}
 .cite-table {border-collapse:collapse; white-space:normal; margin:4px 0; font-size:0.92em;}
-.cite-table th, .cite-table td {border:1px solid #d0d7de; padding:3px 6px; vertical-align:top;}
-.cite-table th {background:#f6f8fa;}
-.cite-table tr.marked td {background:#fff3b0;}
+.cite-table th, .cite-table td {border:1px solid var(--border-color-primary); padding:3px 6px; vertical-align:top;}
+.cite-table th {background:var(--background-fill-primary);}
+.cite-table tr.marked td {background:#fff3b0; color:#1f2328;}
 .superseded {color:#9a6700;}
+.dark .superseded, .dark .refused-note {color:#d29922;}
 .cite-link {text-decoration:none; font-weight:600;}
 .turn-cites {margin:6px 0;}
 .turn-cites > summary {cursor:pointer; font-weight:600; padding:4px 0;}
