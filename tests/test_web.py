@@ -140,9 +140,10 @@ def page(app_url):
 
 def ask(page, question: str):
     page.get_by_role("tab", name="问答").click()
-    page.click("#clear")
-    # Let the clear land first: a late clear would wipe the new answer's citation cards.
-    page.wait_for_function("document.querySelector('#citations').innerText.includes('回答的引用出处')", timeout=60000)
+    if page.locator("#chatbot .message").count():  # a fresh page has nothing to clear (and no clear to wait for)
+        page.click("#clear")
+        # Let the clear land first: a late clear would wipe the new question and the answer's citation cards.
+        page.wait_for_function("document.querySelector('#citations').innerText.includes('回答的引用出处')", timeout=60000)
     page.fill("#question textarea", question)
     page.click("#send")
     page.wait_for_function("document.querySelector('#citations').innerText.includes('[1]') || "
@@ -324,6 +325,24 @@ def test_citation_cards_are_readable_in_both_colour_schemes(page, app_url, out_d
         fg, bg = pg.evaluate(CARD_COLOURS)
         assert _contrast(fg, bg) >= 4.5, (scheme, fg, bg)
         pg.screenshot(path=str(out_dir / f"web_cards_{scheme}.png"), full_page=True)
+    finally:
+        pg.close()
+
+
+def test_phone_shows_the_question_box_and_the_answer_first(page, app_url, out_dir):
+    """At 390×844 the question box and the latest answer are on the first screen; the conversation list and
+    the exports come after the chat."""
+    pg = page.context.browser.new_page(viewport={"width": 390, "height": 844})
+    try:
+        pg.goto(app_url[0])
+        ask(pg, "青岛市科协组建了多少支科技志愿服务队")
+        pg.evaluate("window.scrollTo(0, 0)")
+        box = pg.locator("#question textarea").bounding_box()
+        bubble = pg.locator("#chatbot .message").last.bounding_box()
+        assert box["y"] + box["height"] <= 844, box
+        assert bubble["y"] < 844, bubble
+        assert pg.locator("#conv-list").bounding_box()["y"] > box["y"]  # the sidebar comes after the chat
+        pg.screenshot(path=str(out_dir / "web_phone.png"))
     finally:
         pg.close()
 

@@ -59,6 +59,14 @@ CSS = """
 .dark .superseded, .dark .refused-note {color:#d29922;}
 .cite-link {text-decoration:none; font-weight:600;}
 .turn-cites {margin:6px 0;}
+/* A phone: the question box and the latest answer on the first screen; sources below them, the
+   conversation list and exports last (an empty export box is not shown). */
+@media (max-width: 640px) {
+  #chat-col {order: 1;} #cites-col {order: 2;} #side-col {order: 3;}
+  #chatbot {height: 44vh !important; min-height: 260px;}
+  #side-col #conv-file:not(:has(a)) {display: none;}
+  .gradio-container > .main > .wrap > .contain h2 {margin: 4px 0;}
+}
 .turn-cites > summary {cursor:pointer; font-weight:600; padding:4px 0;}
 .refused-note {color:#9a6700; margin-bottom:6px;}
 """ + FAQ_CSS
@@ -726,7 +734,7 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
                 status = gr.Markdown(f"当前回答后端：**{default_backend}** · 检索：{default_mode} · top-k {settings.top_k}",
                                      elem_id="backend-status")
                 with gr.Row():
-                    with gr.Column(scale=1, min_width=220):
+                    with gr.Column(scale=1, min_width=220, elem_id="side-col"):
                         who = gr.Markdown(elem_id="who")
                         new_btn = gr.Button("＋ 新对话", elem_id="new-chat")
                         conv_pick = gr.Radio([], label="对话记录", elem_id="conv-list")
@@ -739,7 +747,7 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
                             docx_btn = gr.Button("导出 Word", size="sm", elem_id="conv-export-docx")
                         conv_file = protect_output(gr.File(label="导出文件", interactive=False, elem_id="conv-file"), owners)
                         conv_msg = gr.Markdown(elem_id="conv-msg")
-                    with gr.Column(scale=3):
+                    with gr.Column(scale=3, elem_id="chat-col"):
                         kb_pick = gr.Dropdown([], multiselect=True, label="知识库（可多选，结果跨库融合）", elem_id="kb-pick")
                         chatbot = gr.Chatbot(label="对话", height=480, elem_id="chatbot", feedback_options=("Like", "Dislike"))
                         with gr.Group(visible=False, elem_id="feedback-form") as fb_form:
@@ -752,7 +760,7 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
                             send = gr.Button("发送", variant="primary", elem_id="send")
                             clear_btn = gr.Button("清空对话", elem_id="clear")
                         gr.Examples(EXAMPLES, inputs=box, label="示例问题")
-                    with gr.Column(scale=2):
+                    with gr.Column(scale=2, elem_id="cites-col"):
                         gr.Markdown("### 引用出处")
                         cites = gr.HTML(EMPTY_CITES, elem_id="citations")
             with gr.Tab("知识库", id="kb"):
