@@ -78,11 +78,8 @@ def fault_point(stage: str) -> None:
 
 
 def sha1_file(path: Path) -> str:
-    h = hashlib.sha1()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha1").hexdigest()
 
 
 def scan_corpus(corpus_dir: Path) -> tuple[dict[str, Path], dict[str, str]]:
