@@ -252,9 +252,14 @@ def test_each_answer_keeps_its_own_sources_and_feedback(page, app_url, out_dir):
     for q in ("那济宁呢", "北京市科协2023年预算是多少"):
         n = page.locator("#citations details.turn-cites").count()
         page.fill("#question textarea", q)
+        # a fast answer can lock and unlock the box between two polls: record every state it passes through
+        page.evaluate("""() => { window.sawBusy = false;
+            const seen = () => { const t = document.querySelector('#question textarea');
+                if (t && t.disabled && (t.placeholder || '').includes('正在回答')) window.sawBusy = true; };
+            new MutationObserver(seen).observe(document.body, {subtree: true, childList: true, attributes: true,
+                attributeFilter: ['disabled', 'placeholder']}); }""")
         page.click("#send")
-        page.wait_for_function("document.querySelector('#question textarea').disabled", timeout=30000)
-        assert "正在回答" in page.get_attribute("#question textarea", "placeholder")
+        page.wait_for_function("window.sawBusy", timeout=30000)
         page.wait_for_function(f"document.querySelectorAll('#citations details.turn-cites').length > {n}", timeout=240000)
         page.wait_for_function("!document.querySelector('#question textarea').disabled", timeout=60000)
     assert page.locator("#citations details.turn-cites").count() == 3
