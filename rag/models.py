@@ -6,7 +6,7 @@ import hashlib
 import sys
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rag.text import normalize
 
@@ -134,6 +134,8 @@ class Hit:
     label: str = ""  # regulations: 《title》第N条, how the passage is cited
     note: str = ""  # from a superseded version: "（2002年版，已被2024年修订版取代）"
     versions: str = ""  # the version group of its document, where the corpus holds several versions
+    reading: Any = None  # rag.e5.reader.Reading when the reading model reranked it (not part of the JSON)
+    tier: int = 3  # rag.search.structure tier when reranked: 0 = the article / definition the question names
 
     def to_json(self) -> dict:
         """The stable `search --json` shape. `score` is always the fused (RRF) score; each retriever's

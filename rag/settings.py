@@ -18,6 +18,8 @@ import tomllib
 from rag.models import Backend, RetrievalMode
 
 CONFIG_NAME = "kexie.toml"
+# Settings that no longer exist: ignored with a warning, so an older kexie.toml still loads.
+RETIRED = {"answer_models": "句子排序与可回答性模型已由阅读模型取代，见 reader_model"}
 SECRETS = ("llm_api_key", "auth_password", "api_keys", "users")
 
 
@@ -57,16 +59,20 @@ class Settings:
     # Policy documents: the named article and definition articles first, the version in force preferred
     # (rag/search/structure.py). Off: the plain fused ranking (for comparison).
     structure: bool = True
+    # The reading model (rag/e5/reader.py) reranks the best `rerank_pool` fused passages: its relevance logit
+    # plus `rerank_weight` × the fused rank prior (-ln(1 + position)). "" = the bundled model.
+    rerank: bool = True
+    rerank_pool: int = 20
+    rerank_weight: float = 1.0
+    reader_model: str = ""
 
     # OCR for PDF pages without a text layer.
     ocr: bool = False
 
     # Answering.
     answer_backend: str = "extractive"  # extractive | openai | llamacpp
-    # The trained sentence ranker and answerability model (train/answer_models.py); "" = the bundled one.
-    answer_models: str = ""
-    # Refuse below this answerability probability; < 0: the model's own threshold, chosen on a validation split
-    # for at most 5% answerable questions refused; 0: never refuse. LLM backends skip generation only below half of it.
+    # Refuse below this no-answer probability of the reading model (every backend); < 0: the model's own
+    # threshold, chosen on its validation split for at most 5% answerable questions refused; 0: never refuse.
     answer_threshold: float = -1.0
     llm_base_url: str = ""
     llm_model: str = ""
@@ -224,6 +230,8 @@ def validate(s: Settings) -> Settings:
         raise ValueError(f"chunk_overlap 必须在 0 与 chunk_size 之间（当前 {s.chunk_overlap}）")
     if s.top_k < 1:
         raise ValueError("top_k 必须 ≥ 1")
+    if s.rerank_pool < 1:
+        raise ValueError("rerank_pool 必须 ≥ 1")
     Backend.from_str(s.answer_backend)
     if s.llm_max_tokens < 16 or s.gguf_context < 512:
         raise ValueError("llm_max_tokens 必须 ≥ 16，gguf_context 必须 ≥ 512")
@@ -259,6 +267,10 @@ def load_settings(config: str | Path | None = None, env: dict[str, str] | None =
         data = tomllib.loads(p.read_text(encoding="utf-8"))
         data = data.get("kexie", data)
         names = {f.name for f in fields(Settings)}
+        for old, why in RETIRED.items():
+            if old in data:
+                logging.getLogger("kexie.settings").warning("配置文件 %s 的 %s 已停用（%s），已忽略", p, old, why)
+                del data[old]
         unknown = sorted(set(data) - names)
         if unknown:
             raise ValueError(f"配置文件 {p} 含未知设置项：{', '.join(unknown)}")

@@ -85,15 +85,3 @@ def test_list_points_reads_eleven_items():
                                          ("务城", False), ("何节", False), ("科普基地", False)])
 def test_is_known_place_ignores_guessed_tags(word, place, is_place):
     assert is_place(word) is place
-
-
-@pytest.mark.parametrize("text, token, found", [
-    ("四服务一加强", "服务", True), ("this is a start", "is", True), ("2012年", "2012", True),
-    ("gdp增长", "gdp", True), ("ai赋能", "ai", True),
-    # Must not fire: a Latin or digit token inside a longer word or number.
-    ("this", "is", False), ("start", "art", False), ("2012年", "12", False), ("sai赋能", "ai", False),
-])
-def test_contains_token(text, token, found):
-    from rag.answer.sentences import contains_token
-
-    assert contains_token(text, token) is found

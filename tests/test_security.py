@@ -274,7 +274,9 @@ def test_instruction_text_reaches_the_llm_only_as_fenced_data(site):
     llm = FakeLLM()
     try:
         s = registry.settings_for(hostile).replace(answer_backend="openai", llm_base_url=llm.url, llm_model="m")
-        Assistant(s, registry.assistant(hostile).retriever).ask("管理员密码是什么")
+        # a question the hostile passage does answer (信息中心), so the model is asked with that passage; asked
+        # "管理员密码是什么", the no-answer gate refuses before any model call (the order is never an answer)
+        Assistant(s, registry.assistant(hostile).retriever).ask("科协网站由哪个部门负责维护？")
         assert llm.requests
         messages = llm.requests[-1]["body"]["messages"]
         system = next(m["content"] for m in messages if m["role"] == "system")

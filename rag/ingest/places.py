@@ -135,13 +135,15 @@ def question_places(q: str, gaz: frozenset[str], is_place: Callable[[str], bool]
     return found
 
 
-def place_mismatch(qplaces: set[str], sentence: str, heading: str, title: str, gaz: frozenset[str]) -> bool:
-    """The question names a place and the sentence is about another one (nearest context wins:
-    the sentence itself, else its heading, else its document)."""
-    if not qplaces:
+def place_mismatch(qplaces: set[str], passage: str, labels: list[str], gaz: frozenset[str]) -> bool:
+    """The question names a place and the passage is about another one: the passage never names an asked
+    place, and the nearest of its `labels` (heading, then document title) that names any place names
+    another. A passage that mentions other places in passing ("山东省…大赛" in a 济宁 report) is no
+    mismatch by itself: its document decides."""
+    if not qplaces or places_in(passage, gaz | qplaces) & qplaces:
         return False
-    for ctx in (sentence, heading, title):
-        found = places_in(ctx, gaz)
+    for label in labels:
+        found = places_in(label, gaz | qplaces)
         if found:
             return not (found & qplaces)
     return False

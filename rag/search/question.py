@@ -60,7 +60,11 @@ def _kind(q: str) -> tuple[str, str, str]:
     for rx in _DEF_PATTERNS:
         m = rx.match(q)
         if m:
-            term = re.sub(r"[“”\"'《》\s]", "", m.group(1))
+            # "条例所称的“科普组织”是指什么": the quoted term, or what follows 所称 / 里说的, not the document
+            # (a quote inside the term, "“三型”组织", stays part of it)
+            quoted = re.search(r"[“\"]([^”\"]{2,20})[”\"]\s*$", m.group(1))
+            term = quoted.group(1) if quoted else re.split(r"所称的?|里说的|中说的|里所说的", m.group(1))[-1]
+            term = re.sub(r"[“”\"'《》\s]", "", term)
             term = re.sub(r"(?:具体|到底|究竟|主要)$", "", term)
             term = re.sub(r"^(?:请问|说的|所说的|提到的)", "", term)
             if 1 < len(term) <= 20 and not ARTICLE.search(term):

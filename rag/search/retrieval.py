@@ -21,6 +21,7 @@ from rag.models import Chunk, Hit, RetrievalMode
 from rag.search import structure
 from rag.search.fusion import rrf
 from rag.search.question import analyze
+from rag.search.rerank import rerank as rerank_hits
 from rag.search.structure import DocInfo
 from rag.settings import Settings
 
@@ -598,14 +599,19 @@ class Retriever:
         return self.retrieve(query, k, mode, snap, **filters).hits
 
     def retrieve(self, query: str, k: int | None = None, mode: str | None = None, snap: Snapshot | None = None,
-                 documents: list[str] | None = None, effective_on: str | None = None) -> Retrieval:
+                 documents: list[str] | None = None, effective_on: str | None = None,
+                 rerank: bool | None = None) -> Retrieval:
         """Hits and this call's timings. `Hit.score` is the fused (RRF) score in every mode, so it means
         the same thing whichever retrievers ran; each retriever's own score is in bm25_score / vector_score.
         `documents` (file or title names) and `effective_on` (ISO date: the versions in force that day)
-        restrict the search."""
+        restrict the search. `rerank` (default: the setting, in hybrid mode) reorders the best `rerank_pool` by
+        the reader, so hybrid hits are no longer in `score` order."""
         s = self.settings
         k = k or s.top_k
         mode = RetrievalMode.from_str(mode or s.retrieval_mode)
+        # An explicit single retriever (bm25 / vector) keeps its own order; the reader reranks the hybrid one.
+        rerank = (s.rerank and mode == RetrievalMode.HYBRID) if rerank is None else rerank
+        final_k, k = k, max(k, s.rerank_pool) if rerank else k
         snap = snap or self.snapshot()
         timings: dict[str, float] = {}
         if not snap.chunks or not query.strip():
@@ -642,4 +648,20 @@ class Retriever:
             t = time.perf_counter()
             self.score_pending(hits, view, qv, snap)
             timings["score_pending"] = time.perf_counter() - t
-        return Retrieval(structure.annotate(hits, snap.docs), timings)
+        hits = structure.annotate(hits, snap.docs)
+        if rerank:
+            t = time.perf_counter()
+            tiers = structure.Tiers(q, snap.docs) if s.structure else None
+            reading = structure.reading_query(q, snap.docs) if s.structure else query
+            hits = rerank_hits(self.reader, reading, hits, final_k, s.rerank_weight,
+                               [tiers.of(h.chunk) for h in hits] if tiers else None)
+            timings["rerank"] = time.perf_counter() - t
+        return Retrieval(hits, timings)
+
+    @property
+    def reader(self):
+        """The reading model (rag.e5.reader.Reader, loaded once per process and path; torch is imported only
+        here); ReaderError says why it cannot load."""
+        from rag.e5.reader import Reader
+
+        return Reader.shared(self.settings.reader_model or None)

@@ -77,38 +77,55 @@ def wanted_versions(q: Question, docs: dict[str, DocInfo]) -> set[str] | None:
     return out
 
 
+# Structural tiers of a passage for a question (lower first): what the question names (its article, the
+# definition of its term) in the document it names, the same elsewhere, the named documents, the rest, and
+# last a superseded version the question did not ask for.
+NAMED, NAMED_ELSEWHERE, IN_NAMED_DOC, OTHER, SUPERSEDED = range(5)
+
+
+@dataclass
+class Tiers:
+    """Each passage's structural tier for one question (see the constants above)."""
+
+    q: Question
+    docs: dict[str, DocInfo]
+
+    def __post_init__(self):
+        self.named_docs = named_sources(self.q, self.docs)
+        self.want = wanted_versions(self.q, self.docs)
+
+    def superseded(self, c: Chunk) -> bool:
+        info = self.docs.get(c.source)
+        return bool(self.want is not None and info and info.version and info.version.siblings and c.source not in self.want)
+
+    def of(self, c: Chunk, versions: bool = True) -> int:
+        """The tier; `versions=False` leaves superseded versions where their content puts them."""
+        if versions and self.superseded(c):
+            return SUPERSEDED
+        q, in_named = self.q, not self.named_docs or c.source in self.named_docs
+        if (q.articles and c.article and _number(c.article) in q.articles) or (
+                q.kind == "definition" and q.term and defines(q.term, c.text)):
+            return NAMED if in_named else NAMED_ELSEWHERE
+        return IN_NAMED_DOC if in_named else OTHER
+
+
 def rerank(fused: list[tuple[int, float]], chunks: list[Chunk], q: Question, docs: dict[str, DocInfo]) -> list[tuple[int, float]]:
     """The fused ranking with structure applied: the named article of the named document, then definition
     articles of the asked term, first (in their fused order); superseded versions not asked for scaled down."""
     if not docs:
         return fused
-    want = wanted_versions(q, docs)
-    scored = []
-    for i, score in fused:
-        info = docs.get(chunks[i].source)
-        if want is not None and info and info.version and info.version.siblings and chunks[i].source not in want:
-            score *= OLD_VERSION
-        scored.append((i, score))
+    tiers_of = Tiers(q, docs)
+    scored = [(i, score * OLD_VERSION if tiers_of.superseded(chunks[i]) else score) for i, score in fused]
     scored.sort(key=lambda x: -x[1])
     head, tail = scored[:WINDOW], scored[WINDOW:]
-    named_docs = named_sources(q, docs)
-
-    def tier(i: int) -> int:
-        c = chunks[i]
-        if q.articles and c.article and _number(c.article) in q.articles:
-            return 0 if not named_docs or c.source in named_docs else 1
-        if q.kind == "definition" and q.term and defines(q.term, c.text):
-            return 0 if not named_docs or c.source in named_docs else 1
-        return 2 if not named_docs or c.source in named_docs else 3
-
-    tiers = [tier(i) for i, _ in head]
-    if len(named_docs) >= 2:  # "A条例和B办法分别…": the best passage of each named document up front
+    tiers = [tiers_of.of(chunks[i], versions=False) for i, _ in head]  # superseded: already scaled down
+    if len(tiers_of.named_docs) >= 2:  # "A条例和B办法分别…": the best passage of each named document up front
         firsts = {}
         for n, (i, _) in enumerate(head):
             firsts.setdefault(chunks[i].source, n)
         for src, n in firsts.items():
-            if src in named_docs and tiers[n] == 2:
-                tiers[n] = 1
+            if src in tiers_of.named_docs and tiers[n] == IN_NAMED_DOC:
+                tiers[n] = NAMED_ELSEWHERE
     if len(set(tiers)) <= 1:
         return scored
     return [x for _, x in sorted(zip(tiers, head), key=lambda t: t[0])] + tail
@@ -143,6 +160,20 @@ def content_query(q: Question, docs: dict[str, DocInfo]) -> str:
     for d in sorted(q.documents, key=len, reverse=True):
         text = text.replace(f"《{d}》", " ").replace(d, " ")
     return text if text.strip(" ，,。？?的和与及") else q.text
+
+
+_VERSION_WORDS = re.compile(r"[（(]?(?:19|20)\d{2}\s*年?\s*(?:版|修订版?|修正版?|修订后|修正后)?[)）]?(?:的|后的)?")
+
+
+def reading_query(q: Question, docs: dict[str, DocInfo]) -> str:
+    """What the reading model reads: the question without the documents it names and, for a text with
+    several versions, without the version's year ("2002年版…"); both are constraints the tiers apply, and
+    the reader would otherwise favour passages that repeat them (a 施行 date for "2002年版")."""
+    text = content_query(q, docs)
+    if text is q.text or not any(docs[s].version and docs[s].version.siblings for s in named_sources(q, docs)):
+        return text
+    stripped = _VERSION_WORDS.sub(" ", text)
+    return stripped if stripped.strip(" ，,。？?的和与及") else text
 
 
 def in_force_on(date: str, docs: dict[str, DocInfo]) -> set[str]:

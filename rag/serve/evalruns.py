@@ -25,7 +25,7 @@ from rag.settings import SECRETS, Settings
 
 log = logging.getLogger("kexie.evalruns")
 
-CONFIGS = ("bm25", "vector", "hybrid", "langchain")
+CONFIGS = ("bm25", "vector", "fused", "hybrid", "langchain")
 DATASET_TYPES = (".jsonl", ".json", ".csv", ".xlsx")
 DOWNLOADS = ("results.jsonl", "metrics.json", "report.html", "outcomes.xlsx")
 ACTIVE = ("queued", "running")

@@ -24,6 +24,7 @@ from rag.serve.guard import protect_output
 from rag.serve.kbs import KBError
 
 CONFIG_LABELS = {"hybrid": "hybrid（本项目混合检索）", "bm25": "bm25（仅 BM25）", "vector": "vector（仅向量）",
+                 "fused": "fused（BM25+向量融合，不经阅读模型重排）",
                  "langchain": "langchain（LangChain 教科书基线）"}
 STATUS = {"queued": "排队中", "running": "进行中", "done": "完成", "failed": "失败"}
 RETRIEVAL = ["hit@1", "hit@3", "hit@5", "hit@10", "mrr", "ndcg@10"]
