@@ -286,6 +286,54 @@ def test_files_need_a_valid_signed_link(app):
     assert status in (403, 404)
 
 
+def test_viewer_shows_the_cited_passage_in_its_document(app):
+    """The viewer takes the download link's token; the cited passage is shaded, its sentence marked and
+    anchored; errors are Chinese pages; the page runs no script."""
+    from rag.serve.links import Signer
+    from rag.serve.viewer import view_link
+
+    signer = Signer(app["root"] / "data")
+    url, src = app["url"], QINGDAO
+    status, found, _ = call(url, "/api/search", {"query": QUESTION, "k": 3})
+    hit = next(h for h in found if h["source"] == src)
+    sentence = next(s for s in re.split(r"(?<=。)", hit["text"]) if "志愿服务" in s)
+    a = hit["text"].index(sentence)
+    link = view_link(signer.url(None, "default", src), hit["text"], [(a, a + len(sentence))])
+    host, port = url.removeprefix("http://").split(":")
+    c = http.client.HTTPConnection(host, int(port), timeout=60)
+    assert link.endswith("#hit")  # the browser scrolls to the passage
+    c.request("GET", link.removesuffix("#hit"))
+    r = c.getresponse()
+    body = r.read().decode("utf-8")
+    assert r.status == 200 and r.getheader("content-type").startswith("text/html")
+    assert "script-src" not in r.getheader("content-security-policy") and "default-src 'none'" in r.getheader("content-security-policy")
+    assert "<script" not in body
+    assert f"<mark>{sentence}</mark>" in body.replace("<span class='passage'>", "").replace("</span>", "")
+    assert body.index("id='hit'") < body.index(sentence)
+    whole = (app["root"] / "corpus" / src).read_text(encoding="utf-8")
+    first = next(line for line in whole.splitlines() if len(line) > 20)[:20]
+    assert first in body  # the whole document, not only the passage
+    # Forged token, and another file's link: a Chinese page, not JSON.
+    link = link.removesuffix("#hit")
+    for bad in (link.replace("?t=", "?t=x"), link.replace(urllib.parse.quote(src), urllib.parse.quote("济宁市科协_强化使命担当服务创新发展综述.txt"))):
+        status, raw = raw_get(url, bad)
+        assert status == 403 and "无法打开原文" in raw.decode("utf-8"), bad
+
+
+def test_deleted_file_gets_a_chinese_page(app):
+    from rag.serve.links import Signer
+
+    signer = Signer(app["root"] / "data")
+    src = "不存在的文件.txt"
+    status, raw = raw_get(app["url"], signer.url(None, "default", src).replace("/files/", "/view/"))
+    assert status == 404 and "已被删除或移动" in raw.decode("utf-8")
+    host, port = app["url"].removeprefix("http://").split(":")
+    c = http.client.HTTPConnection(host, int(port), timeout=30)
+    c.request("GET", signer.url(None, "default", src), headers={"Accept": "text/html"})
+    r = c.getresponse()
+    assert r.status == 404 and "已被删除或移动" in r.read().decode("utf-8")  # the download link opened in a browser
+
+
 # -- in-process: open/closed without keys, the rate limit, internal errors ---------------------
 def api_client(tmp_path, **over):
     from fastapi.testclient import TestClient

@@ -334,6 +334,35 @@ def test_citation_cards_are_readable_in_both_colour_schemes(page, app_url, out_d
         pg.close()
 
 
+def test_open_source_shows_the_passage_in_its_document(page, out_dir):
+    """打开原文 opens the document over the page, the cited sentence marked and scrolled into view; ‹ › step
+    through this answer's citations; the overlay closes back to the chat."""
+    ask(page, "连云港市科协十届三次全委会议提出了哪些工作")
+    links = page.locator("#citations details[open] a.view-link")
+    n = links.count()
+    assert n >= 1
+    links.first.click()
+    page.wait_for_selector("#kx-viewer.open iframe", timeout=10000)
+    frame = page.frame_locator("#kx-viewer iframe")
+    frame.locator("mark, .box").first.wait_for(timeout=30000)
+    state = page.locator("#kx-viewer iframe").evaluate(
+        "el => { const m = el.contentDocument.querySelector('mark, .box'); "
+        "return {top: m.getBoundingClientRect().top, height: el.contentWindow.innerHeight}; }")
+    assert 0 <= state["top"] < state["height"], state  # scrolled into view
+    assert frame.locator("header").inner_text().strip()  # the file and where the passage is
+    first_src = page.locator("#kx-viewer iframe").get_attribute("src")
+    assert page.locator("#kx-viewer .kx-prev").is_disabled()
+    assert page.locator("#kx-viewer .kx-next").is_disabled() == (n == 1)
+    assert "下载" in page.inner_text("#kx-viewer .kx-bar")  # download stays available
+    page.screenshot(path=str(out_dir / "web_viewer.png"))
+    if n > 1:
+        page.click("#kx-viewer .kx-next")
+        page.wait_for_function(f"document.querySelector('#kx-viewer iframe').getAttribute('src') !== {first_src!r}")
+        assert not page.locator("#kx-viewer .kx-prev").is_disabled()
+    page.click("#kx-viewer .kx-close")
+    assert not page.locator("#kx-viewer").is_visible()
+
+
 def test_phone_shows_the_question_box_and_the_answer_first(page, app_url, out_dir):
     """At 390×844 the question box and the latest answer are on the first screen; the conversation list and
     the exports come after the chat."""
@@ -348,6 +377,15 @@ def test_phone_shows_the_question_box_and_the_answer_first(page, app_url, out_di
         assert bubble["y"] < 844, bubble
         assert pg.locator("#conv-list").bounding_box()["y"] > box["y"]  # the sidebar comes after the chat
         pg.screenshot(path=str(out_dir / "web_phone.png"))
+        # [n] opens its source in a sheet over the chat, with a way back.
+        pg.locator("#chatbot a[href^='#cite-']").first.click()
+        pg.wait_for_selector("#kx-sheet.open .cite-card", timeout=10000)
+        sheet = pg.locator("#kx-sheet").bounding_box()
+        assert sheet["y"] < 844 and sheet["y"] + sheet["height"] <= 845, sheet
+        assert "[1]" in pg.inner_text("#kx-sheet")
+        pg.screenshot(path=str(out_dir / "web_phone_sheet.png"))
+        pg.click("#kx-sheet .kx-back")
+        assert not pg.locator("#kx-sheet").is_visible()
     finally:
         pg.close()
 

@@ -10,6 +10,7 @@
 - `POST /api/search` {"query", "k"?, "kb"?, "doc"?, "in_force_on"?}: exactly what `kexie search --json` prints.
 - `POST /api/ask` {"question", "history"?: [[q, a], …], "kb"?}: exactly what `kexie ask --json` prints.
 - `GET /files/{kb_id}/{source}?t=TOKEN`: a corpus file behind a signed citation link (rag/serve/links.py).
+- `GET /view/{kb_id}/{source}?t=TOKEN&c=…&s=…`: the cited passage in its document (rag/serve/viewer.py).
 
 Keys: `Authorization: Bearer <key>` with a key from `api_keys`; required whenever keys are configured.
 Without keys the API is open only while the app listens on loopback, else every call is refused. A key
@@ -28,10 +29,11 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
@@ -40,6 +42,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from rag.models import Answer
 from rag.text import estimate_tokens
 from rag.serve import kb as kbfiles
+from rag.serve import viewer
 from rag.serve.guard import Throttle, client_address, wait_message
 from rag.serve.kbs import KB, KBError, Registry
 from rag.serve.links import Signer
@@ -367,24 +370,57 @@ def build_api(settings: Settings, registry: Registry, signer: Signer) -> FastAPI
             return registry.assistant(kb).ask(question, list(body.history)).to_json()
         return await blocking(run)
 
-    @app.get("/files/{kb_id}/{source:path}")
-    async def files(kb_id: str, source: str, t: str = ""):
+    def linked_file(kb_id: str, source: str, t: str) -> tuple[KB, Path]:
+        """The base and corpus file a signed link names, checked again now (a grant may have been withdrawn)."""
         denied = ApiError(403, "链接无效、已过期或无权访问该文件", "permission_error", "forbidden")
         user = signer.verify(t, kb_id, source, logins_on=bool(settings.logins())) if t else None
         if user is None:
             raise denied
         kb = next((b for b in registry.all() if b.id == kb_id), None)
-        if kb is None or not registry.allowed(user or None, kb):  # a grant withdrawn since the link was made
+        if kb is None or not registry.allowed(user or None, kb):
             raise denied
         try:
             path = kbfiles.resolve_in_corpus(registry.settings_for(kb), source)
         except kbfiles.UploadRejected:
             raise denied from None
         if not path.is_file():
-            raise ApiError(404, f"文件不存在：{source}", code="file_not_found")
+            raise ApiError(404, f"文件已被删除或移动：{source}（知识库中已没有这个文件，可请管理员重新上传）", code="file_not_found")
+        return kb, path
+
+    def as_page(request: Request | None, e: ApiError):
+        """A link opened in a browser (and every viewer error) gets a Chinese page, a program the JSON error."""
+        if request is None or "text/html" in request.headers.get("accept", ""):
+            title = "无法打开原文" if e.status == 403 else "文件不存在"
+            return HTMLResponse(viewer.message_page(title, e.message), e.status, headers=VIEW_HEADERS)
+        raise e
+
+    @app.get("/files/{kb_id}/{source:path}")
+    async def files(request: Request, kb_id: str, source: str, t: str = ""):
+        try:
+            _, path = linked_file(kb_id, source, t)
+        except ApiError as e:
+            return as_page(request, e)
         # Always a download: an uploaded HTML file must not run as a page of this site.
         return FileResponse(path, filename=path.name, content_disposition_type="attachment",
                             headers={"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"})
+
+    @app.get("/view/{kb_id}/{source:path}")
+    async def view(kb_id: str, source: str, t: str = "", c: str = "", s: str = ""):
+        """The cited passage in its document (rag/serve/viewer.py), behind the download link's token."""
+        try:
+            kb, path = linked_file(kb_id, source, t)
+        except ApiError as e:
+            return as_page(None, e)
+
+        def run() -> str:
+            snap = registry.assistant(kb).retriever.snapshot()
+            chunks = sorted((x for x in snap.chunks if x.source == source), key=lambda x: x.position)
+            return viewer.render(path, source, chunks, c[:40], viewer.parse_spans(s))
+        try:
+            body = await blocking(run)
+        except ApiError as e:
+            return as_page(None, e)
+        return HTMLResponse(body, headers=VIEW_HEADERS)
 
     @app.api_route("/v1/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
     @app.api_route("/api/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
@@ -397,6 +433,11 @@ def build_api(settings: Settings, registry: Registry, signer: Signer) -> FastAPI
         raise ApiError(404, f"接口不存在：{path}", code="not_found")
 
     return app
+
+
+# The viewer's page: no script, no outside requests, not framed by other sites.
+VIEW_HEADERS = {"Content-Security-Policy": viewer.CSP + "; frame-ancestors 'self'", "X-Content-Type-Options": "nosniff",
+                "Referrer-Policy": "no-referrer", "Cache-Control": "private, no-store"}
 
 
 def _internal_message(exc: BaseException) -> str:

@@ -29,7 +29,7 @@ MAX_EVENT_BODY = 8 * 1024 * 1024  # a page event (question, settings, file refer
 FILE_ROUTES = ("/gradio_api/file=", "/file=", "/gradio_api/file/", "/file/")
 UPLOAD_ROUTES = ("/gradio_api/upload", "/upload")
 LOGIN_ROUTES = ("/login", "/login/")
-OWN_ROUTES = ("/v1/", "/api/", "/files/")  # the HTTP API: its own keys, limits and signed links
+OWN_ROUTES = ("/v1/", "/api/", "/files/", "/view/")  # the HTTP API: its own keys, limits and signed links
 
 
 def _norm(path: str) -> str:

@@ -23,7 +23,7 @@ from rag.index import backfill
 from rag.index.indexer import reindex_live
 from rag.ingest import tables
 from rag.models import CLOSEST, Answer, Backend, Hit, RetrievalMode
-from rag.serve import export, feedback, kb
+from rag.serve import export, feedback, kb, viewer
 from rag.serve.evaltab import eval_tab
 from rag.serve.faq_panel import FAQ_CSS, faq_section, render_faq
 from rag.serve.guard import FileOwners, private_dirs, protect_output
@@ -69,6 +69,19 @@ CSS = """
 }
 .turn-cites > summary {cursor:pointer; font-weight:600; padding:4px 0;}
 .refused-note {color:#9a6700; margin-bottom:6px;}
+/* The in-page viewer and the phone's source sheet. */
+#kx-viewer, #kx-sheet {display:none; position:fixed; z-index:1000; background:var(--background-fill-primary);
+  color:var(--body-text-color); box-shadow:0 0 0 100vmax rgba(0,0,0,0.45);}
+#kx-viewer.open {display:flex; flex-direction:column; inset:4vh 6vw; border-radius:10px; overflow:hidden;}
+#kx-sheet.open {display:block; left:0; right:0; bottom:0; max-height:75vh; overflow:auto; border-radius:12px 12px 0 0; padding:0 10px 12px;}
+.kx-bar {display:flex; gap:8px; align-items:center; padding:8px 10px; border-bottom:1px solid var(--border-color-primary);
+  position:sticky; top:0; background:var(--background-fill-primary);}
+.kx-bar button, .kx-bar a {border:1px solid var(--border-color-primary); border-radius:6px; padding:3px 10px;
+  background:var(--background-fill-secondary); color:var(--body-text-color); cursor:pointer; text-decoration:none; font-size:0.95em;}
+.kx-bar button:disabled {opacity:0.4; cursor:default;}
+.kx-title {flex:1; font-weight:600; overflow:hidden; text-overflow:ellipsis; white-space:nowrap;}
+.kx-frame {flex:1; border:0; width:100%; background:#fff;}
+@media (max-width: 640px) { #kx-viewer.open {inset:0; border-radius:0;} }
 """ + FAQ_CSS
 
 # Clicking [n] in an answer scrolls that answer's card n into view (Gradio renders answers as sanitised HTML).
@@ -88,8 +101,65 @@ document.addEventListener('click', function (e) {
   if (!card) return;
   const block = card.closest('details');
   if (block) block.open = true;  // an earlier answer's sources are folded
+  if (window.matchMedia('(max-width: 640px)').matches) { kxSheet(card); return; }  // a phone: the card in a sheet
   card.scrollIntoView({behavior: 'smooth', block: 'center'});
   card.classList.add('flash'); setTimeout(() => card.classList.remove('flash'), 1500);
+}, true);
+
+// A phone: [n] opens its card in a sheet over the chat, with a way back.
+function kxSheet(card) {
+  let sheet = document.getElementById('kx-sheet');
+  if (!sheet) {
+    sheet = document.createElement('div');
+    sheet.id = 'kx-sheet'; sheet.setAttribute('role', 'dialog'); sheet.setAttribute('aria-label', '引用出处');
+    sheet.innerHTML = "<div class='kx-bar'><button type='button' class='kx-back'>‹ 返回对话</button></div><div class='kx-body'></div>";
+    sheet.querySelector('.kx-back').onclick = () => sheet.classList.remove('open');
+    document.body.appendChild(sheet);
+  }
+  const copy = card.cloneNode(true);
+  copy.removeAttribute('id'); copy.dataset.of = card.id;
+  sheet.querySelector('.kx-body').replaceChildren(copy);
+  sheet.classList.add('open');
+}
+
+// 打开原文: the cited passage in its document, over the page, with ‹ › through this answer's citations.
+function kxViewer() {
+  let v = document.getElementById('kx-viewer');
+  if (v) return v;
+  v = document.createElement('div');
+  v.id = 'kx-viewer'; v.setAttribute('role', 'dialog'); v.setAttribute('aria-label', '原文');
+  v.innerHTML = "<div class='kx-bar'><button type='button' class='kx-prev'>‹ 上一处</button>" +
+    "<span class='kx-title'></span><button type='button' class='kx-next'>下一处 ›</button>" +
+    "<a class='kx-dl' download>下载</a><button type='button' class='kx-close'>关闭</button></div>" +
+    "<iframe class='kx-frame' title='原文'></iframe>";
+  v.querySelector('.kx-close').onclick = () => { v.classList.remove('open'); v.querySelector('iframe').src = 'about:blank'; };
+  v.querySelector('.kx-prev').onclick = () => kxShow(v.kxList, v.kxAt - 1);
+  v.querySelector('.kx-next').onclick = () => kxShow(v.kxList, v.kxAt + 1);
+  document.addEventListener('keydown', e => { if (e.key === 'Escape' && v.classList.contains('open')) v.querySelector('.kx-close').click(); });
+  document.body.appendChild(v);
+  return v;
+}
+function kxShow(list, i) {
+  if (i < 0 || i >= list.length) return;
+  const v = kxViewer(), a = list[i], card = a.closest('.cite-card');
+  v.kxList = list; v.kxAt = i;
+  v.querySelector('iframe').src = a.getAttribute('href');
+  v.querySelector('.kx-title').textContent = card ? card.querySelector('.cite-head').firstChild.textContent.trim() : '';
+  const dl = card && card.querySelector('a.download-link');
+  v.querySelector('.kx-dl').href = dl ? dl.getAttribute('href') : a.getAttribute('href');
+  v.querySelector('.kx-prev').disabled = i === 0;
+  v.querySelector('.kx-next').disabled = i === list.length - 1;
+  v.classList.add('open');
+}
+document.addEventListener('click', function (e) {
+  const a = e.target.closest('a.view-link');
+  if (!a) return;
+  e.preventDefault();
+  const sheetCard = a.closest('#kx-sheet .cite-card');
+  const own = sheetCard ? document.getElementById(sheetCard.dataset.of) : a.closest('.cite-card');
+  const list = own ? Array.from(own.closest('.cite-list').querySelectorAll('a.view-link')) : [a];
+  const mine = own ? own.querySelector('a.view-link') : a;
+  kxShow(list, Math.max(0, list.indexOf(mine)));
 }, true);
 </script>"""
 
@@ -231,8 +301,9 @@ def render_cards(cards: list[dict], refused: bool, generation: str, faq: str = "
             meta.append(html.escape(c["heading"]))
         if c.get("base"):
             meta.append(f"知识库：{html.escape(c['base'])}")
-        href = c.get("href", "")
-        a_tag = f"<a href='{html.escape(href)}' target='_blank' download>打开原文</a>" if href else ""
+        href, view = c.get("href", ""), c.get("view", "")
+        a_tag = (f"<a class='view-link' href='{html.escape(view)}' target='_blank'>打开原文</a> " if view else "") + (
+            f"<a class='download-link' href='{html.escape(href)}' target='_blank' download>下载</a>" if href else "")
         text, spans = c["text"], c.get("spans") or []
         body = _table_html(text, spans) if _is_table(text) else _highlight(text, c.get("support") or [], spans)
         out.append(
@@ -264,6 +335,7 @@ def with_links(cards: list[dict], base: str, links: dict[str, Callable[[str], st
         c["base"] = c.get("base") or base
         link = links.get(c["base"])
         c["href"] = link(c["source"]) if link else ""
+        c["view"] = viewer.view_link(c["href"], c["text"], c.get("spans")) if c["href"] else ""
     return cards
 
 
