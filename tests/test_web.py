@@ -363,6 +363,30 @@ def test_open_source_shows_the_passage_in_its_document(page, out_dir):
     assert not page.locator("#kx-viewer").is_visible()
 
 
+COPY_CASES = [
+    "青岛市科协组建了374支科技志愿服务队[1]。",
+    "详见 https://www.cast.org.cn/a[b] 与 www.kx.cn，依据[2][3]",
+    "公式 a<b>c，反斜杠 \\ 与字面的 [[1]](#cite-1) 与 [](#turn-x)",
+    "第一问：…[1]\n\n第二问：资料中未找到第二问的答案。",
+]
+
+
+def test_copied_answer_has_no_link_markup(page, app_url):
+    """What the copy button puts on the clipboard is the answer as written: [n] plain, no card links, no
+    turn marker, no escapes (the page's kxPlain inverts answer_markdown)."""
+    from rag.serve.web import answer_markdown, turn_marker
+
+    for answer in COPY_CASES:
+        shown = answer_markdown(answer, 2) + "\n\n" + turn_marker("ab" * 16)
+        assert page.evaluate("t => kxPlain(t)", shown) == answer, shown
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=app_url[0].rstrip("/"))
+    ask(page, "青岛市科协组建了多少支科技志愿服务队")
+    page.locator("#chatbot .message").last.hover()
+    page.locator("#chatbot button[aria-label='Copy message'], #chatbot button[title='Copy message']").last.click()
+    copied = page.evaluate("navigator.clipboard.readText()")
+    assert "[1]" in copied and "#cite-" not in copied and "#turn-" not in copied and "374" in copied, copied
+
+
 def test_phone_shows_the_question_box_and_the_answer_first(page, app_url, out_dir):
     """At 390×844 the question box and the latest answer are on the first screen; the conversation list and
     the exports come after the chat."""

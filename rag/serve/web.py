@@ -161,6 +161,24 @@ document.addEventListener('click', function (e) {
   const mine = own ? own.querySelector('a.view-link') : a;
   kxShow(list, Math.max(0, list.indexOf(mine)));
 }, true);
+
+// Copying an answer copies what it says: [n] without the link to its card, no turn marker, no escapes
+// (the inverse of answer_markdown). Gradio copies with the Clipboard API where the page is a secure
+// context, else through a hidden textarea: both are covered.
+function kxPlain(t) {
+  return String(t).replace(/\\s*\\[\\]\\(#turn-[0-9a-f]+\\)\\s*$/, '').replace(/\\[\\[(\\d+)\\]\\]\\(#cite-[\\d-]+\\)/g, '[$1]')
+    .replace(/`((?:https?|ftp):\\/\\/[^`]+|www\\.[^`]+)`/gi, '$1').replace(/\\\\([\\\\<>\\[\\]])/g, '$1');
+}
+if (navigator.clipboard && navigator.clipboard.writeText) {
+  const kxWrite = navigator.clipboard.writeText.bind(navigator.clipboard);
+  navigator.clipboard.writeText = t => kxWrite(kxPlain(t));
+}
+document.addEventListener('copy', function (e) {
+  const el = document.activeElement;
+  if (!el || el.tagName !== 'TEXTAREA' || el.closest('#question') || !/\\(#(cite|turn)-/.test(el.value)) return;
+  e.clipboardData.setData('text/plain', kxPlain(el.value.substring(el.selectionStart, el.selectionEnd)));
+  e.preventDefault();
+}, true);
 </script>"""
 
 
