@@ -340,18 +340,34 @@ def test_assistant_without_a_match_answers_exactly_as_before(tmp_path, corpus_in
 
 def test_curated_answer_over_partial_and_refused_answers():
     from rag.answer.assistant import FAQ_MARK, REFUSAL, Assistant
-    from rag.models import Answer
+    from rag.models import Answer, Citation
 
     m = faq.FaqMatch(faq.FaqPair("q0001", "全国科普月是几月？", "每年9月。", "政策.jsonl", 1), 0.96)
-    a = Answer("问", "部分", False, [], [])
-    for text in ("部分", "部分回答[1]"):  # a streaming LLM rewrites the text on every token
+    a = Answer("问", "全国科普月", False, [], [])
+    for text in ("全国科普月每年", "全国科普月每年9月举办[1]"):  # a streaming LLM rewrites the text on every token
         a.answer = text
         out = Assistant._with_faq(a, m)
         assert out.answer.count(FAQ_MARK) == 1 and out.answer.endswith(text)
     assert Assistant._with_faq(out, m).answer.count(FAQ_MARK) == 1
+    unrelated = Answer("问", "新建的科技馆于2023年开馆[1]。", False, [Citation(1, "a.txt", None, "", "新建的科技馆于2023年开馆。")], [])
+    out = Assistant._with_faq(unrelated, m)  # retrieval found something, but not about this: not shown as its basis
+    assert out.answer == f"{FAQ_MARK}每年9月。\n（来源：政策.jsonl 第 1 行）" and out.citations == []
     refused = Answer("问", REFUSAL, True, [], [])
     out = Assistant._with_faq(refused, m)
     assert out.answer == f"{FAQ_MARK}每年9月。\n（来源：政策.jsonl 第 1 行）" and not out.refused and out.faq is m
+
+
+@pytest.mark.parametrize("curated, doc, backed", [
+    ("青岛组建了374支科技志愿服务队。", "青岛市科协组建科技志愿服务队374支[1]。", True),  # the figure
+    ("科协的值班电话是0532-85912345。", "值班电话：0532-85912345[2]", True),
+    ("四服务一加强是指为科技工作者服务、为创新驱动发展服务、为提高全民科学素质服务、为党和政府科学决策服务，加强自身建设。",
+     "四服务一加强：为科技工作者服务，为创新驱动发展服务[1]。", True),  # the same subject in other words
+    ("科协的值班电话是0532-85912345。", "新建的青岛科技馆于2023年开馆，面积3万平方米[1]。", False),  # another subject
+    ("全国科普月是每年9月。", "2023年，市科协召开全委会议[1]。", False),  # only [1] and a year in common
+    ("每年9月。", "青岛市科协组织科普活动[1]。", False),
+])
+def test_a_document_answer_backs_a_curated_one_only_when_it_is_about_it(curated, doc, backed):
+    assert faq.backs(curated, doc) is backed
 
 
 def test_streamed_llm_answer_shows_the_curated_answer_first(tmp_path, corpus_index, retriever):
@@ -373,7 +389,8 @@ def test_streamed_llm_answer_shows_the_curated_answer_first(tmp_path, corpus_ind
         server.close()
     assert parts[0] == f"{FAQ_MARK}青岛组建了374支科技志愿服务队。\n（来源：问答.csv 第 2 行）"  # before the first token
     assert all(p.startswith(parts[0]) and p.count(FAQ_MARK) == 1 for p in parts)
-    assert DOC_MARK in parts[-1] and "[1]" in parts[-1]
+    # The model's answer follows as 资料依据 when it is about the curated one (faq.backs), else it is left out.
+    assert len(parts) > 1 and (parts[-1] == parts[0] or (DOC_MARK in parts[-1] and "[1]" in parts[-1]))
 
 
 def test_faq_section_builds_with_its_element_ids(corpus_index):

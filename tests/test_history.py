@@ -146,6 +146,24 @@ def test_a_correction_the_cited_passage_lacks_is_not_given_that_evidence(hist):
     assert item["evidence"] == [] and item["answer"] == "共有二百支队伍，分布在各区"
 
 
+def test_feedback_is_counted_per_cited_passage(hist):
+    """The chunk view's 反馈 column: every owner's 👍/👎 on answers that cited a passage, in one base and one
+    document, each answer once; other bases, other documents and unrated answers do not count."""
+    other = "济宁市科协组织开展了海智计划。"
+    twice = Answer("q", "答[1][2]", False, [Citation(1, "青岛.txt", None, "", PASSAGE), Citation(2, "青岛.txt", None, "", PASSAGE)], [])
+    rated = [("a", answer(), "默认知识库", -1), ("b", answer(), "默认知识库", -1), ("c", answer(), "默认知识库", 1),
+             ("d", twice, "默认知识库", -1), ("e", answer(), "另一个库", -1),
+             ("f", Answer("q", "答[1]", False, [Citation(1, "济宁.txt", None, "", other)], []), "默认知识库", -1)]
+    for owner, a, kb, rating in rated:
+        cid = hist.create(owner, "问题")
+        hist.rate(owner, hist.add_turn(owner, cid, a, kb), rating)
+    hist.add_turn("g", hist.create("g", "问题"), answer(), "默认知识库")  # asked, never rated
+    counts = feedback.passage_counts(hist.feedback(None), "默认知识库", "青岛.txt")
+    assert counts == {PASSAGE: (1, 3)}
+    assert feedback.passage_counts(hist.feedback(None), "默认知识库", "济宁.txt") == {other: (0, 1)}
+    assert [feedback.count_label(c) for c in [(1, 3), (0, 2), (0, 0)]] == ["赞 1 · 踩 3", "踩 2", ""]
+
+
 def test_markdown_and_docx_export(hist, tmp_path):
     from docx import Document
 

@@ -259,10 +259,10 @@ def test_instruction_text_is_never_the_offline_answer(site):
     from rag.serve.web import INSTRUCTION_MARK, chunk_rows
 
     rows = chunk_rows(a, HOSTILE_DOC)
-    assert any(r[3].startswith(INSTRUCTION_MARK) and "忽略以上指令" in r[3] for r in rows)
+    assert any(r[-1].startswith(INSTRUCTION_MARK) and "忽略以上指令" in r[-1] for r in rows)
     default = registry.assistant(registry.get(None, "admin"))  # ordinary reports: nothing marked
     plain = [r for src in {c.source for c in default.retriever.snapshot().chunks} for r in chunk_rows(default, src)]
-    assert plain and not any(r[3].startswith(INSTRUCTION_MARK) for r in plain)
+    assert plain and not any(r[-1].startswith(INSTRUCTION_MARK) for r in plain)
 
 
 def test_instruction_text_reaches_the_llm_only_as_fenced_data(site):

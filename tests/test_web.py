@@ -469,6 +469,7 @@ def test_chunk_view_and_retrieval_test(page, out_dir):
     page.locator("#chunk-doc input").fill(doc)
     page.keyboard.press("Enter")
     wait_text(page, "#chunk-table", "连云港市科学技术协会文件", 30000)  # its first chunk, as indexed
+    assert "反馈" in page.inner_text("#chunk-table")  # 赞/踩 on answers that cited each passage
     page.locator("#hit-test").get_by_text("命中测试").click()
     page.fill("#hit-query textarea", "什么是四服务一加强")
     page.click("#hit-btn")

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 from rag.answer import refusal, spans
 from rag.answer.compose import compose
-from rag.answer.faq import CACHE_NAME, FaqIndex, FaqMatch, FaqStore
+from rag.answer.faq import CACHE_NAME, FaqIndex, FaqMatch, FaqStore, backs
 from rag.answer.followup import rewrite_followup
 from rag.answer.llm import (
     ChatModels,
@@ -130,7 +130,7 @@ class Assistant:
             return a
         head = f"{FAQ_MARK}{m.answer}\n（来源：{m.pair.where}）"
         doc = a.answer.strip()
-        if a.refused or not doc:  # the documents say nothing: the curated answer alone
+        if a.refused or not doc or not backs(m.answer, doc):  # the documents say nothing about it: the curated answer alone
             a.answer, a.refused, a.citations = head, False, []
         else:
             a.answer = f"{head}\n\n{DOC_MARK}{doc}"

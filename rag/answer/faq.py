@@ -129,6 +129,23 @@ def lexical(q: Features, p: Features, how: str) -> float:
     return dice(q.bigrams, p.bigrams)
 
 
+BACKING = 0.3  # share of the shorter answer's character pairs that the other must hold to be about the same
+
+
+def backs(curated: str, doc: str) -> bool:
+    """Whether a document answer is about what a curated answer says (then it is shown as its 资料依据):
+    it holds one of the curated answer's figures (years aside), or they share BACKING of the shorter one's
+    character pairs. A sentence on another subject that retrieval happened to find is not its basis."""
+    c, d = features(_MARKERS.sub("", curated)), features(_MARKERS.sub("", doc))
+    if c.numbers & d.numbers:
+        return True
+    short = min(len(c.bigrams), len(d.bigrams))
+    return bool(short) and len(c.bigrams & d.bigrams) / short >= BACKING
+
+
+_MARKERS = re.compile(r"\[\d+\]")
+
+
 def _same_place(a: str, b: str) -> bool:
     return a in b or b in a  # 连云港 / 云港, 宁夏 / 宁夏回族自治区
 

@@ -78,3 +78,22 @@ def export(items: list[Feedback], out: Path) -> tuple[int, int]:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines), encoding="utf-8")
     return len(lines), sum(1 for x in lines if x.get("review"))
+
+
+def passage_counts(items: list[Feedback], kb: str, source: str) -> dict[str, tuple[int, int]]:
+    """(👍, 👎) per cited passage of `source` in base `kb`, keyed by the passage's text as indexed: which
+    passages keep producing answers staff reject."""
+    out: dict[str, tuple[int, int]] = {}
+    for f in items:
+        if f.kb != kb:
+            continue
+        for c in {c["text"]: c for c in f.citations if c.get("source") == source}.values():  # once per answer
+            up, down = out.get(c["text"], (0, 0))
+            out[c["text"]] = (up + (f.rating > 0), down + (f.rating < 0))
+    return out
+
+
+def count_label(counts: tuple[int, int]) -> str:
+    up, down = counts
+    return " · ".join(x for x in (f"赞 {up}" if up else "", f"踩 {down}" if down else "") if x)
+

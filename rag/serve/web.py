@@ -362,12 +362,14 @@ def _doc_table(settings: Settings) -> list[list]:
             for r in kb.list_documents(settings)]
 
 
-def chunk_rows(assistant: Assistant, source: str) -> list[list]:
-    """A document's chunks as indexed: id, heading path, page, text."""
+def chunk_rows(assistant: Assistant, source: str, counts: dict[str, tuple[int, int]] | None = None) -> list[list]:
+    """A document's chunks as indexed: id, heading path, page, the feedback on answers citing it, text."""
     if not source:
         return []
     snap = assistant.retriever.snapshot()
-    return [[c.id, c.heading, c.page or "", (INSTRUCTION_MARK if _has_instruction(c.text) else "") + c.text]
+    counts = counts or {}
+    return [[c.id, c.heading, c.page or "", feedback.count_label(counts.get(c.text, (0, 0))),
+             (INSTRUCTION_MARK if _has_instruction(c.text) else "") + c.text]
             for c in snap.chunks if c.source == source]
 
 
@@ -766,10 +768,11 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
 
     def show_chunks(name, source, request: gr.Request):
         try:
-            _, _, a = managed(name, request)
+            base, _, a = managed(name, request)
         except KBError:
             return []
-        return chunk_rows(a, source)
+        # Everyone's feedback: a manager fixes the passages that keep producing rejected answers.
+        return chunk_rows(a, source, feedback.passage_counts(saved.feedback(None), base.name, source))
 
     def hit_test(name, query, request: gr.Request):
         query = (query or "").strip()
@@ -878,8 +881,8 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
                 faq_sec = faq_section(lambda name, request: managed(name, request, change=True)[1], kb_manage)
                 with gr.Accordion("查看段落（索引中的分块）", open=False, elem_id="chunk-view"):
                     chunk_doc = gr.Dropdown([], label="文档", elem_id="chunk-doc")
-                    chunk_table = gr.Dataframe([], headers=["段落 id", "标题路径", "页码", "正文"], interactive=False,
-                                               wrap=True, column_widths=["14%", "22%", "6%", "58%"], elem_id="chunk-table")
+                    chunk_table = gr.Dataframe([], headers=["段落 id", "标题路径", "页码", "反馈", "正文"], interactive=False,
+                                               wrap=True, column_widths=["12%", "20%", "6%", "8%", "54%"], elem_id="chunk-table")
                 with gr.Accordion("命中测试（检索测试）", open=False, elem_id="hit-test"):
                     with gr.Row():
                         hit_q = gr.Textbox(label="检索词", elem_id="hit-query", scale=4)
