@@ -291,10 +291,8 @@ def _(p, scratch):
     make_docx(p, [])
 
 
-# A broken .doc: the converter refuses it (failed), or no converter is installed (skipped, naming one).
-_CONVERTER = bool(shutil.which("antiword") or shutil.which("soffice") or shutil.which("libreoffice"))
-_add("legacy.doc", "failed" if _CONVERTER else "skipped", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 4096,
-     "无法读取|无法转换" if _CONVERTER else r"\.doc.*antiword")
+# A broken .doc: the converter refuses it, or (none installed) the Word 97 reader does.
+_add("legacy.doc", "failed", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 4096, "无法读取|无法转换|不是有效的 Word")
 _add("sheet.xlsx", "failed", b"PK\x03\x04" + noise(1000, 6), "无法读取|损坏")
 _add("README", "skipped", "没有扩展名的说明文件。".encode("utf-8"), "不支持的文件类型.*无扩展名")
 

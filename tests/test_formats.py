@@ -11,7 +11,7 @@ from conftest import shared
 
 from rag.answer.assistant import Assistant
 from rag.index.indexer import index_corpus
-from rag.ingest import office, tables
+from rag.ingest import office, tables, word97
 from rag.ingest.chunking import chunk_document
 from rag.ingest.cleaning import paragraphs
 from rag.ingest.loaders import LoadError, Skipped, decode_text, load
@@ -192,8 +192,21 @@ def test_legacy_doc_is_converted_or_skipped_with_the_reason(monkeypatch, tmp_pat
         text = "".join(c.text for c in chunks)
         assert "核电厂定期安全评价" in text and "通用要求" in text and len(text) > 5000
     monkeypatch.setattr(shutil, "which", lambda name: None)
-    with pytest.raises(Skipped, match="antiword|LibreOffice"):
-        load(doc)
+    # No converter: the Word 97 text stream itself, measured against the fixture's .docx twin.
+    chunks, _ = _chunks(doc)
+    twin = shared("fixtures", "docx", "核电厂定期安全审查指南_第1部分_通用要求_征求意见稿.docx")
+    import difflib
+    import re
+
+    import docx
+
+    def squeeze(t: str) -> str:
+        return re.sub(r"[\s|]+", "", t)
+
+    ours = squeeze(word97.read_text(doc))
+    theirs = squeeze("\n".join(p.text for p in docx.Document(str(twin)).paragraphs))
+    assert difflib.SequenceMatcher(None, ours, theirs, autojunk=False).ratio() >= 0.95
+    assert "核电厂定期安全评价" in "".join(c.text for c in chunks)
     sheet = tmp_path / "表格.et"  # a WPS spreadsheet: only LibreOffice converts it
     shutil.copy(doc, sheet)
     with pytest.raises(Skipped, match="LibreOffice"):
@@ -414,3 +427,17 @@ def test_warnings_reach_the_index_report(tmp_path, embedder):
         assert hits[0].chunk.source == "繁体.txt" and "科學技術協會" in hits[0].chunk.text
     finally:
         r.close()
+
+
+@pytest.mark.parametrize("raw, want", [
+    ("第一段\r第二段\r", "第一段\n第二段"),
+    ("见\x13 HYPERLINK \"http://x\" \x14网站\x15。", "见网站。"),  # a field shows its result, not its code
+    ("页码\x13 PAGE \x15。", "页码。"),  # a field without a result leaves nothing
+    ("\x13 A \x13 B \x14内\x15 \x14外\x15", "外"),  # nested fields
+    ("甲\x07乙\x07\x07丙\x07丁\x07\x07", "甲 | 乙\n丙 | 丁"),  # table cells and rows
+    ("行内\x0b换行\x0c分页", "行内\n换行\n分页"),
+    ("无控制字符的文字", "无控制字符的文字"),  # must not change plain text
+    ("a\tb", "a | b"),
+])
+def test_word97_plain_text(raw, want):
+    assert word97.plain(raw) == want

@@ -12,7 +12,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from rag.ingest import limits
+from rag.ingest import limits, word97
 from rag.ingest.tables import fill, markdown
 from rag.models import Document, Page
 
@@ -391,8 +391,8 @@ def soffice() -> str | None:
 
 
 def convert_legacy(path: Path, workdir: Path) -> Path | str:
-    """A .doc / .wps / .et / .dps file as a modern file (LibreOffice) or as plain text (antiword for
-    Word-format .doc and .wps). Raises ConversionUnavailable naming what to install."""
+    """A .doc / .wps / .et / .dps file as a modern file (LibreOffice) or as plain text (antiword, else
+    rag.ingest.word97, for Word-format .doc and .wps). Raises ConversionUnavailable naming what to install."""
     ext = path.suffix.lower()
     # Word / WPS binaries are OLE compound files (newer WPS files may be zips, Word may save RTF): a
     # converter would read anything else as plain text and index garbage.
@@ -419,8 +419,13 @@ def convert_legacy(path: Path, workdir: Path) -> Path | str:
         if run.returncode != 0:
             raise ValueError(f"antiword 无法读取此文件（{_last_error(run.stderr)}）")
         return run.stdout.decode("utf-8", "replace")
-    need = "LibreOffice（apt install libreoffice-writer-nogui）或 antiword（apt install antiword）" \
-        if ext in (".doc", ".wps") else "LibreOffice（apt install libreoffice-calc-nogui libreoffice-impress-nogui）"
+    if ext in (".doc", ".wps"):  # no converter: the Word 97–2003 text stream itself (no tables as tables)
+        try:
+            return word97.read_text(path)
+        except word97.Word97Error as e:
+            raise ValueError(f"{e}；安装 LibreOffice（apt install libreoffice-writer-nogui）或 antiword（apt install antiword）"
+                             "后可读取更多格式") from None
+    need = "LibreOffice（apt install libreoffice-calc-nogui libreoffice-impress-nogui）"
     raise ConversionUnavailable(f"{ext} 文件需要转换工具，本机未安装：请安装 {need} 后重新索引，或另存为新格式后上传")
 
 
