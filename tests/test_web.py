@@ -215,7 +215,14 @@ def test_upload_reindex_ask_delete(page, app_url, out_dir, tmp_path):
     wait_text(page, "#vector-status", "向量索引已完成", 180000)
     page.locator("#delete-pick input").fill(NEW_DOC)
     page.keyboard.press("Enter")
+    page.click("#delete-btn")  # asks first, naming the document; 取消 removes nothing
+    wait_text(page, "#confirm-doc", NEW_DOC, 30000)
+    page.click("#confirm-doc-no")
+    page.wait_for_selector("#confirm-doc", state="hidden", timeout=30000)
+    assert (app_url[1] / "corpus" / NEW_DOC).exists()
     page.click("#delete-btn")
+    wait_text(page, "#confirm-doc", "7 天内", 30000)
+    page.click("#confirm-doc-yes")
     page.wait_for_function("document.querySelector('#kb-msg').innerText.includes('已删除')", timeout=120000)
     page.wait_for_function("document.querySelector('#kb-msg').innerText.includes('索引完成')", timeout=120000)
     assert not (app_url[1] / "corpus" / NEW_DOC).exists()
@@ -494,6 +501,7 @@ def test_two_knowledge_bases_switch(page, app_url, tmp_path, out_dir):
     page.set_input_files("#upload input[type=file]", str(doc))
     page.click("#upload-btn")
     wait_text(page, "#kb-msg", "索引完成（舟山知识库）", 180000)
+    assert "宁波" not in page.inner_text("#upload")  # the box was emptied after the last upload
     assert not (app_url[1] / "corpus" / doc.name).exists()  # not in the default base's folder
     open_tab(page, "问答")
     pick = page.locator("#kb-pick")
@@ -516,6 +524,32 @@ def test_two_knowledge_bases_switch(page, app_url, tmp_path, out_dir):
     wait_text(page, "#conv-list", "舟山市海洋科普基地", 30000)
     page.locator("#conv-list label", has_text="舟山市海洋科普基地").nth(1).click()
     wait_text(page, "#kb-pick", "舟山知识库", 30000)
+    # Deleting asks first, naming the conversation; 取消 keeps it.
+    page.click("#conv-delete")
+    wait_text(page, "#confirm-conv", "舟山市海洋科普基地", 30000)
+    assert "1 问" in page.inner_text("#confirm-conv")
+    page.click("#confirm-conv-no")
+    page.wait_for_selector("#confirm-conv", state="hidden", timeout=30000)
+    assert page.locator("#conv-list label", has_text="舟山市海洋科普基地").count() == 2
+    # A base: the confirmation names it and its documents; deleted, it waits in the recycle bin and comes back.
+    open_tab(page, "知识库")
+    choose(page, "#kb-manage", "舟山知识库")
+    wait_text(page, "#kb-info", "舟山知识库", 30000)
+    page.click("#kb-delete")
+    wait_text(page, "#confirm-kb", "个文档）", 30000)
+    n = len(kb.list_documents(load_settings(env={}, corpus_dir=next((app_url[1] / "data" / "kbs").glob("*/corpus")),
+                                            index_dir=app_url[1] / "unused")))
+    assert f"含 {n} 个文档" in page.inner_text("#confirm-kb") and n >= 1
+    assert "舟山知识库" in page.inner_text("#confirm-kb")
+    page.click("#confirm-kb-yes")
+    wait_text(page, "#kb-msg", "已删除知识库：舟山知识库", 60000)
+    page.locator("#recycle").get_by_text("回收站").click()
+    wait_text(page, "#recycle-table", "舟山知识库", 30000)
+    choose(page, "#recycle-pick", "知识库“舟山知识库”")
+    page.click("#recycle-restore")
+    wait_text(page, "#kb-msg", "已恢复知识库“舟山知识库”", 60000)
+    page.screenshot(path=str(out_dir / "web_recycle.png"), full_page=True)
+    open_tab(page, "问答")
 
 
 def test_uploaded_faq_answers_a_paraphrase_first(page, app_url, tmp_path, out_dir):

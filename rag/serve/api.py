@@ -376,7 +376,7 @@ def build_api(settings: Settings, registry: Registry, signer: Signer) -> FastAPI
         user = signer.verify(t, kb_id, source, logins_on=bool(settings.logins())) if t else None
         if user is None:
             raise denied
-        kb = next((b for b in registry.all() if b.id == kb_id), None)
+        kb = registry.by_id(kb_id)
         if kb is None or not registry.allowed(user or None, kb):
             raise denied
         try:

@@ -117,13 +117,6 @@ def _save_locked(settings: Settings, src: Path, dest: Path, name: str) -> Saved:
     return Saved(dest, f"已上传：{name}")
 
 
-def delete_document(settings: Settings, source: str) -> None:
-    p = resolve_in_corpus(settings, source)
-    if not p.is_file():
-        raise UploadRejected(f"文件不存在：{source}")
-    p.unlink()
-
-
 def list_documents(settings: Settings) -> list[DocRow]:
     """Every file in corpus/ with its index status (files not yet indexed show as 待索引)."""
     try:

@@ -8,7 +8,6 @@ granted in the settings (`grants`, "*" = all), those granted in the database, an
 from __future__ import annotations
 
 import re
-import shutil
 import threading
 import time
 import uuid
@@ -16,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rag.serve.db import Database
+from rag.serve.recycle import Item, RecycleBin, RecycleError
 from rag.settings import Settings
 
 DEFAULT_ID = "default"
@@ -47,6 +47,7 @@ class Registry:
         if assistant is not None:
             self._assistants[DEFAULT_ID] = assistant
         self._lock = threading.Lock()
+        self.recycle = RecycleBin(settings.data_root / "recycle")
         with self.db.connect() as c:
             c.execute("INSERT OR IGNORE INTO kbs (id, name, owner, created) VALUES (?, ?, '', ?)",
                       (DEFAULT_ID, DEFAULT_NAME, time.time()))
@@ -164,18 +165,81 @@ class Registry:
             c.execute("UPDATE kbs SET name = ? WHERE id = ?", (new_name, kb.id))
         return self.get(kb.id, user)
 
-    def delete(self, key: str, user: str | None = None) -> None:
+    def delete(self, key: str, user: str | None = None) -> Item:
+        """The base leaves the list at once; its folder goes to the recycle bin for KEEP_DAYS."""
         kb = self.managed(key, user)
         if kb.id == DEFAULT_ID:
             raise KBError("默认知识库不能删除")
         with self.db.connect() as c:  # first: no new question reaches the base
+            grants = [r["user"] for r in c.execute("SELECT user FROM grants WHERE kb_id = ?", (kb.id,))]
             c.execute("DELETE FROM grants WHERE kb_id = ?", (kb.id,))
             c.execute("DELETE FROM kbs WHERE id = ?", (kb.id,))
         with self._lock:
             a = self._assistants.pop(kb.id, None)
         if a is not None:
             a.close()
-        shutil.rmtree(self.settings.data_root / "kbs" / kb.id, ignore_errors=True)
+        folder = self.settings.data_root / "kbs" / kb.id
+        folder.mkdir(parents=True, exist_ok=True)
+        return self.recycle.put("base", folder, kb.name, kb.id, kb.name, user or "", {"owner": kb.owner, "grants": grants})
+
+    def delete_document(self, key: str, source: str, user: str | None = None) -> Item:
+        """A document of a base to the recycle bin (the caller re-indexes)."""
+        from rag.serve.kb import UploadRejected, resolve_in_corpus
+
+        kb = self.managed(key, user)
+        try:
+            path = resolve_in_corpus(self.settings_for(kb), source)
+        except UploadRejected as e:
+            raise KBError(str(e)) from None
+        if not path.is_file():
+            raise KBError(f"文件不存在：{source}")
+        return self.recycle.put("document", path, source, kb.id, kb.name, user or "")
+
+    def restorable(self, user: str | None) -> list[Item]:
+        """What this user may put back: what they deleted, bases they own, documents of bases they manage;
+        everything for the admin (and with login off)."""
+        return [i for i in self.recycle.items() if self._may_restore(user, i)]
+
+    def _may_restore(self, user: str | None, item: Item) -> bool:
+        s = self.settings
+        if not user or not s.logins() or user == s.auth_user or item.by == user:
+            return True
+        if item.kind == "base":
+            return item.extra.get("owner") == user
+        kb = self.by_id(item.kb_id)
+        return kb is not None and self.can_manage(user, kb)
+
+    def by_id(self, kb_id: str) -> KB | None:
+        """A base by id whatever the user (callers check grants themselves), or None."""
+        return next((b for b in self.all() if b.id == kb_id), None)
+
+    def restore(self, item_id: str, user: str | None = None) -> tuple[Item, KB]:
+        """Put a base or a document back where it was; a base whose name was taken since gets "（恢复）"."""
+        try:
+            item = self.recycle.get(item_id)
+        except RecycleError as e:
+            raise KBError(str(e)) from None
+        if not self._may_restore(user, item):
+            raise KBError("回收站中没有这一项（可能已超过 7 天被清除，或已恢复）")  # as if absent: no leak
+        try:
+            if item.kind == "document":
+                kb = self.by_id(item.kb_id)
+                if kb is None:
+                    raise KBError(f"无法恢复{item.label}：它所在的知识库已删除，请先恢复知识库")
+                self.recycle.take(item, self.settings_for(kb).corpus_dir / item.name)
+                return item, kb
+            with self.db.connect() as c:
+                name = item.name
+                while c.execute("SELECT 1 FROM kbs WHERE name = ?", (name,)).fetchone():
+                    name += "（恢复）"
+                self.recycle.take(item, self.settings.data_root / "kbs" / item.kb_id)
+                c.execute("INSERT INTO kbs (id, name, owner, created) VALUES (?, ?, ?, ?)",
+                          (item.kb_id, name, item.extra.get("owner", ""), time.time()))
+                c.executemany("INSERT OR IGNORE INTO grants (user, kb_id) VALUES (?, ?)",
+                              [(u, item.kb_id) for u in item.extra.get("grants", [])])
+            return item, self.by_id(item.kb_id)
+        except RecycleError as e:
+            raise KBError(str(e)) from None
 
     def grant(self, user: str, key: str, revoke: bool = False) -> KB:
         """Let a user read and ask a base (`kexie grant`), or take that back."""

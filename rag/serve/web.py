@@ -23,12 +23,12 @@ from rag.index import backfill
 from rag.index.indexer import reindex_live
 from rag.ingest import tables
 from rag.models import CLOSEST, Answer, Backend, Hit, RetrievalMode
-from rag.serve import export, feedback, kb, viewer
+from rag.serve import export, feedback, kb, recycle, viewer
 from rag.serve.evaltab import eval_tab
 from rag.serve.faq_panel import FAQ_CSS, faq_section, render_faq
 from rag.serve.guard import FileOwners, private_dirs, protect_output
 from rag.serve.history import History, NotFound, Turn
-from rag.serve.kbs import KB, KBError, Registry
+from rag.serve.kbs import DEFAULT_ID, KB, KBError, Registry
 from rag.serve.links import Signer
 from rag.serve.multi import ask_many
 from rag.settings import Settings
@@ -287,6 +287,43 @@ def answer_cards(a: Answer) -> list[dict]:
     return out
 
 
+@dataclasses.dataclass
+class Confirm:
+    """A confirmation for a destructive action: hidden until asked, names what will be removed."""
+
+    box: gr.Group
+    text: gr.Markdown
+    yes: gr.Button
+    target: gr.State  # what the question named: deleting it is what 确认删除 does, whatever was picked since
+
+    @property
+    def outputs(self) -> list:
+        return [self.box, self.target]
+
+    @staticmethod
+    def close():
+        return gr.update(visible=False), None
+
+
+def confirm_box(elem_id: str) -> Confirm:
+    with gr.Group(visible=False, elem_id=elem_id) as box:
+        text = gr.Markdown()
+        with gr.Row():
+            yes = gr.Button("确认删除", variant="stop", size="sm", elem_id=f"{elem_id}-yes")
+            no = gr.Button("取消", size="sm", elem_id=f"{elem_id}-no")
+    c = Confirm(box, text, yes, gr.State(None))
+    no.click(Confirm.close, None, c.outputs)
+    return c
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!<>|~])")
+
+
+def md_text(s: str) -> str:
+    """A name shown literally in markdown."""
+    return _MD_SPECIAL.sub(r"\\\1", s)
+
+
 def turn_cards(t: Turn) -> list[dict]:
     """The same from a saved turn."""
     if t.refused:
@@ -422,7 +459,7 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
     exports = dirs["exports"]
 
     def may_read(user: str, kb_id: str) -> bool:
-        base = next((b for b in registry.all() if b.id == kb_id), None)
+        base = registry.by_id(kb_id)
         return base is not None and registry.allowed(user or None, base)
 
     owners = FileOwners(may_read)
@@ -554,6 +591,14 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
         except NotFound:
             return gr.update(choices=conv_choices(own), value=None), "这个对话已被删除。"
         return gr.update(choices=conv_choices(own), value=cid), "已重命名。"
+
+    def ask_delete_conv(cid, request: gr.Request):
+        own = owner(request)
+        try:
+            c, n = saved.get(own, cid), len(saved.turns(own, cid))
+        except NotFound:
+            return gr.update(visible=False), "", None, "请先打开一个对话。"
+        return gr.update(visible=True), f"确认删除对话 **{md_text(c.title)}**（{n} 问）？删除后无法恢复。", cid, ""
 
     def delete_conv(cid, request: gr.Request):
         own = owner(request)
@@ -699,7 +744,7 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
         try:
             base, s, _ = managed(name, request, change=True)
         except KBError as e:
-            return f"{e}", gr.update(), gr.update(), gr.update()
+            return f"{e}", gr.update(), gr.update(), gr.update(), gr.update()
         msgs = []
         user = user_of(request)
         for f in files or []:
@@ -713,22 +758,56 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
                 msgs.append(f"已拒绝：{e}")
         msgs.append(reindex(name, request, progress))
         srcs = sources_of(s)
-        return "\n".join(msgs), _doc_table(s), gr.update(choices=srcs), gr.update(choices=srcs)
+        # The box is emptied: the next upload must not send these files again.
+        return "\n".join(msgs), _doc_table(s), gr.update(choices=srcs), gr.update(choices=srcs), None
 
-    def delete(name, source, request: gr.Request, progress=gr.Progress()):
+    def ask_delete_doc(name, source, request: gr.Request):
+        """The confirmation, naming the document (nothing is removed yet)."""
+        try:
+            managed(name, request, change=True)
+        except KBError as e:
+            return gr.update(visible=False), "", None, f"{e}"
+        if not source:
+            return gr.update(visible=False), "", None, "请先选择要删除的文档。"
+        return (gr.update(visible=True), f"确认删除文档 **{md_text(source)}**？删除后 {recycle.KEEP_DAYS} 天内可在下方“回收站”中恢复。",
+                [name, source], "")
+
+    def delete(target, request: gr.Request, progress=gr.Progress()):
+        name, source = target or (None, None)
         try:
             base, s, _ = managed(name, request, change=True)
+            if not source:
+                return "请先选择要删除的文档。", _doc_table(s), gr.update(), gr.update()
+            registry.delete_document(base.id, source, user_of(request))
         except KBError as e:
-            return f"{e}", gr.update(), gr.update(), gr.update()
-        if not source:
-            return "请先选择要删除的文档。", _doc_table(s), gr.update(), gr.update()
-        try:
-            kb.delete_document(s, source)
-        except kb.UploadRejected as e:
-            return f"删除失败：{e}", _doc_table(s), gr.update(), gr.update()
-        msg = f"已删除：{source}\n" + reindex(name, request, progress)
+            return f"删除失败：{e}", gr.update(), gr.update(), gr.update()
+        msg = f"已删除：{source}（{recycle.KEEP_DAYS} 天内可在“回收站”中恢复）\n" + reindex(name, request, progress)
         srcs = sources_of(s)
         return msg, _doc_table(s), gr.update(choices=srcs, value=None), gr.update(choices=srcs, value=None)
+
+    def recycle_view(request: gr.Request):
+        """The recycle bin as this user may restore from it: a table and the picker."""
+        now = time.time()
+        items = registry.restorable(user_of(request))
+        rows = [["知识库" if i.kind == "base" else "文档", i.name, i.kb_name, i.by or "—",
+                 time.strftime("%Y-%m-%d %H:%M", time.localtime(i.deleted)), f"{i.days_left(now)} 天"] for i in items]
+        return rows, gr.update(choices=[(i.label, i.id) for i in items], value=None)
+
+    def restore(item_id, request: gr.Request, progress=gr.Progress()):
+        if not item_id:
+            return "请先在回收站中选择要恢复的项。", gr.update(), gr.update(), gr.update(), gr.update()
+        try:
+            item, base = registry.restore(item_id, user_of(request))
+        except KBError as e:
+            return f"恢复失败：{e}", gr.update(), gr.update(), gr.update(), gr.update()
+        msg = f"已恢复{item.label}" + (f"，名称改为“{base.name}”（原名已被占用）" if item.kind == "base" and base.name != item.name else "")
+        if item.kind == "document":
+            try:
+                msg += "\n" + reindex(base.id, request, progress)
+            except KBError as e:
+                msg += f"\n（未能重新索引：{e}）"
+        choices = kb_choices(request)
+        return msg, kb_lists(request, base.id), gr.update(choices=choices), *recycle_view(request)
 
     def do_reindex(name, request: gr.Request, progress=gr.Progress()):
         try:
@@ -757,6 +836,18 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
             return f"重命名失败：{e}", gr.update(), gr.update(choices=kb_choices(request))
         return f"已重命名为：{base.name}", kb_lists(request, base.id), gr.update(choices=kb_choices(request))
 
+    def ask_delete_kb(kb_id, request: gr.Request):
+        """The confirmation, naming the base and how many documents go with it."""
+        try:
+            base = registry.managed(kb_id or None, user_of(request))
+            if base.id == DEFAULT_ID:
+                raise KBError("默认知识库不能删除")
+        except KBError as e:
+            return gr.update(visible=False), "", None, f"{e}"
+        n = len(kb.list_documents(registry.settings_for(base)))
+        return (gr.update(visible=True), f"确认删除知识库 **{md_text(base.name)}**（含 {n} 个文档）？删除后 {recycle.KEEP_DAYS} 天内"
+                                         "可在下方“回收站”中恢复。", base.id, "")
+
     def kb_delete(kb_id, request: gr.Request):
         try:
             base = registry.managed(kb_id or None, user_of(request))
@@ -764,7 +855,8 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
         except KBError as e:
             return f"删除失败：{e}", gr.update(), gr.update(choices=kb_choices(request))
         choices = kb_choices(request)
-        return f"已删除知识库：{base.name}", kb_lists(request), gr.update(choices=choices, value=[i for _, i in choices][:1])
+        return (f"已删除知识库：{base.name}（{recycle.KEEP_DAYS} 天内可在“回收站”中恢复）", kb_lists(request),
+                gr.update(choices=choices, value=[i for _, i in choices][:1]))
 
     def show_chunks(name, source, request: gr.Request):
         try:
@@ -835,6 +927,7 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
                         with gr.Row():
                             rename_btn = gr.Button("重命名", size="sm", elem_id="conv-rename")
                             del_conv_btn = gr.Button("删除", size="sm", variant="stop", elem_id="conv-delete")
+                        ok_conv = confirm_box("confirm-conv")
                         with gr.Row():
                             md_btn = gr.Button("导出 Markdown", size="sm", elem_id="conv-export-md")
                             docx_btn = gr.Button("导出 Word", size="sm", elem_id="conv-export-docx")
@@ -863,6 +956,7 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
                     kb_create_btn = gr.Button("新建知识库", elem_id="kb-create")
                     kb_rename_btn = gr.Button("重命名", elem_id="kb-rename")
                     kb_delete_btn = gr.Button("删除知识库", variant="stop", elem_id="kb-delete")
+                ok_kb = confirm_box("confirm-kb")
                 kb_info = gr.Markdown(elem_id="kb-info")
                 # No file_types: Gradio's own check answers in English ("Invalid file type"); the upload
                 # handler refuses other types in Chinese, naming the supported ones (rag/serve/kb.py).
@@ -878,11 +972,18 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
                 with gr.Row():
                     pick = gr.Dropdown([], label="选择文档", elem_id="delete-pick")
                     del_btn = gr.Button("删除所选文档", variant="stop", elem_id="delete-btn")
+                ok_doc = confirm_box("confirm-doc")
                 faq_sec = faq_section(lambda name, request: managed(name, request, change=True)[1], kb_manage)
                 with gr.Accordion("查看段落（索引中的分块）", open=False, elem_id="chunk-view"):
                     chunk_doc = gr.Dropdown([], label="文档", elem_id="chunk-doc")
                     chunk_table = gr.Dataframe([], headers=["段落 id", "标题路径", "页码", "反馈", "正文"], interactive=False,
                                                wrap=True, column_widths=["12%", "20%", "6%", "8%", "54%"], elem_id="chunk-table")
+                with gr.Accordion(f"回收站（删除的知识库与文档保留 {recycle.KEEP_DAYS} 天）", open=False, elem_id="recycle") as bin_acc:
+                    bin_table = gr.Dataframe([], headers=["类型", "名称", "所在知识库", "删除人", "删除时间", "剩余"], interactive=False,
+                                             elem_id="recycle-table")
+                    with gr.Row():
+                        bin_pick = gr.Dropdown([], label="选择要恢复的项", elem_id="recycle-pick")
+                        bin_restore = gr.Button("恢复", elem_id="recycle-restore")
                 with gr.Accordion("命中测试（检索测试）", open=False, elem_id="hit-test"):
                     with gr.Row():
                         hit_q = gr.Textbox(label="检索词", elem_id="hit-query", scale=4)
@@ -923,7 +1024,8 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
         new_btn.click(new_chat, None, conv_outs)
         conv_pick.input(open_conv, [conv_pick], conv_outs)
         rename_btn.click(rename_conv, [conv, conv_title], [conv_pick, conv_msg])
-        del_conv_btn.click(delete_conv, [conv], conv_outs)
+        del_conv_btn.click(ask_delete_conv, [conv], [ok_conv.box, ok_conv.text, ok_conv.target, conv_msg])
+        ok_conv.yes.click(delete_conv, [ok_conv.target], conv_outs).then(ok_conv.close, None, ok_conv.outputs)
         md_btn.click(export_md, [conv], [conv_file, conv_msg])
         docx_btn.click(export_docx, [conv], [conv_file, conv_msg])
         chatbot.like(on_like, [turn_ids], [pending, fb_form, fb_msg]).then(rate_saved, [pending], None)
@@ -935,14 +1037,21 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
         kb_outs = [table, pick, chunk_doc, kb_info]
         kb_manage.change(kb_view, kb_manage, kb_outs)
         kb_manage.change(faq_sec.refresh, faq_sec.refresh_inputs, faq_sec.refresh_outputs)
-        upload_btn.click(upload, [kb_manage, files], [kb_msg, table, pick, chunk_doc])
+        upload_btn.click(upload, [kb_manage, files], [kb_msg, table, pick, chunk_doc, files])
         reindex_btn.click(do_reindex, kb_manage, [kb_msg, table, pick, chunk_doc])
         gr.Timer(5).tick(vector_status, kb_manage, vec_msg)  # 向量索引 63%，预计 41 分钟
         kb_manage.change(vector_status, kb_manage, vec_msg)
-        del_btn.click(delete, [kb_manage, pick], [kb_msg, table, pick, chunk_doc])
+        bin_outs = [bin_table, bin_pick]
+        del_btn.click(ask_delete_doc, [kb_manage, pick], [ok_doc.box, ok_doc.text, ok_doc.target, kb_msg])
+        ok_doc.yes.click(delete, [ok_doc.target], [kb_msg, table, pick, chunk_doc]).then(
+            ok_doc.close, None, ok_doc.outputs).then(recycle_view, None, bin_outs)
+        bin_acc.expand(recycle_view, None, bin_outs)
+        bin_restore.click(restore, [bin_pick], [kb_msg, kb_manage, kb_pick, *bin_outs])
         kb_create_btn.click(kb_create, kb_new_name, [kb_msg, kb_manage, kb_pick])
         kb_rename_btn.click(kb_rename, [kb_manage, kb_new_name], [kb_msg, kb_manage, kb_pick])
-        kb_delete_btn.click(kb_delete, kb_manage, [kb_msg, kb_manage, kb_pick])
+        kb_delete_btn.click(ask_delete_kb, kb_manage, [ok_kb.box, ok_kb.text, ok_kb.target, kb_msg])
+        ok_kb.yes.click(kb_delete, [ok_kb.target], [kb_msg, kb_manage, kb_pick]).then(
+            ok_kb.close, None, ok_kb.outputs).then(recycle_view, None, bin_outs)
         chunk_doc.change(show_chunks, [kb_manage, chunk_doc], chunk_table)
         hit_btn.click(hit_test, [kb_manage, hit_q], [hit_table, hit_msg])
         hit_q.submit(hit_test, [kb_manage, hit_q], [hit_table, hit_msg])
