@@ -23,7 +23,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from rag import store  # noqa: E402
+from rag.index import store  # noqa: E402
 from rag.index.bm25 import BM25Index  # noqa: E402
 from rag.index.tokenizer import Tokenizer  # noqa: E402
 from rag.settings import load_settings  # noqa: E402
@@ -69,7 +69,7 @@ def main() -> None:
             if m is None:
                 print("no index/: run `kexie index` first; skipping the corpus size")
                 continue
-            docs = [t for _, t in sorted(store.read_tokens(s.index_dir / m.generation).items())]
+            docs = store.read_tokens(s.index_dir / m.generation)
             label = f"corpus ({len(docs)} chunks)"
         else:
             docs = []

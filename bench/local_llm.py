@@ -22,8 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from evals.dataset import load_dataset  # noqa: E402
-from evals.runner import answer_metrics  # noqa: E402
+from rag.evaluate.dataset import load_dataset  # noqa: E402
+from rag.evaluate.runner import answer_metrics  # noqa: E402
 from rag.answer.assistant import Assistant  # noqa: E402
 from rag.answer.verify import has_content  # noqa: E402
 from rag.index.indexer import index_corpus  # noqa: E402

@@ -187,7 +187,7 @@ def cmd_ask(s: Settings, args) -> int:
 
 
 def cmd_eval(s: Settings, args) -> int:
-    from evals.runner import main as eval_main
+    from rag.evaluate.runner import main as eval_main
 
     return eval_main(s, args)
 

@@ -6,12 +6,9 @@ import hashlib
 import sys
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rag.text import normalize
-
-if TYPE_CHECKING:
-    from rag.answer.faq import FaqMatch
 
 
 class _Choice(str, Enum):
@@ -177,6 +174,55 @@ class Citation:
 CLOSEST = 3  # passages a refusal offers in place of citations ("以下是最接近的段落")
 
 
+# -- curated question/answer pairs (标准问答), matched before the documents are read ------------------
+@dataclass
+class FaqPair:
+    id: str  # the row's id column, else q0001… by position (unique within its file)
+    question: str
+    answer: str
+    file: str  # file name in the FAQ folder
+    row: int  # the row as staff see it: JSONL line, spreadsheet row (header = 1)
+    evidence: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        """Unique across the folder: file and id, plus a digest of the question, so a key picked before
+        another edit shifted the rows never reaches a different pair."""
+        digest = hashlib.sha1(self.question.encode("utf-8")).hexdigest()[:8]
+        return f"{self.file}#{self.id}#{digest}"
+
+    @property
+    def where(self) -> str:
+        return f"{self.file} 第 {self.row} 行"
+
+
+@dataclass
+class FaqMatch:
+    pair: FaqPair
+    score: float
+
+    @property
+    def question(self) -> str:
+        return self.pair.question
+
+    @property
+    def answer(self) -> str:
+        return self.pair.answer
+
+    @property
+    def file(self) -> str:
+        return self.pair.file
+
+    @property
+    def row(self) -> int:
+        return self.pair.row
+
+    def to_json(self) -> dict:
+        return {"question": self.pair.question, "answer": self.pair.answer, "source": self.pair.file, "row": self.pair.row,
+                "score": round(float(self.score), 4)}
+
+
 @dataclass
 class Answer:
     question: str
@@ -191,7 +237,7 @@ class Answer:
     confidence: float = 0.0  # extractive: the ranker's probability for the best candidate sentence
     generation: str = ""  # the index generation the answer was served from
     timings: dict[str, float] = field(default_factory=dict)
-    faq: "FaqMatch | None" = None  # the curated pair (标准答案) the question matched, if any
+    faq: FaqMatch | None = None  # the curated pair (标准答案) the question matched, if any
 
     def closest(self) -> list[Citation]:
         """For a refusal, the passages it offers instead, numbered like citations (they support nothing)."""

@@ -114,8 +114,8 @@ class Settings:
     isolate_parsing: bool = True
     parse_memory_mb: int = 2048
     parse_seconds: int = 300
-    upload_extensions: tuple[str, ...] = (".txt", ".md", ".pdf", ".ofd", ".docx", ".doc", ".wps", ".xlsx", ".xls", ".csv", ".et",
-                                          ".pptx", ".dps", ".html", ".htm")
+    # Types the page accepts; empty: every type the loaders read (rag.ingest.loaders.SUPPORTED).
+    upload_extensions: tuple[str, ...] = ()
 
     def replace(self, **changes: Any) -> "Settings":
         """Copy with the non-None changes applied (CLI flags pass None for 'not given')."""

@@ -84,3 +84,22 @@ def test_an_index_in_another_format_is_refused(tmp_path):
     meta.write_text(meta.read_text().replace('"format": 1', '"format": 99'))
     with pytest.raises(ValueError, match="格式"):
         BM25Index.load(tmp_path / "b")
+
+
+def test_several_bases_are_fused_by_the_same_rrf():
+    """The page's multi-base passages (rag/serve/multi.py) use the retriever's `rrf`: first places of every
+    base before second places, base order breaking ties, ranks renumbered, k kept."""
+    from pathlib import Path
+
+    from rag.models import Chunk, Hit
+    from rag.serve.kbs import KB
+    from rag.serve.multi import fuse
+
+    def hits(base: str, n: int) -> list[Hit]:
+        return [Hit(Chunk(f"{base}{i}", f"{base}.txt", "", "", None, i, f"{base}{i}"), 0.0, rank=i) for i in range(n, 0, -1)]
+
+    a, b = (KB(x, x, Path(x), Path(x), Path(x)) for x in ("a", "b"))
+    got = fuse([(a, hits("a", 3)), (b, hits("b", 2))], k=4)
+    assert [(kb.id, h.chunk.id, h.rank) for kb, h in got] == [("a", "a1", 1), ("b", "b1", 2), ("a", "a2", 3), ("b", "b2", 4)]
+    assert got[0][1].score == got[1][1].score == 1 / 61 and got[2][1].score == 1 / 62
+    assert fuse([(a, []), (b, hits("b", 1))], k=5)[0][1].chunk.id == "b1"  # a base with nothing found

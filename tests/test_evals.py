@@ -9,9 +9,9 @@ from collections import Counter
 import pytest
 from conftest import CORPUS, PROJECT_ROOT, shared
 
-from evals.dataset import check_evidence, load_dataset
-from evals.metrics import char_f1, covers, relevance, retrieval_metrics, rouge_l
-from evals.runner import evaluate
+from rag.evaluate.dataset import check_evidence, load_dataset
+from rag.evaluate.metrics import char_f1, covers, relevance, retrieval_metrics, rouge_l
+from rag.evaluate.runner import evaluate
 
 DEV = PROJECT_ROOT / "evals" / "dev.jsonl"
 DEV_HELDOUT = PROJECT_ROOT / "evals" / "dev_heldout.jsonl"  # reported only: never trained or tuned on
@@ -172,14 +172,14 @@ def test_cmrc_smoke(tmp_path):
     ("组建374支[1]。", ["375支"], False), ("共[1]2项", ["12项"], False),
 ])
 def test_accuracy_ignores_citation_markers(answer, keys, ok):
-    from evals.metrics import contains_all
+    from rag.evaluate.metrics import contains_all
 
     assert contains_all(answer, keys) is ok
 
 
 def test_progress_names_the_langchain_baseline_while_it_is_built(corpus_index, monkeypatch):
     """The 评测 page shows the stage: building the LangChain baseline is its own, not the last config's."""
-    from evals import runner
+    from rag.evaluate import runner
 
     stages, seen_at_build = [], []
 

@@ -85,7 +85,7 @@ def test_must_include_from_a_correction(correction, want):
 
 
 def test_export_lines_run_through_the_eval_loader(hist, tmp_path):
-    from evals.dataset import load_dataset
+    from rag.evaluate.dataset import load_dataset
 
     cid = hist.create("o", "q")
     up = hist.add_turn("o", cid, answer(), "kb")
@@ -122,8 +122,8 @@ def test_a_correction_nothing_can_be_required_of_is_reviewed_not_scored(hist):
 def test_a_corrected_wrong_answer_scores_wrong_in_eval(hist, tmp_path):
     """👎 + correction on a wrong answer, exported and scored as `kexie eval` scores it: the same wrong
     answer is wrong, an answer with the corrected figure is right."""
-    from evals.dataset import load_dataset
-    from evals.runner import answer_metrics
+    from rag.evaluate.dataset import load_dataset
+    from rag.evaluate.runner import answer_metrics
 
     cid = hist.create("o", "q")
     wrong = answer(text="组建了100支[1]。")

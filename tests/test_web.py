@@ -50,6 +50,21 @@ def test_oversize_and_bad_extension_refused(kb_settings, tmp_path):
     assert kb.save_upload(kb_settings, ofd, "函.ofd").path.name == "函.ofd"
 
 
+def test_every_type_the_index_reads_can_be_uploaded(kb_settings, tmp_path):
+    """The upload filter comes from the loaders' list (.markdown and .xlsm were indexed but refused on upload);
+    an admin may still narrow it."""
+    from rag.ingest.loaders import SUPPORTED
+
+    src = tmp_path / "s.txt"
+    src.write_text("内容", encoding="utf-8")
+    assert kb.upload_types(kb_settings) == SUPPORTED and len(set(SUPPORTED)) == len(SUPPORTED)
+    for ext in (".markdown", ".xlsm", ".htm", ".ofd"):
+        assert kb.save_upload(kb_settings, src, f"a{ext}").path.suffix == ext
+    narrowed = kb_settings.replace(upload_extensions=(".txt",))
+    with pytest.raises(kb.UploadRejected, match=r"不支持的文件类型 \.md，支持 \.txt$"):
+        kb.save_upload(narrowed, src, "b.md")
+
+
 def test_odd_names_are_sanitised_inside_corpus(kb_settings, tmp_path):
     src = tmp_path / "s.txt"
     src.write_text("内容", encoding="utf-8")

@@ -38,8 +38,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from evals.dataset import load_dataset  # noqa: E402
-from evals.metrics import covers  # noqa: E402
+from rag.evaluate.dataset import load_dataset  # noqa: E402
+from rag.evaluate.metrics import covers  # noqa: E402
 from rag.e5 import reader as R  # noqa: E402
 from rag.e5 import file as e5file  # noqa: E402
 from rag.e5.model import encoder, pad_rows  # noqa: E402

@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from evals.runner import judge_hits, passage  # noqa: E402
+from rag.evaluate.runner import judge_hits, passage  # noqa: E402
 from rag.index.indexer import index_corpus  # noqa: E402
 from rag.ingest.qa_pairs import load_dataset  # noqa: E402
 from rag.search.retrieval import Retriever  # noqa: E402

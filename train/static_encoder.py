@@ -124,7 +124,7 @@ class DevSet:
     """Chunks of corpus/ as the indexer makes them and the dev questions; vector-only hit@5 / MRR, brute force."""
 
     def __init__(self, tok, ids: dict[str, int]):
-        from evals.metrics import relevance, retrieval_metrics
+        from rag.evaluate.metrics import relevance, retrieval_metrics
         from rag.index.indexer import chunk_file
         from rag.ingest.qa_pairs import load_dataset
         from rag.settings import load_settings

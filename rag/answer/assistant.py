@@ -21,6 +21,7 @@ from rag.answer.llm import (
 )
 from rag.answer.parts import split_parts
 from rag.answer.verify import has_content, strip_placeholders, verify_citations
+from rag.answer.wording import CLOSEST, REFUSAL
 from rag.e5 import file as e5file
 from rag.models import Answer, Backend, Hit
 from rag.search import structure
@@ -30,7 +31,6 @@ from rag.settings import Settings
 
 log = logging.getLogger("kexie.answer")
 
-REFUSAL = "根据现有资料未找到与该问题相关的内容。"
 FAQ_MARK = "【标准答案】"
 DOC_MARK = "【资料依据】"
 
@@ -167,7 +167,7 @@ class Assistant:
         absent = structure.absent_articles(q, snap.docs)
         if absent:  # the named regulation has no such article: say so, never quote another law's article
             refused = self._refuse(base)
-            refused.answer = f"{REFUSAL}{absent}" + ("以下是最接近的段落，供参考。" if hits else "")
+            refused.answer = f"{REFUSAL}{absent}" + (CLOSEST if hits else "")
             yield refused
             return
         turn = Turn(standalone, q, hits, k, mode, snap)
@@ -219,7 +219,7 @@ class Assistant:
     # -- backends ---------------------------------------------------------------------------
     def _refuse(self, a: Answer) -> Answer:
         a.refused = True
-        a.answer = REFUSAL + ("以下是最接近的段落，供参考。" if a.retrieved else "")
+        a.answer = REFUSAL + (CLOSEST if a.retrieved else "")
         a.citations = []
         return a
 

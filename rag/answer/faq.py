@@ -22,11 +22,12 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from rag.models import FaqMatch, FaqPair
 from rag.ingest.qa_pairs import EXTENSIONS, Item, load_dataset
 from rag.search.question import analyze
 from rag.text import CN_NUMERAL, normalize, parse_cn_int
@@ -175,54 +176,6 @@ def similarity(q: Features, p: Features, cosine: float, weight: float, how: str,
 
 
 # -- pairs --------------------------------------------------------------------------------------
-@dataclass
-class FaqPair:
-    id: str  # the row's id column, else q0001… by position (unique within its file)
-    question: str
-    answer: str
-    file: str  # file name in the FAQ folder
-    row: int  # the row as staff see it: JSONL line, spreadsheet row (header = 1)
-    evidence: list[str] = field(default_factory=list)
-    sources: list[str] = field(default_factory=list)
-
-    @property
-    def key(self) -> str:
-        """Unique across the folder: file and id, plus a digest of the question, so a key picked before
-        another edit shifted the rows never reaches a different pair."""
-        digest = hashlib.sha1(self.question.encode("utf-8")).hexdigest()[:8]
-        return f"{self.file}#{self.id}#{digest}"
-
-    @property
-    def where(self) -> str:
-        return f"{self.file} 第 {self.row} 行"
-
-
-@dataclass
-class FaqMatch:
-    pair: FaqPair
-    score: float
-
-    @property
-    def question(self) -> str:
-        return self.pair.question
-
-    @property
-    def answer(self) -> str:
-        return self.pair.answer
-
-    @property
-    def file(self) -> str:
-        return self.pair.file
-
-    @property
-    def row(self) -> int:
-        return self.pair.row
-
-    def to_json(self) -> dict:
-        return {"question": self.pair.question, "answer": self.pair.answer, "source": self.pair.file, "row": self.pair.row,
-                "score": round(float(self.score), 4)}
-
-
 class FaqFileError(ValueError):
     """A FAQ file that cannot be used; str() names the file and the reason (in Chinese)."""
 

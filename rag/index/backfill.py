@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from rag.index import store
+from rag.index.faults import fault_point
 from rag.index.embeddings import Embedder, load_embedder
 from rag.index.store import VectorState
 from rag.index.vectors import VectorStore
@@ -251,7 +252,6 @@ def fill(settings: Settings, embedder: Embedder | None = None, vectors: VectorSt
     Returns the final state; None when another process is filling (with `block=False`), there is no index,
     the base's index folder was deleted, the base was rebuilt under another identity, or the current
     generation is damaged (the retriever falls back to an older one; `kexie index --rebuild` repairs)."""
-    from rag.index.indexer import fault_point
 
     index_dir = settings.index_dir
     if not index_dir.is_dir():

@@ -5,8 +5,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import logging
-import os
-import signal
 import sys
 import time
 from collections import Counter
@@ -17,6 +15,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from rag.index import backfill, store
+from rag.index.faults import fault_point
 from rag.index.bm25 import BM25Index
 from rag.ingest.chunking import CHUNKER_VERSION
 from rag.index.embeddings import Embedder
@@ -69,12 +68,6 @@ def index_lock(index_dir: Path):
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def fault_point(stage: str) -> None:
-    """Crash-safety tests set KEXIE_FAULT=<stage> to SIGKILL the indexer exactly here."""
-    if os.environ.get("KEXIE_FAULT") == stage:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def sha1_file(path: Path) -> str:

@@ -15,7 +15,9 @@ from rag.ingest.tables import fill, markdown, plausible
 from rag.models import Document, Page
 from rag.text import HAN, HAN_CHAR
 
-SUPPORTED = (".txt", ".md", ".markdown", ".pdf", ".ofd", ".docx", *office.SPREADSHEETS, *office.SLIDES, *office.WEB, *office.LEGACY)
+# Every type a file may have to be indexed, and (unless the admin narrows it: upload_extensions) uploaded.
+SUPPORTED = tuple(dict.fromkeys((".txt", ".md", ".markdown", ".pdf", ".ofd", ".docx", *office.SPREADSHEETS, *office.SLIDES,
+                                 *office.WEB, *office.LEGACY)))
 __all__ = ["LimitExceeded", "LoadError", "SUPPORTED", "Skipped", "decode_text", "load", "walk_corpus"]
 
 

@@ -215,7 +215,7 @@ class EvalRuns:
                "finished": None, "error": "", "progress": {"done": 0, "total": 0, "stage": ""}, "questions": 0,
                "owner_pid": os.getpid(), "owner_token": _TOKEN}
         try:
-            from evals.dataset import load_dataset
+            from rag.evaluate.dataset import load_dataset
 
             rec["questions"] = len(load_dataset(d / f"dataset{ext}"))
             if not rec["questions"]:
@@ -309,8 +309,8 @@ class EvalRuns:
 def outcome_rows(items, records: list[dict]) -> list[dict]:
     """One row per question: the answer judged as `kexie eval` judges it, and where the first relevant
     passage ranked among those the answer was built from."""
-    from evals.metrics import contains_all, relevance
-    from evals.runner import passage
+    from rag.evaluate.metrics import contains_all, relevance
+    from rag.evaluate.runner import passage
 
     by_id = {r["id"]: r for r in records}
     rows = []
@@ -341,7 +341,7 @@ def outcome_rows(items, records: list[dict]) -> list[dict]:
 
 
 def write_outcomes(run_dir: Path) -> list[dict]:
-    from evals.dataset import load_dataset
+    from rag.evaluate.dataset import load_dataset
 
     items = load_dataset(next(run_dir.glob("dataset.*")))
     records = [json.loads(x) for x in (run_dir / "results.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()]

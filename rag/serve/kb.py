@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rag.index import store
-from rag.ingest.loaders import walk_corpus
+from rag.ingest.loaders import SUPPORTED, walk_corpus
 from rag.ingest.metadata import DocMeta, group_versions
 from rag.settings import Settings
 
@@ -44,6 +44,11 @@ def safe_name(name: str) -> str:
     if not name or name in (".", ".."):
         raise UploadRejected("文件名无效")
     return name[:150]
+
+
+def upload_types(settings: Settings) -> tuple[str, ...]:
+    """What the page accepts: what the admin configured, else every type the index reads."""
+    return tuple(settings.upload_extensions) or SUPPORTED
 
 
 def resolve_in_corpus(settings: Settings, source: str) -> Path:
@@ -76,8 +81,9 @@ def save_upload(settings: Settings, tmp_path: str | Path, original_name: str) ->
         raise UploadRejected(f"文件名“{original_name}”含路径，已拒绝")
     name = safe_name(raw)
     ext = Path(name).suffix.lower()
-    if ext not in settings.upload_extensions:
-        raise UploadRejected(f"“{name}”：不支持的文件类型 {ext or '（无扩展名）'}，支持 {' '.join(settings.upload_extensions)}")
+    allowed = upload_types(settings)
+    if ext not in allowed:
+        raise UploadRejected(f"“{name}”：不支持的文件类型 {ext or '（无扩展名）'}，支持 {' '.join(allowed)}")
     size = src.stat().st_size
     if size > settings.max_upload_mb * 2**20:
         raise UploadRejected(f"“{name}”：文件过大（{size / 2**20:.1f} MB，上限 {settings.max_upload_mb} MB）")

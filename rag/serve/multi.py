@@ -6,15 +6,17 @@ from __future__ import annotations
 from dataclasses import replace
 
 from rag.models import Answer, Hit
+from rag.search.fusion import rrf
 from rag.serve.kbs import KB, Registry
 
-RRF_K = 60
-
-
 def fuse(per_base: list[tuple[KB, list[Hit]]], k: int) -> list[tuple[KB, Hit]]:
-    scored = [(1.0 / (RRF_K + h.rank), kb, h) for kb, hits in per_base for h in hits]
-    scored.sort(key=lambda x: -x[0])
-    return [(kb, replace(h, rank=i + 1, score=s)) for i, (s, kb, h) in enumerate(scored[:k])]
+    """The bases' passages in one list by reciprocal-rank fusion (the retriever's own `rrf`)."""
+    flat = [(kb, h) for kb, hits in per_base for h in sorted(hits, key=lambda h: h.rank)]
+    rankings, start = [], 0
+    for _, hits in per_base:
+        rankings.append(list(range(start, start + len(hits))))
+        start += len(hits)
+    return [(flat[i][0], replace(flat[i][1], rank=n + 1, score=s)) for n, (i, s) in enumerate(rrf(rankings)[:k])]
 
 
 def ask_many(registry: Registry, bases: list[KB], question: str, history: list, **kw) -> tuple[Answer, KB, list[tuple[KB, Hit]]]:

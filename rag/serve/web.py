@@ -19,6 +19,7 @@ import gradio as gr
 from rag.answer.assistant import Assistant
 from rag.answer.candidates import split_sentences
 from rag.answer.instructions import looks_like_instruction
+from rag.answer.wording import CLOSEST_HEAD
 from rag.index import backfill
 from rag.index.indexer import reindex_live
 from rag.ingest import tables
@@ -343,7 +344,7 @@ def render_cards(cards: list[dict], refused: bool, generation: str, faq: str = "
     key = f"{turn}-" if turn else ""
     out = [faq] if faq else []
     if refused:
-        out.append("<div class='refused-note'>资料中未找到答案。以下是最接近的段落：</div>")
+        out.append(f"<div class='refused-note'>{CLOSEST_HEAD}</div>")
     for c in cards:
         meta = []
         if c.get("label"):
@@ -960,7 +961,7 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
                 kb_info = gr.Markdown(elem_id="kb-info")
                 # No file_types: Gradio's own check answers in English ("Invalid file type"); the upload
                 # handler refuses other types in Chinese, naming the supported ones (rag/serve/kb.py).
-                files = gr.File(label="上传文档（txt / md / pdf / ofd / docx / xlsx / pptx / html …，可多选）",
+                files = gr.File(label=f"上传文档（{' / '.join(t.lstrip('.') for t in kb.upload_types(settings))}，可多选）",
                                 file_count="multiple", elem_id="upload")
                 with gr.Row():
                     upload_btn = gr.Button("上传并索引", variant="primary", elem_id="upload-btn")

@@ -32,7 +32,7 @@ from .metrics import (
 RETRIEVAL_CONFIGS = (*RetrievalMode.choices(), "fused", "langchain")
 _PLAIN = {"bm25": ("bm25", False), "vector": ("vector", False), "fused": ("hybrid", False)}
 # The checkout this runner belongs to (its ../shared holds the CMRC files), else the working directory.
-_REPO = Path(__file__).resolve().parent.parent
+_REPO = Path(__file__).resolve().parent.parent.parent  # the checkout (rag/evaluate/ -> rag/ -> it)
 CMRC_PATH = next((p for p in (_REPO.parent / "shared" / "bench" / "cmrc2018_trial.json",
                               Path.cwd().parent / "shared" / "bench" / "cmrc2018_trial.json") if p.is_file()),
                  _REPO.parent / "shared" / "bench" / "cmrc2018_trial.json")

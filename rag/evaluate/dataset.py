@@ -1,14 +1,14 @@
 """Q&A datasets: JSONL (one object per line), CSV or XLSX with the same columns.
 
 The loader lives in rag/ingest/qa_pairs.py (the FAQ pairs use it too); it is re-exported here so
-`from evals.dataset import Item, load_dataset` keeps working. Evidence checks are eval-only."""
+`from rag.evaluate.dataset import Item, load_dataset` works. Evidence checks are eval-only."""
 
 from __future__ import annotations
 
-from rag.ingest.qa_pairs import LIST_FIELDS, Item, _as_list, _item, load_dataset
+from rag.ingest.qa_pairs import LIST_FIELDS, Item, load_dataset
 from rag.text import normalize
 
-__all__ = ["LIST_FIELDS", "Item", "_as_list", "_item", "check_evidence", "compact", "load_dataset"]
+__all__ = ["LIST_FIELDS", "Item", "check_evidence", "compact", "load_dataset"]
 
 
 def compact(text: str) -> str:
