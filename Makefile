@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 TORCH_INDEX   ?=
 
-.PHONY: install local-llm run index test bench train-reader clean
+.PHONY: install local-llm run index test bench train-reader clean test-fast
 
 install: $(VENV)/.installed
 
@@ -46,6 +46,10 @@ $(VENV)/.installed-llm: $(VENV)/.installed
 
 $(VENV)/.installed-test: $(VENV)/.installed $(VENV)/.installed-llm
 	touch $@
+
+# The unit tier only (no model, index, server or browser; tests/conftest.py places each test): under a minute.
+test-fast: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -m unit -q
 
 test: $(VENV)/.installed-test
 	bash scripts/test-deps.sh

@@ -19,6 +19,25 @@ OUT = PROJECT_ROOT / "test-output"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+# Test tiers, derived from what a test needs, so a new test lands in the right one (`make test-fast` runs
+# the unit tier; `make test` runs all). e2e: a real app server or browser; integration: the embedding
+# model, a built index, or anything marked slow; unit: the rest.
+E2E_FIXTURES = {"page", "app_url", "app", "site", "chroma_server", "tab_app", "small_app", "granted_app"}
+HEAVY_FIXTURES = {"embedder", "corpus_index", "retriever", "tuning_index", "shipped", "small", "static", "nano", "e5",
+                  "local_assistant", "laws", "table_kb", "bench_result", "done_run", "hostile", "bad_corpus"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        needs = set(getattr(item, "fixturenames", ()))
+        if item.get_closest_marker("e2e") or needs & E2E_FIXTURES:
+            item.add_marker(pytest.mark.e2e)
+        elif item.get_closest_marker("slow") or needs & HEAVY_FIXTURES:
+            item.add_marker(pytest.mark.integration)
+        else:
+            item.add_marker(pytest.mark.unit)
+
+
 def shared(*parts: str) -> Path:
     """A path under ../shared, or skip the test when ../shared is absent (a user's fresh clone)."""
     p = SHARED.joinpath(*parts)

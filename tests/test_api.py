@@ -350,6 +350,7 @@ def api_client(tmp_path, **over):
                       base_url="http://127.0.0.1:7860", client=("127.0.0.1", 50000)), registry
 
 
+@pytest.mark.slow
 def test_without_keys_open_on_loopback_only(tmp_path):
     client, _ = api_client(tmp_path, host="127.0.0.1")
     assert client.get("/v1/models").status_code == 200

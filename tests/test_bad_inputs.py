@@ -627,6 +627,7 @@ def _need_ocr():
         pytest.skip(f"no CJK font to draw the test scan: {CJK_FONT}")
 
 
+@pytest.mark.slow
 def test_ocr_reads_a_generated_scan(tmp_path, out_dir):
     _need_ocr()
     from collections import Counter

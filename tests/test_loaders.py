@@ -100,6 +100,7 @@ def test_zip_that_is_not_docx(tmp_path):
         load(p)
 
 
+@pytest.mark.slow
 def test_real_pdfs_reading_order_pages_and_no_doubled_glyphs():
     d = shared("fixtures", "pdf")
     colophon = load(d / "simplified_chinese_colophon.pdf")

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from conftest import PROJECT_ROOT
 
 CHECK = """
@@ -22,6 +23,7 @@ print(json.dumps(failed))
 """
 
 
+@pytest.mark.slow
 def test_every_bench_and_train_script_imports():
     names = sorted(f"{p.parent.name}.{p.stem}" for d in ("bench", "train") for p in (PROJECT_ROOT / d).glob("*.py")
                    if p.name != "__init__.py")

@@ -443,6 +443,7 @@ def test_memory_ceiling_fails_the_file_and_the_others_are_indexed(hostile, tmp_p
     assert "工作总结.docx" in rep.added and NORMAL in rep.added
 
 
+@pytest.mark.slow
 def test_a_stuck_parser_is_killed_at_the_timeout(tmp_path, monkeypatch):
     """A parser stuck where no clock is checked (KEXIE_FAULT=parse_hang): the parent kills the child."""
     p = tmp_path / "工作总结.docx"
