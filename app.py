@@ -27,7 +27,9 @@ def main() -> int:
 
         print(f"首次启动：正在索引 {settings.corpus_dir} …", flush=True)
         rep = index_corpus(settings, progress=tty_progress(), wait=False)
-        print(f"索引完成：{rep.chunks} 个段落，{rep.searchable_seconds:.1f} 秒后可检索", flush=True)
+        for line in rep.file_lines():  # a first start says which files were skipped or failed, and why
+            print(f"  {line}", flush=True)
+        print(f"索引完成：{rep.summary()}", flush=True)
     import atexit
 
     from rag.answer.assistant import Assistant

@@ -105,22 +105,9 @@ def cmd_index(s: Settings, args) -> int:
     rep = index_corpus(s, rebuild=args.rebuild, progress=tty_progress(), wait=False)
     if rep.rebuilt:
         print(f"重建索引：{rep.rebuilt}")
-    for label, items in (("新增", rep.added), ("修改", rep.changed), ("删除", rep.removed)):
-        for x in items:
-            print(f"  {label}：{x}")
-    for a, b in rep.renamed:
-        print(f"  重命名：{a} → {b}")
-    for src, reason in sorted(rep.skipped.items()):
-        print(f"  跳过：{src}（{reason}）")
-    for src, notes in sorted(rep.warned.items()):
-        print(f"  注意 {src}：{'；'.join(notes)}")
-    for src, reason in sorted(rep.failed.items()):
-        print(f"  失败：{src}（{reason}）")
-    print(
-        f"完成：新增 {len(rep.added)}，修改 {len(rep.changed)}，删除 {len(rep.removed)}，重命名 {len(rep.renamed)}，"
-        f"未变 {rep.unchanged}，跳过 {len(rep.skipped)}，失败 {len(rep.failed)}；"
-        f"共 {rep.chunks} 个段落，{rep.searchable_seconds:.1f} 秒后可检索"
-    )
+    for line in rep.file_lines():
+        print(f"  {line}")
+    print(f"完成：{rep.summary()}")
     st = backfill.current_state(s)
     if st is not None and not st.complete:
         if args.wait:

@@ -330,3 +330,15 @@ def _row_keys(s):
 
     m = store.Manifest.read(s.index_dir)
     return [(c.source, c.position) for c in store.read_chunks(s.index_dir / m.generation)]
+
+
+def test_one_report_renderer_for_cli_and_page():
+    from rag.index.indexer import IndexReport
+
+    rep = IndexReport(added=["a.txt"], renamed=[("b.txt", "c.txt")], failed={"坏.pdf": "文件已损坏"},
+                      skipped={"x.exe": "不支持的文件类型"}, warned={"d.txt": ["已修复 3 个错误字节"]}, unchanged=4, chunks=12,
+                      searchable_seconds=1.26)
+    assert rep.file_lines() == ["新增：a.txt", "重命名：b.txt → c.txt", "跳过：x.exe（不支持的文件类型）",
+                                "注意 d.txt：已修复 3 个错误字节", "失败：坏.pdf（文件已损坏）"]
+    assert rep.summary() == "新增 1，修改 0，删除 0，重命名 1，未变 4，跳过 1，失败 1；共 12 个段落，1.3 秒后可检索"
+    assert IndexReport().file_lines() == []  # nothing to list: no lines

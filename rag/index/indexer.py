@@ -57,6 +57,21 @@ class IndexReport:
     def changes(self) -> int:
         return len(self.added) + len(self.changed) + len(self.removed) + len(self.renamed)
 
+    def file_lines(self) -> list[str]:
+        """One line per file added, changed, removed, renamed, skipped, repaired or failed (CLI and page alike)."""
+        out = [f"{label}：{x}" for label, items in (("新增", self.added), ("修改", self.changed), ("删除", self.removed))
+               for x in items]
+        out += [f"重命名：{a} → {b}" for a, b in self.renamed]
+        out += [f"跳过：{src}（{reason}）" for src, reason in sorted(self.skipped.items())]
+        out += [f"注意 {src}：{'；'.join(notes)}" for src, notes in sorted(self.warned.items())]
+        out += [f"失败：{src}（{reason}）" for src, reason in sorted(self.failed.items())]
+        return out
+
+    def summary(self) -> str:
+        return (f"新增 {len(self.added)}，修改 {len(self.changed)}，删除 {len(self.removed)}，重命名 {len(self.renamed)}，"
+                f"未变 {self.unchanged}，跳过 {len(self.skipped)}，失败 {len(self.failed)}；"
+                f"共 {self.chunks} 个段落，{self.searchable_seconds:.1f} 秒后可检索")
+
 
 @contextmanager
 def index_lock(index_dir: Path):

@@ -732,14 +732,10 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
             # Returns once the chat answers from the new generation, so "done" means searchable.
             rep = reindex_live(a.retriever, lambda stage, done, total: progress(done / max(total, 1), desc=stage))
         filling = fill_in_background(base.id, s, a.retriever)
-        lines = [f"索引完成（{base.name}）：新增 {len(rep.added)}，修改 {len(rep.changed)}，删除 {len(rep.removed)}，"
-                 f"失败 {len(rep.failed)}，共 {rep.chunks} 个段落，{rep.seconds:.1f} 秒后可检索。"]
+        lines = [f"索引完成（{base.name}）：{rep.summary()}。"]
         if filling:
             lines.append(f"{filling}（后台进行，期间检索使用已有向量与 BM25）")
-        lines += [f"- 失败：{src}（{r}）" for src, r in rep.failed.items()]
-        lines += [f"- 跳过：{src}（{r}）" for src, r in rep.skipped.items()]
-        lines += [f"- 注意：{src}（{'；'.join(n)}）" for src, n in rep.warned.items()]
-        return "\n".join(lines)
+        return "\n".join(lines + [f"- {line}" for line in rep.file_lines()])
 
     def upload(name, files, request: gr.Request, progress=gr.Progress()):
         try:
