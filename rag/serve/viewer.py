@@ -19,6 +19,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 from rag.models import Chunk
+from rag.text import TERMINAL
 
 MIN_OVERLAP = 2  # characters; a shorter match of one chunk's end and the next one's start is chance
 PDF_SCALE = 1.6  # page image pixels per PDF point
@@ -168,7 +169,7 @@ def _pieces(target: str, flat: str) -> list[str]:
     compact = re.sub(r"\s+", "", target)
     if compact and compact in flat:
         return [compact]
-    parts = re.split(r"(?<=[。！？；])|[\s|]+", target)
+    parts = re.split(f"(?<=[{TERMINAL}])|[\\s|]+", target)
     return [s for s in parts if len(s) >= MIN_PIECE and s in flat]
 
 
