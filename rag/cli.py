@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         print("已中断；已提交的索引保持可用，下次运行会继续完成。", file=sys.stderr)
         return 130
     except Exception as e:
-        from rag.search.retrieval import IndexNotReady
+        from rag.search.snapshot import IndexNotReady
 
         if isinstance(e, (IndexNotReady, FileNotFoundError, ValueError, RuntimeError)):
             print(f"错误：{e}", file=sys.stderr)

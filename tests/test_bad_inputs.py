@@ -384,7 +384,7 @@ def bad_corpus(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def run(bad_corpus, embedder) -> Run:
     import rag.index.indexer as indexer
-    from rag.search.retrieval import Snapshot
+    from rag.search.snapshot import Snapshot
 
     s = load_settings(env={}, corpus_dir=bad_corpus, index_dir=bad_corpus.parent / "index")
     loaded: list[str] = []
@@ -651,7 +651,7 @@ def test_ocr_reads_a_generated_scan(tmp_path, out_dir):
 def test_index_with_ocr_enabled(tmp_path, embedder):
     _need_ocr()
     from rag.index.indexer import index_corpus
-    from rag.search.retrieval import Snapshot
+    from rag.search.snapshot import Snapshot
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()
@@ -672,7 +672,7 @@ def test_turning_ocr_on_reprocesses_the_scanned_pages_of_an_indexed_pdf(tmp_path
 
     from rag.index import store
     from rag.index.indexer import index_corpus
-    from rag.search.retrieval import Snapshot
+    from rag.search.snapshot import Snapshot
 
     make_pdf(tmp_path / "t.pdf", [["第一页有文字层：科技社团改革。"]])
     make_image_pdf(tmp_path / "s.pdf", OCR_LINES)

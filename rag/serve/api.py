@@ -208,7 +208,7 @@ def internal_error(request: Request, exc: Exception) -> JSONResponse:
 
 def build_api(settings: Settings, registry: Registry, signer: Signer) -> FastAPI:
     """The API routes and JSON error handlers; server.make_app mounts the page after them."""
-    from rag.search.retrieval import IndexNotReady
+    from rag.search.snapshot import IndexNotReady
     from rag.serve.web import server_address
 
     app = FastAPI(title="科协问答 API", docs_url=None, redoc_url=None, openapi_url=None)
