@@ -352,6 +352,16 @@ def test_citation_cards_are_readable_in_both_colour_schemes(page, app_url, out_d
         fg, bg = pg.evaluate(CARD_COLOURS)
         assert _contrast(fg, bg) >= 4.5, (scheme, fg, bg)
         pg.screenshot(path=str(out_dir / f"web_cards_{scheme}.png"), full_page=True)
+        # The in-document viewer follows the scheme too: its text and its highlight stay readable.
+        pg.locator("#citations details[open] a.view-link").first.click()
+        pg.frame_locator("#kx-viewer iframe").locator("mark, .box").first.wait_for(timeout=30000)
+        body, mark = pg.locator("#kx-viewer iframe").evaluate(
+            "el => { const d = el.contentDocument, s = x => getComputedStyle(x); const m = d.querySelector('mark');"
+            " return [[s(d.body).color, s(d.body).backgroundColor], m ? [s(m).color, s(m).backgroundColor] : null]; }")
+        assert _contrast(*body) >= 4.5, (scheme, body)
+        assert mark is None or _contrast(*mark) >= 4.5, (scheme, mark)
+        pg.screenshot(path=str(out_dir / f"web_viewer_{scheme}.png"))
+        pg.click("#kx-viewer .kx-close")
     finally:
         pg.close()
 
