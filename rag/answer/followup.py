@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable
 
 from rag.ingest.places import question_places
+from rag.lang.years import SUBJECT as SUBJECT_YEAR
 from rag.text import CN_NUMERAL, HAN, parse_cn_int
 
 _LEAD = r"(?:那|那么|那个|还有|另外|再问一下)"
@@ -19,7 +20,6 @@ _LEAD_ONLY = re.compile(rf"^{_LEAD}(.{{1,12}}?)[？?。!！]*$")
 # "第二点" "第3项" "第二个方面": an item of the previous answer. Never 条: "第三条" is an article.
 _ORDINAL = re.compile(rf"^{_LEAD}?第([{CN_NUMERAL}\d]+)(?:点|项|个|个方面|方面)"
                       r"(?:呢|是什么|具体说说|具体是什么|展开说说|详细说说|讲讲|说说)?[？?。!！]*$")
-_YEAR = re.compile(r"((?:19|20)\d{2})年?")
 _PRONOUN = re.compile(r"^(?:它|他们|它们|该|这个|其|这些|那些)")
 _PLACE_SUFFIX = ("市", "省", "县", "区")
 _POINT_MARK = re.compile(rf"(?:^|(?<=[\s；;。，,]))\s*(?:\d+[.、．)]|[（(]?[{CN_NUMERAL}]+[）)、]|[{CN_NUMERAL}]是)")
@@ -46,9 +46,9 @@ def rewrite_followup(question: str, history: list[tuple[str, str]], gaz: frozens
     m = _FOLLOWUP.match(q) or _LEAD_ONLY.match(q)
     if m and len(q) <= 16:
         subject = m.group(1).strip("的 ")
-        year = _YEAR.fullmatch(subject)
+        year = SUBJECT_YEAR.fullmatch(subject)
         if year:
-            old = _YEAR.search(prev_q)
+            old = SUBJECT_YEAR.search(prev_q)
             new = f"{year.group(1)}年"
             return prev_q.replace(old.group(0), new, 1) if old else f"{new}{prev_q}"
         place = _place_name(subject, gaz, is_place)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from rag.ingest import limits, tables
 from rag.ingest.cleaning import Para
 from rag.ingest.places import dominant_place, place_counts
+from rag.lang.years import YEAR
 from rag.models import Chunk
 from rag.text import CLOSERS, TERMINAL, has_han, normalize, parse_cn_int
 
@@ -102,7 +103,7 @@ def document_title(paras: list[Para], source: str) -> str:
     if lines:
         return lines[0]
     stem = source.rsplit("/", 1)[-1].rsplit(".", 1)[0]
-    return re.sub(r"[_\s]+", " ", re.sub(r"[_\s]*(?:19|20)\d{2}[年]?(?:修订|修正)?", "", stem)).strip()
+    return re.sub(r"[_\s]+", " ", re.sub(rf"[_\s]*{YEAR}[年]?(?:修订|修正)?", "", stem)).strip()
 
 
 def document_contexts(paras: list[Para], source: str) -> tuple[str, str]:

@@ -12,6 +12,9 @@ from pathlib import Path
 import tomllib
 
 from rag.ingest.cleaning import Para
+from rag.lang.years import BARE as BARE_YEAR
+from rag.lang.years import YEAR
+from rag.lang.years import REVISED as REVISED_YEAR
 from rag.text import CN_NUMERAL, normalize, parse_cn_int
 
 SIDECAR = ".meta.toml"
@@ -57,10 +60,8 @@ _ISSUER = re.compile(r"((?:全国|[\u4e00-\u9fff]{2,6}?(?:省|市|自治区|县|
 _EFFECTIVE = re.compile(r"自(.{0,24}?)起(?:施行|实施|执行|生效)")
 # A 公文's signature date (落款): a closing line that is a date, or an issuer followed by one.
 _SIGNED = re.compile(r"^[\u4e00-\u9fff（）()]{0,30}\s*(?:\d{4}\s*年\s*\d{1,2}\s*月\s*\d{1,2}\s*日|[〇零一二三四五六七八九]{4}年[%s]{1,3}月[%s]{1,3}日)$" % (CN_NUMERAL, CN_NUMERAL))
-_YEAR_IN_NAME = re.compile(r"(?<!\d)((?:19|20)\d{2})(?!\d)")
-_REVISED_IN_NAME = re.compile(r"(?<!\d)((?:19|20)\d{2})\s*年?\s*(修订|修正|修改)")
 # What makes two titles the same text: the national prefix, (试行), years and 修订 marks are not the name.
-_GROUP_NOISE = re.compile(r"^中华人民共和国|[（(](?:试行|暂行|修订|修正|草案)[）)]|试行|(?:19|20)\d{2}\s*年?\s*(?:修订|修正)?版?|修订|修正")
+_GROUP_NOISE = re.compile(rf"^中华人民共和国|[（(](?:试行|暂行|修订|修正|草案)[）)]|试行|{YEAR}\s*年?\s*(?:修订|修正)?版?|修订|修正")
 
 
 def _iso(y: str, m: str, d: str) -> str:
@@ -129,8 +130,8 @@ def extract(paras: list[Para], source: str, title: str, regulation: bool) -> Doc
                 break
     meta.revised = sorted(set(meta.revised))
     stem = Path(source).stem
-    years = _YEAR_IN_NAME.findall(stem)
-    rev = _REVISED_IN_NAME.search(stem)
+    years = BARE_YEAR.findall(stem)
+    rev = REVISED_YEAR.search(stem)
     if rev:
         meta.version = f"{rev.group(1)}年{rev.group(2)}版"
         if not any(r.startswith(rev.group(1)) for r in meta.revised):

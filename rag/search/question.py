@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from rag.ingest.places import question_places
+from rag.lang.years import STATED as STATED_YEAR
 from rag.text import ARTICLE, articles_in, normalize
 
 KINDS = ("number", "date", "definition", "list", "who", "where", "how", "yesno", "article", "fact")
@@ -50,7 +51,6 @@ _WHO = re.compile(r"谁|哪位|什么人|哪个人|何人|哪些人|由.{0,6}(?:
 _WHERE = re.compile(r"哪里|在哪|何处|什么地方|哪个地方|哪个城市|哪个省|哪个国家")
 _HOW = re.compile(r"如何|怎样|怎么|什么方式|哪种方式|什么办法|为什么|为何|什么原因")
 _YESNO = re.compile(r"(?:是否|能否|可否|可不可以|能不能|是不是|有没有|会不会|要不要)|[^什怎]么[？?]?$|吗[？?]?$")
-_YEAR = re.compile(r"(?<!\d)((?:19|20)\d{2})(?:年|\s*年度|\s*版)")
 _CHANGE = re.compile(r"变化|变动|改变|修改了|修订了(?:哪些|什么)|有何不同|有什么不同|哪些不同|区别|相比|对比|新旧|前后")
 _DOC = re.compile(r"《([^》]{2,40})》")
 _ORG = re.compile(r"[\u4e00-\u9fff]{2,10}?(?:科协|科学技术协会|学会|协会|委员会|研究会)")
@@ -137,7 +137,7 @@ def analyze(question: str, gazetteer: frozenset[str] = frozenset(),
     q = normalize(question).strip()
     kind, term, unit = _kind(q)
     articles = articles_in(q)
-    years = list(dict.fromkeys(_YEAR.findall(q)))
+    years = list(dict.fromkeys(STATED_YEAR.findall(q)))
     named = [d for d in sorted(documents, key=len, reverse=True) if d in q]
     named = [d for d in named if not any(d != o and d in o for o in named)]  # the longest name only
     docs = list(dict.fromkeys([d.strip() for d in _DOC.findall(q)] + named))

@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass
 
 from rag.ingest.metadata import DocMeta, Version, group_versions
+from rag.lang.years import YEAR
 from rag.models import Chunk, Hit
 from rag.search.question import Question, defines, document_names
 from rag.text import cn_numeral, normalize, parse_cn_int
@@ -42,7 +43,7 @@ def documents(metas: dict[str, DocMeta], chunks: list[Chunk]) -> dict[str, DocIn
     out = {}
     for s, m in metas.items():
         own = {d[:4] for d in (m.latest(), m.effective) if d}
-        own |= set(re.findall(r"(?:19|20)\d{2}", m.version))
+        own |= set(re.findall(YEAR, m.version))
         out[s] = DocInfo(m, versions.get(s), document_names([titles.get(s, ""), m.title]), frozenset(own),
                          frozenset(numbers.get(s, ())))
     return out
@@ -162,7 +163,7 @@ def content_query(q: Question, docs: dict[str, DocInfo]) -> str:
     return text if text.strip(" ，,。？?的和与及") else q.text
 
 
-_VERSION_WORDS = re.compile(r"[（(]?(?:19|20)\d{2}\s*年?\s*(?:版|修订版?|修正版?|修订后|修正后)?[)）]?(?:的|后的)?")
+_VERSION_WORDS = re.compile(rf"[（(]?{YEAR}\s*年?\s*(?:版|修订版?|修正版?|修订后|修正后)?[)）]?(?:的|后的)?")
 
 
 def reading_query(q: Question, docs: dict[str, DocInfo]) -> str:
