@@ -27,8 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from rag.models import FaqMatch, FaqPair
+from rag.ingest.places import NO_PARTICULAR_PLACE, PROVINCES
 from rag.ingest.qa_pairs import EXTENSIONS, Item, load_dataset
+from rag.models import FaqMatch, FaqPair
 from rag.search.question import analyze
 from rag.text import CN_NUMERAL, normalize, parse_cn_int
 
@@ -54,9 +55,6 @@ _CN_RUN = re.compile(f"第?[{CN_NUMERAL}]+")
 _DIGITS = re.compile(r"\d+(?:\.\d+)?")
 _PLAN = re.compile("十[一二三四五六七八九]五")  # five-year plan periods (十三五, 十四五) date a figure like a year
 _NOT_NUMBERS = ("一些", "一下", "统一", "一起", "一直", "一样", "一定", "一般", "唯一", "进一步", "万一", "一体")
-PROVINCES = ("北京 天津 上海 重庆 河北 山西 辽宁 吉林 黑龙江 江苏 浙江 安徽 福建 江西 山东 河南 湖北 湖南 广东 海南 四川 "
-             "贵州 云南 陕西 甘肃 青海 台湾 内蒙古 广西 西藏 宁夏 新疆 香港 澳门").split()
-_NOT_PLACE_WORDS = {"中国", "中华", "全国", "我国", "国家", "中央", "全省", "全市"}
 # Measure words that ask the same kind of quantity; 个 / 万 / 余 fit any.
 _UNIT_GROUPS = {**{u: "people" for u in ("人", "名", "位", "人次")}, **{u: "money" for u in ("元", "万元", "亿元")},
                 **{u: "events" for u in ("场", "次", "场次", "期", "届", "批")}, **{u: "time" for u in ("天", "年", "小时", "岁")},
@@ -110,7 +108,7 @@ def features(text: str, tokenizer=None, gazetteer: frozenset[str] = frozenset())
     tokens = tokenizer.tokens(t) if tokenizer is not None else []
     if tokenizer is not None:
         places |= {w for w in tokens if len(w) >= 2 and tokenizer.is_known_place(w)}
-    places = {p for p in places if p not in _NOT_PLACE_WORDS}
+    places = {p for p in places if p not in NO_PARTICULAR_PLACE}
     years = set(q.years) | set(_PLAN.findall(t))
     lexical = _FILLERS.sub("", t) or t
     bigrams = frozenset(lexical[i : i + 2] for i in range(len(lexical) - 1)) or frozenset([lexical])

@@ -11,6 +11,12 @@ from collections.abc import Callable
 
 from rag.text import HAN, is_han, normalize
 
+# Provinces and the like, by their short names (a question says 山东 as often as 山东省).
+PROVINCES = ("北京 天津 上海 重庆 河北 山西 辽宁 吉林 黑龙江 江苏 浙江 安徽 福建 江西 山东 河南 湖北 湖南 广东 海南 四川 "
+             "贵州 云南 陕西 甘肃 青海 台湾 内蒙古 广西 西藏 宁夏 新疆 香港 澳门").split()
+# Words that look like a place to a tokenizer but name no particular one.
+NO_PARTICULAR_PLACE = {"中国", "中华", "全国", "我国", "国家", "中央", "全省", "全市"}
+# …市 / …省 endings that are not a city or province (for the gazetteer).
 _NOT_PLACES = {"城市", "全市", "本市", "该市", "各市", "县市", "超市", "上市", "股市", "门市", "我市", "省市", "强市",
                "全省", "本省", "我省", "各省", "外省", "该省", "分省", "强省", "代表市", "发挥市",
                "节省", "反省", "自省", "内省"}  # 省 as a verb
