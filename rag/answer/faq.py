@@ -29,6 +29,7 @@ import numpy as np
 
 from rag.ingest.places import NO_PARTICULAR_PLACE, PROVINCES
 from rag.ingest.qa_pairs import EXTENSIONS, Item, load_dataset
+from rag.lang.units import same_quantity
 from rag.models import FaqMatch, FaqPair
 from rag.search.question import analyze
 from rag.text import CN_NUMERAL, normalize, parse_cn_int
@@ -55,11 +56,6 @@ _CN_RUN = re.compile(f"第?[{CN_NUMERAL}]+")
 _DIGITS = re.compile(r"\d+(?:\.\d+)?")
 _PLAN = re.compile("十[一二三四五六七八九]五")  # five-year plan periods (十三五, 十四五) date a figure like a year
 _NOT_NUMBERS = ("一些", "一下", "统一", "一起", "一直", "一样", "一定", "一般", "唯一", "进一步", "万一", "一体")
-# Measure words that ask the same kind of quantity; 个 / 万 / 余 fit any.
-_UNIT_GROUPS = {**{u: "people" for u in ("人", "名", "位", "人次")}, **{u: "money" for u in ("元", "万元", "亿元")},
-                **{u: "events" for u in ("场", "次", "场次", "期", "届", "批")}, **{u: "time" for u in ("天", "年", "小时", "岁")},
-                **{u: "size" for u in ("平方米", "公里", "倍")}}
-_ANY_UNIT = {"", "个", "万", "亿", "余"}
 _STRICT_KINDS = {"number", "date", "who", "where", "definition"}
 
 
@@ -158,8 +154,7 @@ def conflicts(q: Features, p: Features) -> list[str]:
         out.append("year")
     if q.numbers and p.numbers and q.numbers != p.numbers:
         out.append("number")
-    ug, pg = _UNIT_GROUPS.get(q.unit, "items"), _UNIT_GROUPS.get(p.unit, "items")
-    if q.unit not in _ANY_UNIT and p.unit not in _ANY_UNIT and ug != pg:
+    if not same_quantity(q.unit, p.unit):
         out.append("unit")
     if q.kind != p.kind and q.kind in _STRICT_KINDS and p.kind in _STRICT_KINDS:
         out.append("kind")

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from rag.ingest.places import question_places
+from rag.lang.units import ALTERNATION as MEASURE_WORDS
 from rag.lang.years import STATED as STATED_YEAR
 from rag.text import ARTICLE, articles_in, normalize
 
@@ -39,10 +40,8 @@ _DEF_PATTERNS = [
     re.compile(r"^(.+?)(?:是什么意思|是什么|指什么|是指什么|的含义是什么|的含义|的意思|是啥|什么意思|的内容是什么|"
                r"指的是什么|的定义是什么|的定义)[？?。！!]*$"),
 ]
-_UNITS = "|".join(sorted(("个|支|家|项|名|人|场|次|所|座|篇|件|期|批|万|亿|元|天|年|届|位|处|条|类|种|台|户|份|本|门|块|场次|人次|余|"
-          "万元|亿元|平方米|公里|小时|岁|倍").split("|"), key=len, reverse=True))  # longest first: 万元 before 万
 # 几 asks a number except in 几乎 (almost), 几近 and 哪几 (which ones); 多长时间/多久 ask a duration.
-_COUNT = re.compile(rf"(?:多少|(?<!哪)几(?!乎|近))({_UNITS})?")
+_COUNT = re.compile(rf"(?:多少|(?<!哪)几(?!乎|近))({MEASURE_WORDS})?")
 _NUMBER_WORDS = re.compile(r"数量|数目|总数|规模|比例|百分之|几成|多长时间|多久|多长|多大|多高|多重|多远|占比|金额")
 _DATE = re.compile(r"哪一年|哪年|何年|何时|什么时候|什么时间|哪一天|几月|几号|几点|日期|何日|起施行|开始施行|生效")
 _ARTICLE_ASK = re.compile(r"哪一条|哪条|第几条|哪个条款|什么条款")
