@@ -21,7 +21,7 @@ from rag.answer.llm import (
 )
 from rag.answer.parts import split_parts
 from rag.answer.verify import has_content, strip_placeholders, verify_citations
-from rag.answer.wording import CLOSEST, REFUSAL
+from rag.answer.wording import CLOSEST, DOC_MARK, FAQ_MARK, REFUSAL
 from rag.e5 import file as e5file
 from rag.models import Answer, Backend, Hit
 from rag.search import structure
@@ -31,8 +31,6 @@ from rag.settings import Settings
 
 log = logging.getLogger("kexie.answer")
 
-FAQ_MARK = "【标准答案】"
-DOC_MARK = "【资料依据】"
 
 
 _CN_ORDINAL = dict(enumerate("零一二三四五六七八九十"))

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rag.answer.wording import CITATION
 from rag.ingest.places import NO_PARTICULAR_PLACE, PROVINCES
 from rag.ingest.qa_pairs import EXTENSIONS, Item, load_dataset
 from rag.lang.units import same_quantity
@@ -131,14 +132,11 @@ def backs(curated: str, doc: str) -> bool:
     """Whether a document answer is about what a curated answer says (then it is shown as its 资料依据):
     it holds one of the curated answer's figures (years aside), or they share BACKING of the shorter one's
     character pairs. A sentence on another subject that retrieval happened to find is not its basis."""
-    c, d = features(_MARKERS.sub("", curated)), features(_MARKERS.sub("", doc))
+    c, d = features(CITATION.sub("", curated)), features(CITATION.sub("", doc))
     if c.numbers & d.numbers:
         return True
     short = min(len(c.bigrams), len(d.bigrams))
     return bool(short) and len(c.bigrams & d.bigrams) / short >= BACKING
-
-
-_MARKERS = re.compile(r"\[\d+\]")
 
 
 def _same_place(a: str, b: str) -> bool:

@@ -6,10 +6,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from rag.answer.wording import CITATION
 from rag.models import Citation, Hit
 from rag.text import normalize
 
-_MARK = re.compile(r"\[(\d+)\]")
 # Markers copied from the prompt's instructions instead of filled in: "[编号]", "[资料]", "[n]", "【1】"…
 _PLACEHOLDER = re.compile(r"\[(?:编号|资料|出处|来源|引用|序号|数字|n|N|x|X|\?|…|\.\.\.)\]|【\s*(?:\d+|编号|资料)\s*】")
 _PIECE = re.compile(r"[^。！？!?\n]*(?:\[\d+\])*[。！？!?]?(?:\[\d+\])*")
@@ -41,7 +41,7 @@ def strip_placeholders(text: str) -> str:
 def support(sentence: str, passage: str) -> float:
     """Share of the sentence's character bigrams found in the passage; 0 if it states a number the
     passage does not (compared as numbers, not substrings)."""
-    s = "".join(normalize(_MARK.sub("", sentence)).split())
+    s = "".join(normalize(CITATION.sub("", sentence)).split())
     p = "".join(normalize(passage.replace("**", "")).split())
     if not s:
         return 1.0
@@ -64,8 +64,8 @@ def verify_citations(text: str, hits: list[Hit]) -> Verified:
     out: list[str] = []
     dropped: list[str] = []
     for piece in pieces:
-        body = _MARK.sub("", piece).strip()
-        cited = [int(m) for m in _MARK.findall(piece)]
+        body = CITATION.sub("", piece).strip()
+        cited = [int(m) for m in CITATION.findall(piece)]
         if len(body) < 2:
             out.append(body)
             continue
@@ -93,4 +93,4 @@ def verify_citations(text: str, hits: list[Hit]) -> Verified:
 
 def has_content(text: str) -> bool:
     """Something a user can read: not empty, not only punctuation or markers."""
-    return bool(re.sub(r"[\W_]+", "", _MARK.sub("", text)))
+    return bool(re.sub(r"[\W_]+", "", CITATION.sub("", text)))

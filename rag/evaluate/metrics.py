@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
-import re
 from difflib import SequenceMatcher
+
+from rag.answer.wording import CITATION
 
 from .dataset import compact
 
@@ -77,12 +78,11 @@ def rouge_l(pred: str, gold: str) -> float:
     return 2 * prec * rec / (prec + rec)
 
 
-_MARKER = re.compile(r"\[\d+\]")
 
 
 def contains_all(answer: str, keys: list[str]) -> bool:
     """Every key is in the answer, its [n] citation markers removed: "害虫[1]。" states "害虫。"."""
-    a = compact(_MARKER.sub("", answer))
+    a = compact(CITATION.sub("", answer))
     return all(compact(k) in a for k in keys)
 
 

@@ -11,9 +11,9 @@ import json
 import re
 from pathlib import Path
 
+from rag.answer.wording import CITATION, DOC_MARK, FAQ_MARK
 from rag.serve.history import Feedback
 
-CITE = re.compile(r"\[\d+\]")
 # What a corrected answer must contain: figures with their unit, dates, quoted names.
 KEY = re.compile(r"\d[\d,.，]*\s*(?:万|亿)?\s*[个支名人次项家场所篇元天年月日件部条届期%％余多]*|《[^》]{2,40}》|“[^”]{2,20}”")
 SHORT = 24  # a correction this short without figures or names is itself the key phrase
@@ -23,9 +23,7 @@ LEAD = re.compile(r"^(?:正确答案|答案|应该|应当|实际上?)(?:是|为)
 
 def plain(answer: str) -> str:
     """The answer text without [n] markers, notices or the curated-answer head (its document part stays)."""
-    from rag.answer.assistant import DOC_MARK, FAQ_MARK
-
-    text = CITE.sub("", answer).split("\n\n> ", 1)[0]
+    text = CITATION.sub("", answer).split("\n\n> ", 1)[0]
     if text.startswith(FAQ_MARK):  # "【标准答案】… 【资料依据】…": gold is the curated or the document answer
         head, _, doc = text.partition(DOC_MARK)
         text = doc if doc.strip() else head[len(FAQ_MARK):].split("\n（来源：", 1)[0]

@@ -19,7 +19,7 @@ import gradio as gr
 from rag.answer.assistant import Assistant
 from rag.answer.candidates import split_sentences
 from rag.answer.instructions import looks_like_instruction
-from rag.answer.wording import CLOSEST_HEAD
+from rag.answer.wording import CITATION, CLOSEST_HEAD
 from rag.index import backfill
 from rag.index.indexer import reindex_live
 from rag.ingest import tables
@@ -204,7 +204,6 @@ def endpoint_settings(settings: Settings, base_url: str, model: str, api_key: st
 # Document text in an answer is text: no HTML, no markdown links or images from a document. URLs stay visible,
 # as code (not clickable); the only live links are the app's own citation markers.
 _URL = re.compile(r"(?:https?|ftp)://[^\s<>\"'`()\[\]，。；、！？）】》]+|www\.[^\s<>\"'`()\[\]，。；、！？）】》]+", re.IGNORECASE)
-_CITE = re.compile(r"\[(\d+)\]")
 _MD_LIVE = re.compile(r"([\\<>\[\]])")  # what can open HTML, a link or an image
 
 
@@ -216,7 +215,7 @@ def answer_markdown(answer: str, turn: int | None = None) -> str:
     (`turn`: the answer's position in the conversation, so that every answer keeps its own cards)."""
     key = f"{turn}-" if turn else ""
     out, pos = [], 0
-    for m in re.finditer(f"{_URL.pattern}|{_CITE.pattern}", answer, re.IGNORECASE):
+    for m in re.finditer(f"{_URL.pattern}|{CITATION.pattern}", answer, re.IGNORECASE):
         out.append(_MD_LIVE.sub(r"\\\1", answer[pos:m.start()]))
         if m.group(0).startswith("["):
             out.append(f"[[{m.group(1)}]](#cite-{key}{m.group(1)})")
