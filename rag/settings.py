@@ -20,6 +20,7 @@ from rag.models import Backend, RetrievalMode
 CONFIG_NAME = "kexie.toml"
 # Settings that no longer exist: ignored with a warning, so an older kexie.toml still loads.
 RETIRED = {"answer_models": "句子排序与可回答性模型已由阅读模型取代，见 reader_model"}
+RENAMED = {"max_upload_mb": "max_file_mb"}  # old key -> its setting now (one cap for uploads and indexing)
 SECRETS = ("llm_api_key", "auth_password", "api_keys", "users")
 
 
@@ -108,7 +109,7 @@ class Settings:
     # Per-user quotas in the page (the admin has none; <= 0: no limit): bases a user may create, MB uploaded a day.
     max_bases_per_user: int = 10
     max_upload_mb_per_day: int = 500
-    max_upload_mb: int = 50
+    max_file_mb: int = 100  # one file, uploaded or found in the corpus folder: larger ones are refused with the reason
     # Each file is parsed within the limits of rag/ingest/limits.py; with isolate_parsing, in a child process under
     # an address-space ceiling of parse_memory_mb, killed past parse_seconds (rag/ingest/worker.py).
     isolate_parsing: bool = True
@@ -271,10 +272,11 @@ def load_settings(config: str | Path | None = None, env: dict[str, str] | None =
             if old in data:
                 logging.getLogger("kexie.settings").warning("配置文件 %s 的 %s 已停用（%s），已忽略", p, old, why)
                 del data[old]
+        data = {RENAMED.get(k, k): v for k, v in data.items()}
         unknown = sorted(set(data) - names)
         if unknown:
             raise ValueError(f"配置文件 {p} 含未知设置项：{', '.join(unknown)}")
         s = s.replace(**data)
     names = {f.name for f in fields(Settings)}
-    from_env = {n: env[f"KEXIE_{n.upper()}"] for n in names if f"KEXIE_{n.upper()}" in env}
+    from_env = {RENAMED.get(o, o): env[f"KEXIE_{o.upper()}"] for o in (*RENAMED, *names) if f"KEXIE_{o.upper()}" in env}
     return validate(s.replace(**from_env).replace(**overrides))

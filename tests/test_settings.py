@@ -88,3 +88,16 @@ def test_secret_filter_never_raises_on_a_bad_format_string():
     f = SecretFilter(load_settings(env={}, llm_api_key="sk-very-secret-1"))
     record = logging.LogRecord("x", logging.WARNING, __file__, 1, "bad %s %s", (1,), None)
     assert f.filter(record) is True
+
+
+def test_one_file_size_cap_under_its_old_name_too(tmp_path):
+    """max_file_mb caps uploads and indexing alike; configurations that still say max_upload_mb keep working."""
+    from rag.ingest.limits import too_big
+
+    toml = tmp_path / "k.toml"
+    toml.write_text("max_upload_mb = 20\n", encoding="utf-8")
+    assert load_settings(config=toml, env={}).max_file_mb == 20
+    assert load_settings(env={"KEXIE_MAX_UPLOAD_MB": "30"}).max_file_mb == 30
+    assert load_settings(env={"KEXIE_MAX_FILE_MB": "40"}).max_file_mb == 40
+    assert load_settings(env={}).max_file_mb == 100
+    assert too_big(20 * 2**20, 20) == "" and too_big(20 * 2**20 + 1, 20) == "文件过大（20 MB，上限 20 MB）"

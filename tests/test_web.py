@@ -25,7 +25,7 @@ NEW_DOC = "宁波市科协科普画廊管理办法.txt"
 @pytest.fixture
 def kb_settings(tmp_path):
     (tmp_path / "corpus").mkdir()
-    return load_settings(env={}, corpus_dir=tmp_path / "corpus", index_dir=tmp_path / "index", max_upload_mb=1)
+    return load_settings(env={}, corpus_dir=tmp_path / "corpus", index_dir=tmp_path / "index", max_file_mb=1)
 
 
 @pytest.mark.parametrize("name", ["../evil.txt", "../../etc/cron.d/x.txt", "/etc/passwd.txt", "a/../../b.txt", "..\\..\\win.txt"])

@@ -17,6 +17,7 @@ from typing import NamedTuple
 from rag.index import backfill, store
 from rag.index.faults import fault_point
 from rag.index.bm25 import BM25Index
+from rag.ingest import limits
 from rag.ingest.chunking import CHUNKER_VERSION
 from rag.index.embeddings import Embedder
 from rag.ingest.metadata import DocMeta, sidecar_path
@@ -174,7 +175,6 @@ def index_corpus(
     rebuild: bool = False,
     embedder: Embedder | None = None,
     progress: Progress | None = None,
-    max_file_mb: int = 100,
     vectors: VectorStore | None = None,
     tokenizer: Tokenizer | None = None,
     wait: bool = True,
@@ -189,7 +189,7 @@ def index_corpus(
     rep = IndexReport()
     with index_lock(settings.index_dir):
         prev = read_previous(settings, rebuild, rep)
-        plan = plan_generation(settings, prev, rep, max_file_mb, progress)
+        plan = plan_generation(settings, prev, rep, progress)
         kb = store.kb_identity(settings.index_dir, create=True)
         with backfill.Stores(settings, kb, vectors) as stores:
             _apply(settings, plan, prev, stores, tokenizer, rep, rebuild, progress)
@@ -256,8 +256,7 @@ def read_previous(settings: Settings, rebuild: bool, rep: IndexReport) -> Previo
     return prev
 
 
-def plan_generation(settings: Settings, prev: Previous, rep: IndexReport, max_file_mb: int,
-                    progress: Progress | None) -> Plan:
+def plan_generation(settings: Settings, prev: Previous, rep: IndexReport, progress: Progress | None) -> Plan:
     """Scan the corpus, chunk new and changed files, keep the chunks of unchanged ones."""
     t = time.perf_counter()
     prev_files = prev.files
@@ -267,8 +266,9 @@ def plan_generation(settings: Settings, prev: Previous, rep: IndexReport, max_fi
     for source, path in files.items():
         try:
             size = path.stat().st_size
-            if size > max_file_mb * 2**20:  # never read a file that will be refused anyway
-                rep.skipped[source] = f"文件过大（{size / 2**20:.0f} MB，上限 {max_file_mb} MB）"
+            big = limits.too_big(size, settings.max_file_mb)
+            if big:  # never read a file that will be refused anyway
+                rep.skipped[source] = big
                 continue
             if size == 0:  # said here, before contents are compared: empty files are not duplicates of each other
                 rep.skipped[source] = "文件为空（0 字节）"
@@ -311,8 +311,6 @@ def plan_generation(settings: Settings, prev: Previous, rep: IndexReport, max_fi
         size = path.stat().st_size
         rec = FileRecord(source=source, sha1=digest, size=size, indexed_at=time.time())
         try:
-            if size > max_file_mb * 2**20:
-                raise Skipped(f"文件过大（{size / 2**20:.0f} MB，上限 {max_file_mb} MB）")
             chunks, rec.warnings, rec.scanned_pages, meta = chunk_file(path, source, settings, rep.stages)
             rec.meta = meta.to_dict()
             if rec.warnings:

@@ -243,3 +243,8 @@ def _inflate(z: zipfile.ZipFile, infos: list[zipfile.ZipInfo], label: str, strea
                         raise LimitExceeded(f"{label} 内容结构过于庞大（XML 元素超过 {MAX_XML_ELEMENTS} 个的上限，"
                                             f"在 {i.filename[:80]} 中），{_BOMB}")
                 check_time(i.filename[:80])
+
+
+def too_big(size: int, max_file_mb: int) -> str:
+    """Why a file of `size` bytes is refused (the one size cap: uploads and indexing), or ""."""
+    return f"文件过大（{round(size / MB, 1):g} MB，上限 {max_file_mb} MB）" if size > max_file_mb * MB else ""

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rag.index import store
+from rag.ingest import limits
 from rag.ingest.loaders import SUPPORTED, walk_corpus
 from rag.ingest.metadata import DocMeta, group_versions
 from rag.settings import Settings
@@ -85,8 +86,9 @@ def save_upload(settings: Settings, tmp_path: str | Path, original_name: str) ->
     if ext not in allowed:
         raise UploadRejected(f"“{name}”：不支持的文件类型 {ext or '（无扩展名）'}，支持 {' '.join(allowed)}")
     size = src.stat().st_size
-    if size > settings.max_upload_mb * 2**20:
-        raise UploadRejected(f"“{name}”：文件过大（{size / 2**20:.1f} MB，上限 {settings.max_upload_mb} MB）")
+    big = limits.too_big(size, settings.max_file_mb)
+    if big:
+        raise UploadRejected(f"“{name}”：{big}")
     dest = resolve_in_corpus(settings, name)
     settings.corpus_dir.mkdir(parents=True, exist_ok=True)
     # Uploads run concurrently (several browser sessions): one at a time per corpus, so a replaced file

@@ -33,7 +33,7 @@ def make_app(settings: Settings, demo: gr.Blocks, registry: Registry, signer: Si
         # through /files with a signed link. Secrets and every base's files are never servable.
         allowed_paths=[str(private_dirs(settings.data_root)["exports"])],
         blocked_paths=blocked_paths(settings),
-        max_file_size=f"{settings.max_upload_mb}mb",
+        max_file_size=f"{settings.max_file_mb}mb",
         css=CSS, head=HEAD, show_error=False,
         footer_links=[],  # Gradio's own footer (API docs, "built with Gradio", runs) is not for staff
     )
