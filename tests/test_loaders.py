@@ -125,3 +125,13 @@ def test_real_docx_fixtures():
         assert len(text) > 1000, p.name
         assert "核电厂" in text
     # the legacy .doc beside them: see test_formats (converted, or skipped naming the converter)
+
+
+def test_readers_are_one_table_by_extension():
+    """The supported list is the readers' table; WPS binaries go to the converter, not to the xlsx/pptx reader."""
+    from rag.ingest.loaders import READERS, SUPPORTED
+
+    assert SUPPORTED == tuple(READERS) and len(set(SUPPORTED)) == len(SUPPORTED)
+    assert READERS[".et"] is READERS[".doc"] is READERS[".dps"] is READERS[".wps"]
+    assert READERS[".xlsx"] is not READERS[".et"] and READERS[".pptx"] is not READERS[".dps"]
+    assert READERS[".md"] is READERS[".txt"] is READERS[".html"]

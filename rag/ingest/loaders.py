@@ -7,6 +7,7 @@ import os
 import re
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 from rag.ingest import furniture, limits, office, ofd
@@ -15,9 +16,6 @@ from rag.ingest.tables import fill, markdown, plausible
 from rag.models import Document, Page
 from rag.text import HAN, HAN_CHAR
 
-# Every type a file may have to be indexed, and (unless the admin narrows it: upload_extensions) uploaded.
-SUPPORTED = tuple(dict.fromkeys((".txt", ".md", ".markdown", ".pdf", ".ofd", ".docx", *office.SPREADSHEETS, *office.SLIDES,
-                                 *office.WEB, *office.LEGACY)))
 __all__ = ["LimitExceeded", "LoadError", "SUPPORTED", "Skipped", "decode_text", "load", "walk_corpus"]
 
 
@@ -43,26 +41,7 @@ def _load(path: Path, source: str, ocr: bool) -> Document:
     try:
         if path.stat().st_size == 0:
             raise Skipped("文件为空（0 字节）")
-        if ext in (".txt", ".md", ".markdown", *office.WEB):
-            text = decode_text(path.read_bytes(), warnings)
-            limits.add_text(len(text))
-            if ext in office.WEB or office.looks_like_html(text):  # a web page, also one saved as .txt
-                text = office.html_text(text)
-            elif ext != ".txt":  # markdown comments (<!-- INFO END -->) are no text
-                text = re.sub(r"<!--.*?-->", "", text, flags=re.S)
-            doc = Document(source, [Page(text)])
-        elif ext == ".pdf":
-            doc = _load_pdf(path, source, ocr)
-        elif ext == ".docx":
-            doc = _load_docx(path, source)
-        elif ext == ".ofd":
-            doc = ofd.load_ofd(path, source)
-        elif ext in office.LEGACY:
-            doc = _load_legacy(path, source)
-        elif ext in office.SPREADSHEETS:
-            doc = office.load_spreadsheet(path, source, decode=lambda b: decode_text(b, warnings))
-        else:
-            doc = office.load_pptx(path, source)
+        doc = READERS[ext](path, source, ocr, warnings)
     except (LoadError, MemoryError):  # a MemoryError is the worker's to report (rag/ingest/worker.py)
         raise
     except office.ConversionUnavailable as e:
@@ -638,3 +617,28 @@ def walk_corpus(corpus_dir: Path):
             p = Path(dirpath) / name
             yield p.relative_to(corpus_dir).as_posix(), p
 
+
+# -- the readers, by extension: the supported list, the upload filter and its label come from here --------
+def _read_text(path: Path, source: str, ocr: bool, warnings: list[str]) -> Document:
+    ext = path.suffix.lower()
+    text = decode_text(path.read_bytes(), warnings)
+    limits.add_text(len(text))
+    if ext in office.WEB or office.looks_like_html(text):  # a web page, also one saved as .txt
+        text = office.html_text(text)
+    elif ext != ".txt":  # markdown comments (<!-- INFO END -->) are no text
+        text = re.sub(r"<!--.*?-->", "", text, flags=re.S)
+    return Document(source, [Page(text)])
+
+
+READERS: dict[str, Callable[[Path, str, bool, list[str]], Document]] = {
+    **dict.fromkeys((".txt", ".md", ".markdown", *office.WEB), _read_text),
+    ".pdf": lambda path, source, ocr, warnings: _load_pdf(path, source, ocr),
+    ".ofd": lambda path, source, ocr, warnings: ofd.load_ofd(path, source),
+    ".docx": lambda path, source, ocr, warnings: _load_docx(path, source),
+    **dict.fromkeys(office.SPREADSHEETS, lambda path, source, ocr, warnings: office.load_spreadsheet(
+        path, source, decode=lambda b: decode_text(b, warnings))),
+    **dict.fromkeys(office.SLIDES, lambda path, source, ocr, warnings: office.load_pptx(path, source)),
+    # Last: .et and .dps are WPS binaries, converted first (a converter makes them xlsx / pptx).
+    **dict.fromkeys(office.LEGACY, lambda path, source, ocr, warnings: _load_legacy(path, source)),
+}
+SUPPORTED = tuple(READERS)  # every type a file may have to be indexed, and (unless narrowed) uploaded
