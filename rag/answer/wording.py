@@ -5,7 +5,7 @@ introduced after it (in the answer and over the citation cards), the marks of a 
 import re
 
 REFUSAL = "根据现有资料未找到与该问题相关的内容。"
-CLOSEST = "以下是最接近的段落，供参考。"  # after a refusal that still lists passages
+CLOSEST_NOTE = "以下是最接近的段落，供参考。"  # after a refusal that still lists passages
 CLOSEST_HEAD = "资料中未找到答案。以下是最接近的段落："  # over the cards of a refused answer
 FAQ_MARK = "【标准答案】"  # opens a curated answer
 DOC_MARK = "【资料依据】"  # the document answer after it

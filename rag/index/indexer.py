@@ -563,25 +563,6 @@ def commit(settings: Settings, plan: Plan, gen: Generation, prev: Previous, rep:
     return name
 
 
-def reindex_live(retriever, progress: Progress | None = None) -> IndexReport:
-    """Re-index from a running app and return once its `retrieval.Retriever` answers from the new generation.
-
-    Reuses what the app already holds: the loaded model, the open Chroma store, the loaded dictionary."""
-    try:
-        vectors = retriever.vectors
-    except Exception as e:  # a store that cannot open: the indexer opens its own (and sets a damaged one aside)
-        log.warning("向量库无法打开（%s），索引时重新打开", e)
-        vectors = None
-    rep = index_corpus(retriever.settings, progress=progress, embedder=retriever.embedder,
-                       vectors=vectors, tokenizer=retriever.loaded_tokenizer(), wait=False)
-    t = time.perf_counter()
-    retriever.snapshot(wait=True)
-    rep.stages["reload"] = time.perf_counter() - t
-    rep.seconds += rep.stages["reload"]
-    rep.searchable_seconds = rep.seconds
-    return rep
-
-
 def open_vectors(settings: Settings) -> VectorStore:
     """This knowledge base's collection for the configured model (its identity is created on first use)."""
     return VectorStore.open(settings.chroma_dir, settings.embedding_model, settings.chroma_host, settings.chroma_port,

@@ -44,6 +44,7 @@ class Registry:
         self.settings = settings
         self.db = db or Database(settings.data_root)
         self._assistants: dict = {}
+        self._keepers: dict = {}  # base id -> its IndexKeeper (rag/search/keeper.py)
         if assistant is not None:
             self._assistants[DEFAULT_ID] = assistant
         self._lock = threading.Lock()
@@ -132,6 +133,17 @@ class Registry:
                 self._assistants[kb.id] = a
             return a
 
+    def keeper(self, kb: KB):
+        """The one object that re-indexes this base and fills its vectors (created with its Assistant)."""
+        from rag.search.keeper import IndexKeeper
+
+        a = self.assistant(kb)
+        with self._lock:
+            k = self._keepers.get(kb.id)
+            if k is None or k.retriever is not a.retriever:
+                k = self._keepers[kb.id] = IndexKeeper(a.retriever)
+            return k
+
     # -- changing --------------------------------------------------------------------------
     def create(self, name: str, user: str | None = None) -> KB:
         name = self._valid_name(name)
@@ -176,6 +188,7 @@ class Registry:
             c.execute("DELETE FROM kbs WHERE id = ?", (kb.id,))
         with self._lock:
             a = self._assistants.pop(kb.id, None)
+            self._keepers.pop(kb.id, None)
         if a is not None:
             a.close()
         folder = self.settings.data_root / "kbs" / kb.id

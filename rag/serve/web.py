@@ -20,8 +20,6 @@ from rag.answer.assistant import Assistant
 from rag.answer.candidates import split_sentences
 from rag.answer.instructions import looks_like_instruction
 from rag.answer.wording import CITATION, CLOSEST_HEAD
-from rag.index import backfill
-from rag.index.indexer import reindex_live
 from rag.ingest import tables
 from rag.models import CLOSEST, Answer, Backend, Hit, RetrievalMode
 from rag.serve import export, feedback, kb, recycle, viewer
@@ -445,7 +443,6 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
     registry = registry or Registry(settings, assistant=assistant)
     signer = signer or Signer(settings.data_root)
     saved = History(registry.db)
-    index_lock = threading.Lock()  # one re-index at a time from the UI; chats keep reading meanwhile
     dirs = private_dirs(settings.data_root)
     # Gradio's upload folder is one per process, read from the environment: the first app's private one (or the
     # operator's own choice), made private too.
@@ -706,31 +703,19 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
         srcs = sources_of(s)
         return _doc_table(s), gr.update(choices=srcs, value=None), gr.update(choices=srcs, value=None), f"当前知识库：**{base.name}**"
 
-    fillers: dict[str, object] = {}  # base id -> its background vector thread
-
-    def fill_in_background(kb_id: str, s: Settings, retriever) -> str:
-        """Start filling the base's missing vectors unless a thread already is; the progress line."""
-        t = fillers.get(kb_id)
-        if t is None or not t.is_alive():
-            fillers[kb_id] = backfill.start_thread(s, retriever.embedder, retriever.vectors)
-        return backfill.describe(backfill.current_state(s))
-
     def vector_status(name, request: gr.Request):
         try:
-            base, s, _ = managed(name, request)
+            base, _, _ = managed(name, request)
         except KBError:
             return ""
-        line = backfill.describe(backfill.current_state(s))
-        health = registry.assistant(base).retriever.health
-        out = line or "向量索引已完成"
-        return f"{out}\n\n注意：{health}" if health else out
+        return registry.keeper(base).status()
 
     def reindex(name, request, progress):
-        base, s, a = managed(name, request, change=True)
-        with index_lock:
-            # Returns once the chat answers from the new generation, so "done" means searchable.
-            rep = reindex_live(a.retriever, lambda stage, done, total: progress(done / max(total, 1), desc=stage))
-        filling = fill_in_background(base.id, s, a.retriever)
+        base, _, _ = managed(name, request, change=True)
+        keeper = registry.keeper(base)
+        # Returns once the chat answers from the new generation, so "done" means searchable.
+        rep = keeper.reindex(lambda stage, done, total: progress(done / max(total, 1), desc=stage))
+        filling = keeper.vector_line()
         lines = [f"索引完成（{base.name}）：{rep.summary()}。"]
         if filling:
             lines.append(f"{filling}（后台进行，期间检索使用已有向量与 BM25）")
