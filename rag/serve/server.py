@@ -52,7 +52,7 @@ def blocked_paths(settings: Settings) -> list[str]:
     from rag.settings import find_config
 
     root = settings.data_root
-    out = [root / "link.key", root / "kexie.db", root / "kbs", root / "evals", settings.corpus_dir,
+    out = [root / "link.key", root / "kexie.db", root / "kbs", root / "evals", root / "recycle", settings.corpus_dir,
            settings.index_dir, settings.faq_root]
     config = find_config()
     if config:
