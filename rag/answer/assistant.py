@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
-from collections.abc import Iterator
 
 from rag.answer import refusal, spans
 from rag.answer.compose import compose
@@ -28,12 +28,9 @@ from rag.search import structure
 from rag.search.question import Question, analyze
 from rag.search.retrieval import Retriever
 from rag.settings import Settings
+from rag.text import cn_numeral
 
 log = logging.getLogger("kexie.answer")
-
-
-
-_CN_ORDINAL = dict(enumerate("零一二三四五六七八九十"))
 
 
 @dataclass
@@ -242,9 +239,9 @@ class Assistant:
             if p.chosen:
                 texts.append(compose(p.chosen, cites)[0])
             else:
-                texts.append(f"资料中未找到第{_CN_ORDINAL[n]}问的答案。")
+                texts.append(f"资料中未找到第{cn_numeral(n)}问的答案。")
         a.answer = "".join(texts) if len(picked) == 1 else "\n".join(
-            f"{_CN_ORDINAL[n]}、{t}" for n, t in enumerate(texts, 1))
+            f"{cn_numeral(n)}、{t}" for n, t in enumerate(texts, 1))
         a.citations = list(cites.values())
         a.confidence = max(p.answerable for p in picked)
         return a

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 from rag.answer.candidates import Candidate
+from rag.lang.lists import ITEM
 from rag.models import Citation
 
 
@@ -40,7 +41,7 @@ def compose(chosen: list[Candidate], cites: dict[str, Citation] | None = None) -
 def display(sentence: str) -> str:
     """A sentence as shown in an answer: list markers and markdown emphasis removed."""
     s = sentence.replace("**", "").strip()
-    return re.sub(r"^(?:\d+[.、．]\s*|[（(][一二三四五六七八九十\d]+[）)]\s*|[一二三四五六七八九十]+、\s*)", "", s)
+    return ITEM.sub("", s)
 
 
 def _with_marker(body: str, n: int) -> str:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from rag.answer import shapes
 from rag.answer.candidates import Candidate, sentence_spans
 from rag.ingest.places import place_mismatch
+from rag.lang.lists import ITEM
 from rag.models import Hit
 from rag.search.question import Question, defines
 from rag.search.structure import NAMED
@@ -30,9 +31,6 @@ class Picked:
     chosen: list[Candidate]
 
 
-_ITEM = re.compile(r"^\s*(?:[（(][一二三四五六七八九十\d]+[）)]|\d+[.、．]|[一二三四五六七八九十]+、)")
-
-
 def _list_items(text: str, n: int, sentence: str) -> list[tuple[int, int, int]]:
     """The items after sentence n when it introduces a list: it ends in "：", or it holds "：" and the
     sentences after it are numbered items."""
@@ -43,7 +41,7 @@ def _list_items(text: str, n: int, sentence: str) -> list[tuple[int, int, int]]:
         return []
     out = []
     for m, (a, b) in after:
-        if not _ITEM.match(text[a:b]):
+        if not ITEM.match(text[a:b]):
             break
         out.append((m, a, b))
     return out
@@ -56,10 +54,10 @@ def _list_intro(text: str, n: int) -> list[tuple[int, int, int]]:
     """When sentence n is an item of a numbered list, the sentence that introduces the list ("应当包括下列
     事项：") as (index, start, end); else []."""
     spans = sentence_spans(text)
-    if not _ITEM.match(text[spans[n][0]:spans[n][1]]):
+    if not ITEM.match(text[spans[n][0]:spans[n][1]]):
         return []
     m = n
-    while m > 0 and _ITEM.match(text[spans[m - 1][0]:spans[m - 1][1]]):
+    while m > 0 and ITEM.match(text[spans[m - 1][0]:spans[m - 1][1]]):
         m -= 1
     if m == 0:
         return []

@@ -719,7 +719,7 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
         lines = [f"索引完成（{base.name}）：{rep.summary()}。"]
         if filling:
             lines.append(f"{filling}（后台进行，期间检索使用已有向量与 BM25）")
-        return "\n".join(lines + [f"- {line}" for line in rep.file_lines()])
+        return "\n".join(lines + [f"- {md_text(line)}" for line in rep.file_lines()])  # file names are shown literally
 
     def upload(name, files, request: gr.Request, progress=gr.Progress()):
         try:
@@ -762,7 +762,7 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
             registry.delete_document(base.id, source, user_of(request))
         except KBError as e:
             return f"删除失败：{e}", gr.update(), gr.update(), gr.update()
-        msg = f"已删除：{source}（{recycle.KEEP_DAYS} 天内可在“回收站”中恢复）\n" + reindex(name, request, progress)
+        msg = f"已删除：{md_text(source)}（{recycle.KEEP_DAYS} 天内可在“回收站”中恢复）\n" + reindex(name, request, progress)
         srcs = sources_of(s)
         return msg, _doc_table(s), gr.update(choices=srcs, value=None), gr.update(choices=srcs, value=None)
 
@@ -781,7 +781,7 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
             item, base = registry.restore(item_id, user_of(request))
         except KBError as e:
             return f"恢复失败：{e}", gr.update(), gr.update(), gr.update(), gr.update()
-        msg = f"已恢复{item.label}" + (f"，名称改为“{base.name}”（原名已被占用）" if item.kind == "base" and base.name != item.name else "")
+        msg = f"已恢复{md_text(item.label)}" + (f"，名称改为“{md_text(base.name)}”（原名已被占用）" if item.kind == "base" and base.name != item.name else "")
         if item.kind == "document":
             try:
                 msg += "\n" + reindex(base.id, request, progress)
@@ -836,7 +836,7 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
         except KBError as e:
             return f"删除失败：{e}", gr.update(), gr.update(choices=kb_choices(request))
         choices = kb_choices(request)
-        return (f"已删除知识库：{base.name}（{recycle.KEEP_DAYS} 天内可在“回收站”中恢复）", kb_lists(request),
+        return (f"已删除知识库：{md_text(base.name)}（{recycle.KEEP_DAYS} 天内可在“回收站”中恢复）", kb_lists(request),
                 gr.update(choices=choices, value=[i for _, i in choices][:1]))
 
     def show_chunks(name, source, request: gr.Request):
