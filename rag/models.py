@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from rag.text import normalize
+from rag.lang.text import normalize
 
 
 class _Choice(str, Enum):

@@ -158,7 +158,7 @@ def test_non_stream_and_ask_equal_kexie_ask_json(app):
 def test_refusal_returns_the_closest_passages_it_announces_and_usage(app):
     from openai import OpenAI
 
-    from rag.text import estimate_tokens
+    from rag.lang.text import estimate_tokens
 
     client = OpenAI(base_url=app["url"] + "/v1", api_key=KEY, max_retries=0)
     question = "火星探测器的推进剂配方是什么"

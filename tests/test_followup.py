@@ -5,8 +5,8 @@ import pytest
 
 from rag.answer.followup import list_points, rewrite_followup
 from rag.index.tokenizer import Tokenizer
-from rag.ingest.places import question_places
-from rag.text import parse_cn_int
+from rag.lang.numbers import parse_cn_int
+from rag.lang.places import question_places
 
 GAZ = frozenset({"青岛", "济宁", "连云港", "聊城"})
 

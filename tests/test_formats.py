@@ -11,10 +11,11 @@ from conftest import shared
 
 from rag.answer.assistant import Assistant
 from rag.index.indexer import index_corpus
-from rag.ingest import office, tables, word97
+from rag.ingest import office, word97
 from rag.ingest.chunking import chunk_document
 from rag.ingest.cleaning import paragraphs
 from rag.ingest.loaders import LoadError, Skipped, decode_text, load
+from rag.lang import tables
 from rag.search.retrieval import Retriever
 from rag.settings import load_settings
 

@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 from rag.ingest.chunking import chunk_document
 from rag.ingest.cleaning import paragraphs
 from rag.ingest.loaders import LoadError, _common_share, decode_text
+from rag.lang.sentences import CLOSERS, TERMINAL
+from rag.lang.text import normalize
 from rag.models import Page
-from rag.text import CLOSERS, TERMINAL, normalize
 
 # FUZZ_EXAMPLES=5000 for a longer hunt; the default keeps the suite fast. The examples are the same on every
 # run (CI must not fail by chance); FUZZ_RANDOM=1 draws new ones.

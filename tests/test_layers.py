@@ -1,5 +1,5 @@
 """The package's import arrows run one way, ingest → index → search → answer → evaluate → serve → cli, over a
-base (text, models, settings, e5) that imports no stage; nothing in rag/ imports the evals/ data folder; and
+base (models, settings, e5) that imports no stage, and the language rules (rag.lang) below all of them; nothing in rag/ imports the evals/ data folder; and
 no two modules import each other at load time, directly or round a circle. Read from the source (ast), so
 imports inside functions count for the direction (they still couple) but not for circles (they break them)."""
 
@@ -11,12 +11,15 @@ from conftest import PROJECT_ROOT
 
 ORDER = ["ingest", "index", "search", "answer", "evaluate", "serve", "cli"]
 BASE = -1
+LANG = -2  # rag.lang: the language rules, below everything (models and settings included)
 
 
 def rank(module: str) -> int | None:
     parts = module.split(".")
     if parts[0] != "rag":
         return None
+    if len(parts) > 1 and parts[1] == "lang":
+        return LANG
     return ORDER.index(parts[1]) if len(parts) > 1 and parts[1] in ORDER else BASE
 
 
@@ -106,5 +109,5 @@ def test_no_import_circles():
 
 def test_the_checks_can_fail():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
-    assert rank("rag.search.fusion") > rank("rag.index.bm25") > rank("rag.text")
+    assert rank("rag.search.fusion") > rank("rag.index.bm25") > rank("rag.models") > rank("rag.lang.text")
     assert rank("rag.serve.web") > rank("rag.evaluate.runner") > rank("rag.answer.assistant")

@@ -21,12 +21,12 @@ from rag.ingest.metadata import (
     group_versions,
     read_sidecar,
 )
+from rag.lang.numbers import parse_cn_int
 from rag.models import Page
 from rag.search.question import analyze
 from rag.search.retrieval import Retriever
 from rag.search.structure import wanted_versions
 from rag.settings import load_settings
-from rag.text import parse_cn_int
 
 
 def _chunks(path: Path):
@@ -392,7 +392,7 @@ def test_an_article_the_named_regulation_lacks_is_said_so(laws):
 @pytest.mark.parametrize("n,text", [(1, "一"), (10, "十"), (11, "十一"), (20, "二十"), (105, "一百零五"), (110, "一百一十"),
                                     (1001, "一千零一")])
 def test_cn_numeral_round_trips(n, text):
-    from rag.text import cn_numeral
+    from rag.lang.numbers import cn_numeral
 
     assert cn_numeral(n) == text and parse_cn_int(text) == n
 

@@ -3,14 +3,14 @@
 import re
 
 import pytest
-
 from conftest import CORPUS
 
 from rag.index.tokenizer import Tokenizer, quoted_terms
 from rag.ingest.chunking import chunk_document, document_contexts
 from rag.ingest.cleaning import paragraphs
+from rag.lang.sentences import TERMINAL
+from rag.lang.text import normalize
 from rag.models import Page
-from rag.text import TERMINAL, normalize
 
 
 def paras(text: str, pdf=False):
@@ -122,7 +122,7 @@ def test_quoted_terms_become_whole_tokens():
 
 
 def test_question_places_known_unknown_and_deictic():
-    from rag.ingest.places import question_places
+    from rag.lang.places import question_places
 
     gaz = frozenset({"青岛", "济宁", "连云港"})
     assert question_places("青岛市科协组建了多少支科技志愿服务队", gaz) == {"青岛"}
@@ -139,6 +139,6 @@ def test_question_places_known_unknown_and_deictic():
     ("", 0), ("  \n", 0),  # must not count: whitespace alone
 ])
 def test_estimate_tokens(text, tokens):
-    from rag.text import estimate_tokens
+    from rag.lang.text import estimate_tokens
 
     assert estimate_tokens(text) == tokens

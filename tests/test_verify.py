@@ -4,11 +4,11 @@ import pytest
 
 from rag.answer.verify import (
     has_content,
-    numbers,
     strip_placeholders,
     support,
     verify_citations,
 )
+from rag.lang.numbers import figures as numbers
 from rag.models import Chunk, Hit
 
 

@@ -23,12 +23,12 @@ from rag.answer.parts import split_parts
 from rag.answer.verify import has_content, strip_placeholders, verify_citations
 from rag.answer.wording import CLOSEST_NOTE, DOC_MARK, FAQ_MARK, REFUSAL
 from rag.e5 import file as e5file
+from rag.lang.numbers import cn_numeral
 from rag.models import Answer, Backend, Hit
 from rag.search import structure
 from rag.search.question import Question, analyze
 from rag.search.retrieval import Retriever
 from rag.settings import Settings
-from rag.text import cn_numeral
 
 log = logging.getLogger("kexie.answer")
 

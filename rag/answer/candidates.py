@@ -6,16 +6,14 @@ overlapping chunks and clause trimming work on spans, not on substring search.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from rag.answer.instructions import looks_like_instruction
-from rag.ingest import tables
+from rag.lang import tables
+from rag.lang.sentences import CLAUSE, CLOSERS, LINE_SENTENCE
+from rag.lang.text import normalize
 from rag.models import Hit
-from rag.text import CLOSERS, TERMINAL, normalize
 
-_SENTENCE = re.compile(rf"[^{TERMINAL}\n]*(?:[{TERMINAL}]+[{CLOSERS}]*|\n|$)")
-_CLAUSE = re.compile(r"[^，,；;：:]+[，,；;：:]?")
 LONG_SENTENCE = 110  # longer sentences also yield windows of clauses up to this length
 MIN_CHARS = 4
 
@@ -37,7 +35,7 @@ class Candidate:
 def sentence_spans(text: str) -> list[tuple[int, int]]:
     """(start, end) of each sentence, surrounding whitespace excluded."""
     out = []
-    for m in _SENTENCE.finditer(text):
+    for m in LINE_SENTENCE.finditer(text):
         s, e = m.start(), m.end()
         while s < e and text[s].isspace():
             s += 1
@@ -50,7 +48,7 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
 
 def clause_windows(text: str, start: int, end: int, limit: int = LONG_SENTENCE) -> list[tuple[int, int]]:
     """Windows of whole clauses (cut at ，；： only, never mid-word) of at most `limit` characters."""
-    clauses = [(start + m.start(), start + m.end()) for m in _CLAUSE.finditer(text[start:end]) if m.end() > m.start()]
+    clauses = [(start + m.start(), start + m.end()) for m in CLAUSE.finditer(text[start:end]) if m.end() > m.start()]
     out = []
     for i in range(len(clauses)):
         for j in range(i, len(clauses)):

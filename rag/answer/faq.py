@@ -28,12 +28,15 @@ from pathlib import Path
 import numpy as np
 
 from rag.answer.wording import CITATION
-from rag.ingest.places import NO_PARTICULAR_PLACE, PROVINCES
 from rag.ingest.qa_pairs import EXTENSIONS, Item, load_dataset
+from rag.lang.numbers import PLAN_PERIOD, stated_values
+from rag.lang.places import NO_PARTICULAR_PLACE, PROVINCES
+from rag.lang.questions import FILLERS
+from rag.lang.short_forms import shortened
+from rag.lang.text import normalize
 from rag.lang.units import same_quantity
 from rag.models import FaqMatch, FaqPair
 from rag.search.question import analyze
-from rag.text import CN_NUMERAL, normalize, parse_cn_int
 
 log = logging.getLogger("kexie.faq")
 
@@ -46,25 +49,13 @@ EMBED_MODES = ("question", "pair")  # what stands for a curated pair in the vect
 CONFLICT_PENALTY = 1.0  # a conflicting question can never reach a threshold <= 1
 
 # -- features -----------------------------------------------------------------------------------
-_SHORT_FORMS = (("中华人民共和国", ""), ("科学技术协会", "科协"), ("科学技术普及", "科普"), ("科学技术", "科技"))
 _NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
-# Question and filler words: how a question is asked, not what it is about.
-_FILLERS = re.compile("|".join(sorted(
-    """请问 一下 什么 多少 哪些 哪个 哪里 哪一 哪 是否 是不是 有没有 能不能 可不可以 能否 可否 怎么 怎样 如何 为什么
-    吗 呢 啊 呀 吧 嘛 啥 叫啥 来着 了 的 是 有 一共 总共 共 具体 到底 究竟 那个 这个 现在 目前 都 几 个 之 所 请 告诉 我""".split(),
-    key=len, reverse=True)))
-_CN_RUN = re.compile(f"第?[{CN_NUMERAL}]+")
-_DIGITS = re.compile(r"\d+(?:\.\d+)?")
-_PLAN = re.compile("十[一二三四五六七八九]五")  # five-year plan periods (十三五, 十四五) date a figure like a year
-_NOT_NUMBERS = ("一些", "一下", "统一", "一起", "一直", "一样", "一定", "一般", "唯一", "进一步", "万一", "一体")
 _STRICT_KINDS = {"number", "date", "who", "where", "definition"}
 
 
 def canon(text: str) -> str:
     """Comparison form: NFKC, lower case, long names in their short form, no punctuation or spaces."""
-    t = normalize(text).lower()
-    for long, short in _SHORT_FORMS:
-        t = t.replace(long, short)
+    t = shortened(normalize(text).lower())
     return _NON_WORD.sub("", t)
 
 
@@ -80,23 +71,6 @@ class Features:
     unit: str
 
 
-def _numbers(t: str, years: set[str]) -> set[float]:
-    out: set[float] = set()
-    for m in _DIGITS.finditer(t):
-        if m.group(0) not in years:
-            out.add(float(m.group(0)))
-    for w in _NOT_NUMBERS:
-        t = t.replace(w, " ")
-    for m in _CN_RUN.finditer(t):
-        run = m.group(0)
-        ordinal = run.startswith("第")
-        v = parse_cn_int(run.lstrip("第"))
-        # A bare 一 is mostly an article ("一个社会团体", "一年"), not a figure the question is about.
-        if v is not None and (v != 1 or ordinal) and any(c not in "万亿千百" for c in run.lstrip("第")):
-            out.add(float(v))
-    return out
-
-
 def features(text: str, tokenizer=None, gazetteer: frozenset[str] = frozenset()) -> Features:
     t = canon(text)
     is_place = tokenizer.is_known_place if tokenizer is not None else None
@@ -106,10 +80,10 @@ def features(text: str, tokenizer=None, gazetteer: frozenset[str] = frozenset())
     if tokenizer is not None:
         places |= {w for w in tokens if len(w) >= 2 and tokenizer.is_known_place(w)}
     places = {p for p in places if p not in NO_PARTICULAR_PLACE}
-    years = set(q.years) | set(_PLAN.findall(t))
-    lexical = _FILLERS.sub("", t) or t
+    years = set(q.years) | set(PLAN_PERIOD.findall(t))
+    lexical = FILLERS.sub("", t) or t
     bigrams = frozenset(lexical[i : i + 2] for i in range(len(lexical) - 1)) or frozenset([lexical])
-    return Features(t, bigrams, frozenset(tokens), frozenset(places), frozenset(years), frozenset(_numbers(_PLAN.sub(" ", t), years)),
+    return Features(t, bigrams, frozenset(tokens), frozenset(places), frozenset(years), frozenset(stated_values(t, years)),
                     q.kind, q.unit)
 
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from rag.ingest.places import question_places
+from rag.lang.lists import POINT
+from rag.lang.numbers import parse_cn_int
+from rag.lang.places import question_places
+from rag.lang.text import CN_NUMERAL, HAN
 from rag.lang.years import SUBJECT as SUBJECT_YEAR
-from rag.text import CN_NUMERAL, HAN, parse_cn_int
 
 _LEAD = r"(?:那|那么|那个|还有|另外|再问一下)"
 _FOLLOWUP = re.compile(rf"^{_LEAD}?(.{{1,12}}?)(?:呢|怎么样|又如何|的情况呢?|如何)[？?。!！]*$")
@@ -22,7 +24,6 @@ _ORDINAL = re.compile(rf"^{_LEAD}?第([{CN_NUMERAL}\d]+)(?:点|项|个|个方面
                       r"(?:呢|是什么|具体说说|具体是什么|展开说说|详细说说|讲讲|说说)?[？?。!！]*$")
 _PRONOUN = re.compile(r"^(?:它|他们|它们|该|这个|其|这些|那些)")
 _PLACE_SUFFIX = ("市", "省", "县", "区")
-_POINT_MARK = re.compile(rf"(?:^|(?<=[\s；;。，,]))\s*(?:\d+[.、．)]|[（(]?[{CN_NUMERAL}]+[）)、]|[{CN_NUMERAL}]是)")
 
 
 def rewrite_followup(question: str, history: list[tuple[str, str]], gaz: frozenset[str] = frozenset(),
@@ -81,8 +82,8 @@ def list_points(answer: str) -> list[str]:
     """The items of a previous answer that is a list: numbered ("1." "（一）" "一是") or ；-separated.
     Plain sentences are not points."""
     text = re.sub(r"\[\d+\]", "", answer)
-    if len(_POINT_MARK.findall(text)) >= 2:
-        items = [i.strip(" ；;。，,") for i in _POINT_MARK.split(text)]
+    if len(POINT.findall(text)) >= 2:
+        items = [i.strip(" ；;。，,") for i in POINT.split(text)]
         return [i for i in items if len(i) > 1]
     items = [i.strip(" 。") for i in re.split(r"[；;]", text)]
     items = [i for i in items if len(i) > 1]

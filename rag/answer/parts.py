@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import re
 
-_MARK = re.compile(r"(?:^|[\s，,。；;：:？?])(?:第[一二三四五六]|[一二三四五六]是|[（(][1-6一二三四五六][)）]|[1-6][.、．])[，,、：:\s]*")
+from rag.lang.lists import QUESTION_PART
+
 _QUESTION_END = re.compile(r"(?<=[？?])")
 _JOINER = "和|与|及|以及|、|跟"
 _EACH = re.compile(r"分别|各自|各")
@@ -18,7 +19,7 @@ MIN_PART = 4  # characters; a shorter piece is not a question of its own
 def split_parts(question: str, places: list[str] | None = None) -> list[str]:
     """The parts of the question (a single part: [question])."""
     q = question.strip()
-    marks = list(_MARK.finditer(q))
+    marks = list(QUESTION_PART.finditer(q))
     if len(marks) >= 2:
         head = q[:marks[0].start()].strip(" ，,：:")
         head = re.sub(r"(?:请|麻烦)?(?:你)?(?:分别|依次)?(?:说明|回答|介绍|列出|说说|讲讲)(?:一下)?[：:]?$", "", head).strip(" ，,：:")

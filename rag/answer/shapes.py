@@ -8,10 +8,8 @@ from __future__ import annotations
 import re
 
 from rag.answer.instructions import looks_like_instruction
+from rag.lang.numbers import has_number
 
-# A number as written in these documents: digits, or Chinese numerals with a unit or a counter after them.
-_DIGITS = re.compile(r"\d")
-_CN_NUMBER = re.compile(r"[一二两三四五六七八九十百千万亿零〇]+(?:[个支家项名人场次所座篇件期批万亿元天年届位处条类种台户份本门块倍]|分之)")
 _TARGET = re.compile(r"力争|目标|计划到|预计|争取|将达到|拟")
 _TARGET_ASKED = re.compile(r"目标|计划|力争|预计|争取")
 
@@ -21,10 +19,6 @@ _CAPTION = re.compile(r"^\s*(?:[▲△▼◆■●]|图为|图片来源|[（(]�
 _BYLINE = re.compile(r"^\s*(?:本报记者|记者|通讯员|作者|编辑|责任编辑|来源)[\s:：]*[\u4e00-\u9fff]{0,8}\s*$|^\s*(?:本报讯|新华社)")
 _CONTENTS = re.compile(r"^\s*目\s*录\s*$|[.…·]{4,}\s*\d+\s*$")
 _PREAMBLE = re.compile(r"现将《[^》]+》印发给你们|关于印发《?[^》]*》?的通知|请结合实际认真贯彻执行|请遵照执行")
-
-
-def has_number(sentence: str) -> bool:
-    return bool(_DIGITS.search(sentence) or _CN_NUMBER.search(sentence))
 
 
 def states_target(sentence: str) -> bool:

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 from rag.answer import shapes
 from rag.answer.candidates import Candidate, sentence_spans
-from rag.ingest.places import place_mismatch
 from rag.lang.lists import ITEM
+from rag.lang.places import place_mismatch
 from rag.models import Hit
 from rag.search.question import Question, defines
 from rag.search.structure import NAMED

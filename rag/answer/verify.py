@@ -7,18 +7,13 @@ import re
 from dataclasses import dataclass, field
 
 from rag.answer.wording import CITATION
+from rag.lang.numbers import figures
+from rag.lang.sentences import CITED_SENTENCE
+from rag.lang.text import normalize
 from rag.models import Citation, Hit
-from rag.text import normalize
 
 # Markers copied from the prompt's instructions instead of filled in: "[编号]", "[资料]", "[n]", "【1】"…
 _PLACEHOLDER = re.compile(r"\[(?:编号|资料|出处|来源|引用|序号|数字|n|N|x|X|\?|…|\.\.\.)\]|【\s*(?:\d+|编号|资料)\s*】")
-_PIECE = re.compile(r"[^。！？!?\n]*(?:\[\d+\])*[。！？!?]?(?:\[\d+\])*")
-# A number as written: digits with optional thousands separators and decimals ("1,200", "3.5"),
-# never part of a longer digit run ("12" is not in "2012").
-# NFKC turns "，" into ",": "12,34,56" is three numbers, "1,200" one (a comma before exactly 3 digits).
-_NUMBER = re.compile(r"(?<![\d.])\d{1,3}(?:,\d{3})+(?![\d])(?:\.\d+)?|(?<![\d.])\d+(?:\.\d+)?(?![\d])")
-# A list item's own marker ("1. " "2、" "(3)") is not a figure the passage must state.
-_LIST_MARKER = re.compile(r"^\s*(?:\d{1,2}[.、．)）]|[（(]\d{1,2}[）)])\s*")
 SUPPORTED = 0.5
 
 
@@ -27,11 +22,6 @@ class Verified:
     text: str
     citations: list[Citation]
     dropped: list[str] = field(default_factory=list)  # sentences removed: figures no passage states
-
-
-def numbers(text: str) -> set[float]:
-    """The numbers a text states, as values ("1,200" and "1200" are the same number)."""
-    return {float(n.replace(",", "")) for n in _NUMBER.findall(_LIST_MARKER.sub("", normalize(text)))}
 
 
 def strip_placeholders(text: str) -> str:
@@ -45,7 +35,7 @@ def support(sentence: str, passage: str) -> float:
     p = "".join(normalize(passage.replace("**", "")).split())
     if not s:
         return 1.0
-    if not numbers(s) <= numbers(p):
+    if not figures(s) <= figures(p):
         return 0.0  # a figure the passage does not state is never supported
     grams = {s[i : i + 2] for i in range(len(s) - 1)} or {s}
     return sum(g in p for g in grams) / len(grams)
@@ -57,8 +47,8 @@ def verify_citations(text: str, hits: list[Hit]) -> Verified:
     A sentence whose figures appear in no retrieved passage is dropped (an invented number is worse
     than a shorter answer); other unsupported sentences stay, without a citation."""
     text = strip_placeholders(text)
-    known = set().union(*(numbers(h.chunk.text) for h in hits)) if hits else set()
-    pieces = [p for p in _PIECE.findall(text) if p.strip()]
+    known = set().union(*(figures(h.chunk.text) for h in hits)) if hits else set()
+    pieces = [p for p in CITED_SENTENCE.findall(text) if p.strip()]
     new_numbers: dict[int, int] = {}  # hit index -> citation number
     cites: list[Citation] = []
     out: list[str] = []
@@ -69,7 +59,7 @@ def verify_citations(text: str, hits: list[Hit]) -> Verified:
         if len(body) < 2:
             out.append(body)
             continue
-        if not numbers(body) <= known:
+        if not figures(body) <= known:
             dropped.append(body)
             continue
         keep = [i - 1 for i in cited if 0 < i <= len(hits) and support(body, hits[i - 1].chunk.text) >= SUPPORTED]

@@ -6,7 +6,7 @@ The loader lives in rag/ingest/qa_pairs.py (the FAQ pairs use it too); it is re-
 from __future__ import annotations
 
 from rag.ingest.qa_pairs import LIST_FIELDS, Item, load_dataset
-from rag.text import normalize
+from rag.lang.text import normalize
 
 __all__ = ["LIST_FIELDS", "Item", "check_evidence", "compact", "load_dataset"]
 

@@ -15,20 +15,20 @@ from pathlib import Path
 from typing import NamedTuple
 
 from rag.index import backfill, store
-from rag.index.faults import fault_point
 from rag.index.bm25 import BM25Index
-from rag.ingest import limits
-from rag.ingest.chunking import CHUNKER_VERSION
 from rag.index.embeddings import Embedder
-from rag.ingest.metadata import DocMeta, sidecar_path
-from rag.ingest.loaders import SUPPORTED, LoadError, Skipped, walk_corpus
-from rag.models import Chunk
-from rag.ingest.places import gazetteer_from, place_stats
-from rag.ingest.worker import timed
-from rag.settings import Settings
+from rag.index.faults import fault_point
 from rag.index.store import FileRecord, Manifest
 from rag.index.tokenizer import Tokenizer, prepare, quoted_terms, signature
 from rag.index.vectors import VectorStore
+from rag.ingest import limits
+from rag.ingest.chunking import CHUNKER_VERSION
+from rag.ingest.loaders import SUPPORTED, LoadError, Skipped, walk_corpus
+from rag.ingest.metadata import DocMeta, sidecar_path
+from rag.ingest.worker import timed
+from rag.lang.places import gazetteer_from, place_stats
+from rag.models import Chunk
+from rag.settings import Settings
 
 log = logging.getLogger("kexie.index")
 Progress = Callable[[str, int, int], None]  # (stage, done, total)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rag.text import normalize
+from rag.lang.text import normalize
 
 MODEL_PATH = Path(__file__).with_name("data") / "static-e5.npz"
 # Punctuation, symbols and whitespace carry no topic; jieba returns them as tokens of their own.

@@ -10,31 +10,30 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from rag.ingest import limits, tables
+from rag.ingest import limits
 from rag.ingest.cleaning import Para
-from rag.ingest.places import dominant_place, place_counts
+from rag.lang import fingerprint, lists, numbers, sentences, tables, years
+from rag.lang import places as place_rules
+from rag.lang import text as text_rules
+from rag.lang.lists import HEADING_LEVELS, HEADING_NUMERAL
+from rag.lang.numbers import parse_cn_int
+from rag.lang.places import dominant_place, place_counts
+from rag.lang.sentences import CLOSERS, SENTENCE, TERMINAL
+from rag.lang.text import has_han, normalize
 from rag.lang.years import YEAR
 from rag.models import Chunk
-from rag.text import CLOSERS, TERMINAL, has_han, normalize, parse_cn_int
 
-_NUM = "一二三四五六七八九十百零〇"
+_NUM = HEADING_NUMERAL
 _MD = re.compile(r"^(#{1,6})\s+(.*)$")
 _CHAPTER = re.compile(rf"^第[{_NUM}\d]+[编章](?:\s|$)")
 _SECTION = re.compile(rf"^第[{_NUM}\d]+节(?:\s|$)")
 _ARTICLE = re.compile(rf"^(第([{_NUM}\d]+)条)(?:之[{_NUM}]+)?(?=[\s　【（(]|$|[^，。、的款项])")
 # A document is read as a regulation (articles are its units) when this many paragraphs open an article.
 MIN_ARTICLES = 3
-_LIST_MARKERS = [
-    (2, re.compile(rf"^[{_NUM}]+[、.．]")),
-    (3, re.compile(rf"^[（(][{_NUM}]+[）)]")),
-    (4, re.compile(r"^\d+[.、．](?!\d)")),
-    (5, re.compile(r"^[（(]\d+[）)]")),
-]
-_SENTENCE = re.compile(rf"[^{TERMINAL}]*[{TERMINAL}]+[{CLOSERS}]*|[^{TERMINAL}]+$")
 PLAIN_HEADING_MAX = 40
-# Bump when chunking or cleaning rules change: the indexer then re-chunks every file (vectors of
-# chunks whose text did not change are reused).
-CHUNKER_VERSION = "6"  # 6: PDF page furniture removed (rag.ingest.furniture)
+# Bump when chunking or cleaning logic changes: the indexer then re-chunks every file (vectors of chunks
+# whose text did not change are reused). A change to a language rule table it reads re-chunks by itself.
+CHUNKER_VERSION = "6." + fingerprint(text_rules, sentences, lists, tables, numbers, years, place_rules)  # 6: page furniture
 
 
 @dataclass
@@ -64,7 +63,7 @@ def _heading_of(text: str) -> tuple[int, str, bool] | None:
     m = _ARTICLE.match(t)
     if m:
         return 6, m.group(1), False
-    for level, rx in _LIST_MARKERS:
+    for level, rx in HEADING_LEVELS:
         if rx.match(t):
             if short:
                 return level, t, True
@@ -251,7 +250,7 @@ def _blocks(paras: list[Para]) -> list[_Block]:
 
 def _sentences(text: str, size: int) -> list[str]:
     out = []
-    for s in _SENTENCE.findall(text):
+    for s in SENTENCE.findall(text):
         start = 0  # an offset, not s = s[cut:]: linear in a sentence of millions of characters
         while len(s) - start > size:  # an over-long sentence: cut at a comma, else hard
             comma = max(s.rfind("，", start, start + size), s.rfind(",", start, start + size))

@@ -9,9 +9,10 @@ import re
 from dataclasses import dataclass
 
 from rag.ingest import limits
-from rag.ingest.tables import is_row
+from rag.lang.sentences import ends_sentence
+from rag.lang.tables import is_row
+from rag.lang.text import HAN, normalize
 from rag.models import Page
-from rag.text import CLOSERS, HAN, TERMINAL, normalize
 
 _CJK_OR_DIGIT = re.compile(f"[{HAN}0-9０-９a-zA-Z%％“‘（(]")
 _MARKER = re.compile(
@@ -29,14 +30,9 @@ class Para:
     ocr: bool = False
 
 
-def _ends_sentence(text: str) -> bool:
-    t = text.rstrip().rstrip(CLOSERS + "*")
-    return not t or t[-1] in TERMINAL + "：:"
-
-
 def _continues(prev: str, nxt: str, min_prev_len: int) -> bool:
     """True when `nxt` is the rest of a sentence that a page/line break cut out of `prev`."""
-    if _ends_sentence(prev) or is_row(prev):
+    if ends_sentence(prev) or is_row(prev):
         return False
     # Short unpunctuated lines are titles; a line with a full stop inside is body text, whatever its length.
     if len(prev.strip()) < min_prev_len and not any(ch in prev for ch in "。！？；"):

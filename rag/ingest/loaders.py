@@ -10,11 +10,11 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from rag.ingest import furniture, limits, office, ofd
+from rag.ingest import furniture, limits, ofd, office
 from rag.ingest.limits import LimitExceeded, LoadError
-from rag.ingest.tables import fill, markdown, plausible
+from rag.lang.tables import fill, markdown, plausible
+from rag.lang.text import HAN, HAN_CHAR
 from rag.models import Document, Page
-from rag.text import HAN, HAN_CHAR
 
 __all__ = ["LimitExceeded", "LoadError", "SUPPORTED", "Skipped", "decode_text", "load", "walk_corpus"]
 

@@ -12,10 +12,11 @@ from pathlib import Path
 import tomllib
 
 from rag.ingest.cleaning import Para
+from rag.lang.numbers import parse_cn_int
+from rag.lang.text import CN_NUMERAL, normalize
 from rag.lang.years import BARE as BARE_YEAR
-from rag.lang.years import YEAR
 from rag.lang.years import REVISED as REVISED_YEAR
-from rag.text import CN_NUMERAL, normalize, parse_cn_int
+from rag.lang.years import YEAR
 
 SIDECAR = ".meta.toml"
 FIELDS = ("title", "issuer", "number", "adopted", "revised", "effective", "published", "version", "group", "superseded")

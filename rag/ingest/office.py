@@ -13,7 +13,7 @@ import zipfile
 from pathlib import Path
 
 from rag.ingest import limits, word97
-from rag.ingest.tables import fill, markdown
+from rag.lang.tables import fill, markdown
 from rag.models import Document, Page
 
 SPREADSHEETS = (".xlsx", ".xlsm", ".xls", ".csv", ".et")

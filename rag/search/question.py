@@ -10,10 +10,12 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from rag.ingest.places import question_places
+from rag.lang.numbers import ARTICLE, articles_in
+from rag.lang.places import question_places
+from rag.lang.short_forms import short_spellings
+from rag.lang.text import normalize
 from rag.lang.units import ALTERNATION as MEASURE_WORDS
 from rag.lang.years import STATED as STATED_YEAR
-from rag.text import ARTICLE, articles_in, normalize
 
 KINDS = ("number", "date", "definition", "list", "who", "where", "how", "yesno", "article", "fact")
 
@@ -92,8 +94,6 @@ def _kind(q: str) -> tuple[str, str, str]:
 
 _DOC_NAME = re.compile(r"[\u4e00-\u9fff（）()]{2,40}?(?:法|条例|办法|规定|细则|纲要|章程|规划|方案|意见)(?:（试行）|\(试行\))?")
 _NATIONAL = "中华人民共和国"
-# How staff shorten a law's name: 科学技术普及法 -> 科普法, 科学技术进步法 -> 科技进步法.
-_SHORT_FORMS = (("科学技术普及", "科普"), ("科学技术协会", "科协"), ("科学技术", "科技"))
 
 
 _ALIAS_NOTE = re.compile(r"[（(]以下简称[^）)]{1,16}[）)]")
@@ -108,8 +108,7 @@ def defines(term: str, text: str) -> bool:
 
 def with_short_forms(text: str) -> str:
     """The text followed by its short-form spellings, so a question's 科普法 matches a title's 科学技术普及法."""
-    extra = [text.replace(long, short) for long, short in _SHORT_FORMS if long in text]
-    return " ".join([text, *extra])
+    return " ".join([text, *short_spellings(text)])
 
 
 def document_names(titles) -> frozenset[str]:
@@ -122,10 +121,7 @@ def document_names(titles) -> frozenset[str]:
             name = m.group(0)
             name = name[len(_NATIONAL):] if name.startswith(_NATIONAL) else name
             names.add(name)
-            for long, short in _SHORT_FORMS:
-                if long in name:
-                    names.add(name.replace(long, short))
-                    break
+            names.update(short_spellings(name)[:1])  # the first (longest) long form it has
     return frozenset(names)
 
 

@@ -8,10 +8,11 @@ import re
 from dataclasses import dataclass
 
 from rag.ingest.metadata import DocMeta, Version, group_versions
+from rag.lang.numbers import cn_numeral, parse_cn_int
+from rag.lang.text import normalize
 from rag.lang.years import YEAR
 from rag.models import Chunk, Hit
 from rag.search.question import Question, defines, document_names
-from rag.text import cn_numeral, normalize, parse_cn_int
 
 # A superseded version that the question did not ask for keeps this share of its fused score: still found
 # when only it holds the answer (a provision the revision dropped), never ahead of the text in force.

@@ -33,14 +33,19 @@ from pathlib import Path
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    StreamingResponse,
+)
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from rag.lang.text import estimate_tokens
 from rag.models import Answer
-from rag.text import estimate_tokens
 from rag.serve import kb as kbfiles
 from rag.serve import viewer
 from rag.serve.guard import Throttle, client_address, wait_message

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
 
+from rag.lang.sentences import TERMINAL
 from rag.models import Chunk
-from rag.text import TERMINAL
 
 MIN_OVERLAP = 2  # characters; a shorter match of one chunk's end and the next one's start is chance
 PDF_SCALE = 1.6  # page image pixels per PDF point

@@ -20,7 +20,7 @@ from rag.answer.assistant import Assistant
 from rag.answer.candidates import split_sentences
 from rag.answer.instructions import looks_like_instruction
 from rag.answer.wording import CITATION, CLOSEST_HEAD
-from rag.ingest import tables
+from rag.lang import tables
 from rag.models import CLOSEST, Answer, Backend, Hit, RetrievalMode
 from rag.serve import export, feedback, kb, recycle, viewer
 from rag.serve.evaltab import eval_tab

@@ -9,7 +9,7 @@ import re
 from collections import Counter
 from collections.abc import Callable
 
-from rag.text import HAN, is_han, normalize
+from rag.lang.text import HAN, is_han, normalize
 
 # Provinces and the like, by their short names (a question says 山东 as often as 山东省).
 PROVINCES = ("北京 天津 上海 重庆 河北 山西 辽宁 吉林 黑龙江 江苏 浙江 安徽 福建 江西 山东 河南 湖北 湖南 广东 海南 四川 "
