@@ -38,12 +38,12 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from rag.evaluate.dataset import load_dataset  # noqa: E402
-from rag.evaluate.metrics import covers  # noqa: E402
-from rag.e5 import reader as R  # noqa: E402
 from rag.e5 import file as e5file  # noqa: E402
+from rag.e5 import reader as R  # noqa: E402
 from rag.e5.model import encoder, pad_rows  # noqa: E402
 from rag.e5.tokenizer import E5Tokenizer  # noqa: E402
+from rag.evaluate.dataset import load_dataset  # noqa: E402
+from rag.evaluate.metrics import covers  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 CMRC_TRAIN = SHARED / "bench" / "cmrc2018_train.json"
@@ -168,7 +168,7 @@ class Corpus:
         from rag.index.bm25 import BM25Index
         from rag.index.indexer import chunk_file
         from rag.index.tokenizer import Tokenizer, quoted_terms
-        from rag.ingest.places import gazetteer
+        from rag.lang.places import gazetteer
         from rag.search import structure
         from rag.settings import Settings
 

@@ -312,7 +312,7 @@ def build_api(settings: Settings, registry: Registry, signer: Signer) -> FastAPI
 
         def extra(a: Answer) -> dict:
             """The fields beyond OpenAI's: where the answer comes from (for a refusal, the closest passages it
-            announces, flagged as not supporting it), and `usage` as an estimate (rag.text.estimate_tokens)."""
+            announces, flagged as not supporting it), and `usage` as an estimate (rag.lang.text.estimate_tokens)."""
             cites = [c.to_json() for c in a.citations] or [{**c.to_json(), "supporting": False} for c in a.closest()]
             said = estimate_tokens(a.answer)
             usage = {"prompt_tokens": asked, "completion_tokens": said, "total_tokens": asked + said, "estimated": True}
