@@ -23,10 +23,12 @@ def main() -> int:
     if notice:
         print(f"注意：{notice}", flush=True)
     if m is None or m.version != store.FORMAT_VERSION:  # none yet, or an older layout this version cannot read
-        from rag.index.indexer import index_corpus, tty_progress
+        from rag.index.indexer import tty_progress
+        from rag.search.keeper import IndexKeeper
 
         print(f"首次启动：正在索引 {settings.corpus_dir} …", flush=True)
-        rep = index_corpus(settings, progress=tty_progress(), wait=False)
+        # Searchable now; the registry's keeper fills the vectors behind the running app (below).
+        rep = IndexKeeper(settings=settings).reindex(tty_progress(), fill=False)
         for line in rep.file_lines():  # a first start says which files were skipped or failed, and why
             print(f"  {line}", flush=True)
         print(f"索引完成：{rep.summary()}", flush=True)

@@ -129,7 +129,7 @@ class CorpusInfo:
 
 
 def _chunk_count(path: Path, source: str) -> int:
-    from rag.index.indexer import chunk_file
+    from rag.ingest.pipeline import chunk_file
     from rag.settings import load_settings
 
     s = load_settings(env={})

@@ -24,7 +24,7 @@ PY = sys.executable
 
 def real_chunks(n: int) -> list[str]:
     """The first n chunks of the bundled corpus, as the indexer embeds them (Chunk.vector_text)."""
-    from rag.index.indexer import chunk_file
+    from rag.ingest.pipeline import chunk_file
     from rag.settings import load_settings
 
     s = load_settings(env={}, corpus_dir=ROOT / "corpus")

@@ -97,31 +97,30 @@ def _print_json(obj) -> None:
 
 def cmd_index(s: Settings, args) -> int:
     from rag.index import backfill
-    from rag.index.indexer import index_corpus, tty_progress
+    from rag.index.indexer import tty_progress
+    from rag.search.keeper import IndexKeeper
 
     if args.vectors_only:  # detached by a previous `kexie index`: fill, then exit
         backfill.fill(s, block=False)
         return 0
-    rep = index_corpus(s, rebuild=args.rebuild, progress=tty_progress(), wait=False)
+    keeper = IndexKeeper(settings=s)
+    rep = keeper.reindex(tty_progress(), fill=False, rebuild=args.rebuild)
     if rep.rebuilt:
         print(f"重建索引：{rep.rebuilt}")
     for line in rep.file_lines():
         print(f"  {line}")
     print(f"完成：{rep.summary()}")
-    st = backfill.current_state(s)
+    st = keeper.vector_state()
     if st is not None and not st.complete:
         if args.wait:
             print(backfill.describe(st) + "，等待完成…", flush=True)
-            rep2 = type(rep)()
             t = time.perf_counter()
-            # Another worker may be filling: block until it is done, then finish whatever is left.
-            final = backfill.fill(s, progress=tty_progress(), rep=rep2)
-            final = final or backfill.current_state(s)
-            print(f"向量索引完成（{final.model if final else s.embedding_model}）：本次生成向量 {rep2.embedded} 个，"
+            embedded, final = keeper.wait_for_vectors(tty_progress())
+            print(f"向量索引完成（{final.model if final else s.embedding_model}）：本次生成向量 {embedded} 个，"
                   f"用时 {time.perf_counter() - t:.1f} 秒")
         else:
-            pid = backfill.start_process(s)
-            print(f"{backfill.describe(st)}；向量在后台生成（进程 {pid}，日志 {s.index_dir / 'vectors.log'}），"
+            keeper.fill_vectors()
+            print(f"{backfill.describe(st)}；向量在后台生成（进程 {keeper.process}，日志 {s.index_dir / 'vectors.log'}），"
                   "期间检索只用已有向量与 BM25。运行 kexie index --wait 可等待完成")
     return 0
 

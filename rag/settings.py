@@ -22,6 +22,23 @@ CONFIG_NAME = "kexie.toml"
 RETIRED = {"answer_models": "句子排序与可回答性模型已由阅读模型取代，见 reader_model"}
 RENAMED = {"max_upload_mb": "max_file_mb"}  # old key -> its setting now (one cap for uploads and indexing)
 SECRETS = ("llm_api_key", "auth_password", "api_keys", "users")
+# The section of every setting, by stage. A TOML file may group its keys under [ingest] [index] [search]
+# [answer] [serve] (or keep them flat, or under [kexie], as before); the keys and KEXIE_* variables are the
+# same either way, and the code reads one Settings object. tests/test_settings.py checks each field has one.
+SECTIONS = {
+    "ingest": ("corpus_dir", "chunk_size", "chunk_overlap", "ocr", "max_file_mb", "isolate_parsing", "parse_memory_mb",
+               "parse_seconds"),
+    "index": ("index_dir", "embedding_model", "embedding_batch_size", "query_instruction", "fast_embedding_model",
+              "fast_above", "chroma_host", "chroma_port"),
+    "search": ("top_k", "retrieval_mode", "candidates", "rrf_k", "bm25_weight", "vector_weight", "structure", "rerank",
+               "rerank_pool", "rerank_weight", "reader_model"),
+    "answer": ("answer_backend", "answer_threshold", "faq_dir", "faq_threshold", "llm_base_url", "llm_model",
+               "llm_api_key", "llm_allowed_urls", "llm_timeout", "llm_temperature", "llm_max_tokens", "gguf_path",
+               "gguf_context", "gguf_threads"),
+    "serve": ("host", "port", "auth_user", "auth_password", "users", "grants", "data_dir", "api_keys", "api_rate_limit",
+              "max_bases_per_user", "max_upload_mb_per_day", "upload_extensions"),
+}
+SECTION_OF = {name: section for section, names in SECTIONS.items() for name in names}
 
 
 @dataclass
@@ -253,6 +270,26 @@ def find_config(env: dict[str, str] | None = None, cwd: Path | None = None) -> P
     return p if p.is_file() else None
 
 
+def _flatten(data: dict, path: Path) -> dict:
+    """A file's keys, flat: [kexie] and the section tables opened; a key in the wrong section, or given twice,
+    is an error naming the right place."""
+    data = dict(data.get("kexie", data))
+    for section in SECTIONS:
+        table = data.pop(section, None)
+        if table is None:
+            continue
+        if not isinstance(table, dict):
+            raise ValueError(f"配置文件 {path} 的 {section} 应为一节（[{section}]）")
+        for key, value in table.items():
+            name = RENAMED.get(key, key)
+            if name in SECTION_OF and SECTION_OF[name] != section:
+                raise ValueError(f"配置文件 {path}：{key} 属于 [{SECTION_OF[name]}]，不在 [{section}]")
+            if key in data:
+                raise ValueError(f"配置文件 {path}：{key} 重复设置（[{section}] 与顶层）")
+            data[key] = value
+    return data
+
+
 def load_settings(config: str | Path | None = None, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
     """Build settings from an optional TOML file, KEXIE_* env vars and keyword overrides.
 
@@ -265,8 +302,7 @@ def load_settings(config: str | Path | None = None, env: dict[str, str] | None =
         p = Path(path)
         if not p.is_file():
             raise FileNotFoundError(f"配置文件不存在：{p}")
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-        data = data.get("kexie", data)
+        data = _flatten(tomllib.loads(p.read_text(encoding="utf-8")), p)
         names = {f.name for f in fields(Settings)}
         for old, why in RETIRED.items():
             if old in data:

@@ -309,6 +309,28 @@ def test_assistant_gives_the_curated_answer_first(tmp_path, corpus_index, retrie
     assert list(j)[:4] == ["answer", "refused", "citations", "retrieved"]
 
 
+def test_one_analysis_and_one_embedding_per_turn(tmp_path, corpus_index, retriever, monkeypatch):
+    """Retrieval, answer scoring and FAQ matching share the turn's Query: the question is analysed once and
+    embedded once, though the FAQ uses the same model as the index."""
+    from rag.answer.assistant import Assistant
+    from rag.search import question, snapshot
+
+    s = corpus_index.replace(faq_dir=str(sample_folder(tmp_path / "faq")))
+    a = Assistant(s, retriever)
+    a.faq.cache = tmp_path / faq.CACHE_NAME
+    a.faq_index()  # the curated pairs are analysed and embedded when the folder is read, not per turn
+    analysed, embedded = [], []
+    real_analyze, embedder = question.analyze, retriever.embedder
+    monkeypatch.setattr(snapshot, "analyze", lambda text, *a, **k: analysed.append(text) or real_analyze(text, *a, **k))
+    monkeypatch.setattr(faq, "analyze", lambda text, *a, **k: analysed.append(text) or real_analyze(text, *a, **k))
+    real_embed = embedder.embed_query
+    monkeypatch.setattr(embedder, "embed_query", lambda text: embedded.append(text) or real_embed(text))
+    ans = a.ask(QUESTION)
+    assert ans.faq is not None and ans.citations  # matched and answered from the documents
+    # (`backs` analyses the curated and the document answer: other texts, compared with each other)
+    assert analysed.count(QUESTION) == 1 and embedded == [QUESTION]
+
+
 def test_assistant_without_a_match_answers_exactly_as_before(tmp_path, corpus_index, retriever):
     from rag.answer.assistant import Assistant
 

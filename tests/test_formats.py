@@ -299,7 +299,7 @@ def test_unsupported_types_are_skipped_with_the_reason(tmp_path):
 
 # -- OFD ------------------------------------------------------------------------------------------
 def _ofd(name):
-    from rag.index.indexer import chunk_file
+    from rag.ingest.pipeline import chunk_file
     from rag.settings import Settings
 
     path = shared("fixtures", "ofd", name)

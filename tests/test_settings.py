@@ -1,7 +1,9 @@
 
+import re
+
 import pytest
 
-from rag.settings import load_settings
+from rag.settings import Settings, load_settings
 
 
 def test_defaults_env_toml_and_overrides(tmp_path):
@@ -101,3 +103,37 @@ def test_one_file_size_cap_under_its_old_name_too(tmp_path):
     assert load_settings(env={"KEXIE_MAX_FILE_MB": "40"}).max_file_mb == 40
     assert load_settings(env={}).max_file_mb == 100
     assert too_big(20 * 2**20, 20) == "" and too_big(20 * 2**20 + 1, 20) == "文件过大（20 MB，上限 20 MB）"
+
+
+def test_every_setting_has_one_section():
+    from dataclasses import fields
+
+    from rag.settings import SECTIONS
+
+    placed = [n for names in SECTIONS.values() for n in names]
+    assert sorted(placed) == sorted(f.name for f in fields(Settings))  # a new setting must be given its section
+    assert len(placed) == len(set(placed))
+
+
+def test_sectioned_file_loads_like_a_flat_one(tmp_path):
+    flat, sectioned = tmp_path / "flat.toml", tmp_path / "sections.toml"
+    flat.write_text('top_k = 7\nchunk_size = 300\nllm_model = "qwen"\nport = 9000\nmax_upload_mb = 20\n'
+                    '[users]\nzhang = "pw"\n', encoding="utf-8")
+    sectioned.write_text('[search]\ntop_k = 7\n[ingest]\nchunk_size = 300\nmax_upload_mb = 20\n[answer]\nllm_model = "qwen"\n'
+                         '[serve]\nport = 9000\n[serve.users]\nzhang = "pw"\n', encoding="utf-8")
+    a, b = load_settings(config=flat, env={}), load_settings(config=sectioned, env={})
+    assert a == b and (b.top_k, b.chunk_size, b.llm_model, b.port, b.max_file_mb, b.users) == (7, 300, "qwen", 9000, 20, {"zhang": "pw"})
+    assert load_settings(config=sectioned, env={"KEXIE_TOP_K": "3"}).top_k == 3  # the same variables override
+
+
+@pytest.mark.parametrize("text, says", [
+    ("[search]\nchunk_size = 300\n", "chunk_size 属于 [ingest]"),  # in the wrong section
+    ("top_k = 3\n[search]\ntop_k = 4\n", "top_k 重复设置"),  # twice
+    ("[search]\ntopk = 4\n", "未知设置项：topk"),
+    ("search = 3\n", "应为一节"),
+])
+def test_section_mistakes_are_named(tmp_path, text, says):
+    f = tmp_path / "k.toml"
+    f.write_text(text, encoding="utf-8")
+    with pytest.raises(ValueError, match=re.escape(says)):
+        load_settings(config=f, env={})

@@ -19,9 +19,10 @@ from typing import Callable
 
 import pytest
 
-from rag.index.indexer import chunk_file, index_corpus
+from rag.index.indexer import index_corpus
 from rag.ingest import limits, worker
 from rag.ingest.loaders import LoadError
+from rag.ingest.pipeline import chunk_file
 from rag.settings import load_settings
 
 MB = 2**20

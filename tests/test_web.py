@@ -87,7 +87,7 @@ def test_upload_with_an_existing_name_keeps_the_old_file_and_says_so(kb_settings
     assert "已替换同名文件" in new.message and new.replaced.name in new.message
     # The kept version is not a document of the knowledge base: neither listed nor indexed.
     assert [r.source for r in kb.list_documents(kb_settings)] == ["办法.txt"]
-    from rag.index.indexer import scan_corpus
+    from rag.ingest.pipeline import scan_corpus
 
     assert list(scan_corpus(kb_settings.corpus_dir)[0]) == ["办法.txt"]
 

@@ -166,7 +166,7 @@ class Corpus:
     @classmethod
     def build(cls, folder: Path) -> "Corpus":
         from rag.index.bm25 import BM25Index
-        from rag.index.indexer import chunk_file
+        from rag.ingest.pipeline import chunk_file
         from rag.index.tokenizer import Tokenizer, quoted_terms
         from rag.lang.places import gazetteer
         from rag.search import structure

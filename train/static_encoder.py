@@ -125,7 +125,7 @@ class DevSet:
 
     def __init__(self, tok, ids: dict[str, int]):
         from rag.evaluate.metrics import relevance, retrieval_metrics
-        from rag.index.indexer import chunk_file
+        from rag.ingest.pipeline import chunk_file
         from rag.ingest.qa_pairs import load_dataset
         from rag.settings import load_settings
 

@@ -26,6 +26,7 @@ from rag.e5 import file as e5file
 from rag.lang.numbers import cn_numeral
 from rag.models import Answer, Backend, Hit
 from rag.search import structure
+from rag.search.query import Query
 from rag.search.question import Question, analyze
 from rag.search.retrieval import Retriever
 from rag.settings import Settings
@@ -93,8 +94,8 @@ class Assistant:
         """The curated pairs of this knowledge base as they are now (None: no FAQ files)."""
         return self.faq.current(self.retriever.snapshot().tokenizer)
 
-    def faq_match(self, question: str) -> FaqMatch | None:
-        """The curated pair the (standalone) question asks, if any; never fails the answer."""
+    def faq_match(self, question: str | Query) -> FaqMatch | None:
+        """The curated pair the (standalone) question or the turn's Query asks, if any; never fails the answer."""
         try:
             snap = self.retriever.snapshot()
             index = self.faq.current(snap.tokenizer)
@@ -146,15 +147,16 @@ class Assistant:
                 log.warning("LLM rewrite failed: %s", e)
         timings["rewrite"] = time.perf_counter() - t
         t = time.perf_counter()
-        q = analyze(standalone, snap.places, snap.tokenizer.is_known_place, snap.documents)  # once per turn
+        query = snap.query(standalone)  # analysed and embedded once per turn, for retrieval, answer and FAQ
+        q = query.analysis
         k = k or max(self.settings.top_k, 5)
-        hits = self.read(standalone, self.retriever.search(standalone, k, mode, snap=snap))
+        hits = self.read(standalone, self.retriever.search(query, k, mode, snap=snap))
         timings["retrieve"] = time.perf_counter() - t
         evidence = spans.answerable(hits)
         base = Answer(question, "", False, [], hits, standalone, backend, evidence=evidence, timings=timings,
                       generation=snap.manifest.generation)
         t = time.perf_counter()
-        base.faq = self.faq_match(standalone)
+        base.faq = self.faq_match(query)
         if base.faq is not None:
             timings["faq"] = time.perf_counter() - t
             if backend != Backend.EXTRACTIVE:  # the curated answer shows while the model is still thinking

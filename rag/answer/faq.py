@@ -30,13 +30,14 @@ import numpy as np
 from rag.answer.wording import CITATION
 from rag.ingest.qa_pairs import EXTENSIONS, Item, load_dataset
 from rag.lang.numbers import PLAN_PERIOD, stated_values
-from rag.lang.places import NO_PARTICULAR_PLACE, PROVINCES
+from rag.lang.places import NO_PARTICULAR_PLACE, PROVINCES, places_in
 from rag.lang.questions import FILLERS
 from rag.lang.short_forms import shortened
 from rag.lang.text import normalize
 from rag.lang.units import same_quantity
 from rag.models import FaqMatch, FaqPair
-from rag.search.question import analyze
+from rag.search.query import Query
+from rag.search.question import Question, analyze
 
 log = logging.getLogger("kexie.faq")
 
@@ -71,11 +72,17 @@ class Features:
     unit: str
 
 
-def features(text: str, tokenizer=None, gazetteer: frozenset[str] = frozenset()) -> Features:
+def features(text: str, tokenizer=None, gazetteer: frozenset[str] = frozenset(), analysis: Question | None = None) -> Features:
+    """`analysis`: the turn's analysis of `text` (reused, its places joined by the gazetteer's), else made here."""
     t = canon(text)
     is_place = tokenizer.is_known_place if tokenizer is not None else None
-    q = analyze(text, gazetteer, is_place)
-    places = set(q.places) | {p for p in PROVINCES if p in t}
+    if analysis is None:
+        q = analyze(text, gazetteer, is_place)
+        places = set(q.places)
+    else:
+        q = analysis
+        places = set(q.places) | places_in(normalize(text), gazetteer)
+    places |= {p for p in PROVINCES if p in t}
     tokens = tokenizer.tokens(t) if tokenizer is not None else []
     if tokenizer is not None:
         places |= {w for w in tokens if len(w) >= 2 and tokenizer.is_known_place(w)}
@@ -285,14 +292,18 @@ class FaqIndex:
         except OSError as e:
             log.warning("FAQ vector cache not written (%s)", e)
 
-    def scores(self, question: str, gazetteer: frozenset[str] = frozenset()) -> np.ndarray:
-        """Similarity of the question to every curated question."""
+    def scores(self, question: str | Query, gazetteer: frozenset[str] = frozenset()) -> np.ndarray:
+        """Similarity of the question (a text, or the turn's `Query`: its analysis and vector are reused) to
+        every curated question."""
         if not self.pairs:
             return np.zeros(0, dtype=np.float32)
-        qf = features(question, self.tokenizer, self.gazetteer | gazetteer)
+        turn = question if isinstance(question, Query) else None
+        text = turn.text if turn else question
+        qf = features(text, self.tokenizer, self.gazetteer | gazetteer, turn.analysis if turn else None)
         cos = np.zeros(len(self.pairs), dtype=np.float32)
         if self.vectors is not None:
-            cos = self.vectors @ np.asarray(self.embedder.embed_query(question), dtype=np.float32)
+            v = turn.vector(self.embedder) if turn else self.embedder.embed_query(text)
+            cos = self.vectors @ np.asarray(v, dtype=np.float32)
         return np.array([similarity(qf, pf, float(c), self.weight, self.how) for pf, c in zip(self.feats, cos)],
                         dtype=np.float32)
 
@@ -302,7 +313,7 @@ class FaqIndex:
         order = np.argsort(-s, kind="stable")[:k]
         return [(self.pairs[i], float(s[i])) for i in order]
 
-    def match(self, question: str, gazetteer: frozenset[str] = frozenset()) -> FaqMatch | None:
+    def match(self, question: str | Query, gazetteer: frozenset[str] = frozenset()) -> FaqMatch | None:
         """The curated pair the question asks, if one is similar enough."""
         s = self.scores(question, gazetteer)
         if not len(s):

@@ -20,8 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from rag.index import store
-from rag.index.faults import fault_point
 from rag.index.embeddings import Embedder, load_embedder
+from rag.index.faults import fault_point
 from rag.index.store import VectorState
 from rag.index.vectors import VectorStore
 from rag.settings import Settings

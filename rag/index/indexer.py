@@ -12,7 +12,6 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 
 from rag.index import backfill, store
 from rag.index.bm25 import BM25Index
@@ -23,8 +22,9 @@ from rag.index.tokenizer import Tokenizer, prepare, quoted_terms, signature
 from rag.index.vectors import VectorStore
 from rag.ingest import limits
 from rag.ingest.chunking import CHUNKER_VERSION
-from rag.ingest.loaders import SUPPORTED, LoadError, Skipped, walk_corpus
-from rag.ingest.metadata import DocMeta, sidecar_path
+from rag.ingest.loaders import LoadError, Skipped
+from rag.ingest.metadata import sidecar_path
+from rag.ingest.pipeline import chunk_file, scan_corpus, sha1_file
 from rag.ingest.worker import timed
 from rag.lang.places import gazetteer_from, place_stats
 from rag.models import Chunk
@@ -84,49 +84,6 @@ def index_lock(index_dir: Path):
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def sha1_file(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha1").hexdigest()
-
-
-def scan_corpus(corpus_dir: Path) -> tuple[dict[str, Path], dict[str, str]]:
-    """Files to consider (source -> path) and files skipped outright (source -> reason)."""
-    files: dict[str, Path] = {}
-    skipped: dict[str, str] = {}
-    root = corpus_dir.resolve()
-    for source, p in walk_corpus(corpus_dir):
-        if p.is_symlink():
-            target = p.resolve()
-            if not target.is_relative_to(root):
-                skipped[source] = "符号链接指向语料目录之外，已忽略"
-                continue
-        if not p.is_file():
-            skipped[source] = "不是普通文件"
-            continue
-        if p.suffix.lower() not in SUPPORTED:
-            skipped[source] = f"不支持的文件类型：{p.suffix.lower() or '无扩展名'}"
-            continue
-        files[source] = p
-    return files, skipped
-
-
-class Chunked(NamedTuple):
-    chunks: list[Chunk]
-    warnings: list[str]
-    scanned_pages: list[int]
-    meta: DocMeta
-
-
-def chunk_file(path: Path, source: str, settings: Settings, stages: dict[str, float] | None = None) -> Chunked:
-    """Load, clean and chunk one file, and read what it says about itself (its metadata, corrected by
-    its `.meta.toml` sidecar); adds each step's seconds to `stages`. Within the per-file limits of
-    `rag.ingest.limits` (a file past one raises LoadError naming it), and with `settings.isolate_parsing`
-    in a child process under a memory ceiling and a timeout (`rag.ingest.worker`)."""
-    from rag.ingest import worker
-
-    return Chunked(*worker.parse(path, source, settings, stages))
 
 
 @dataclass

@@ -46,7 +46,7 @@ class Parsed:
     scanned_pages: list[int]
     meta: object  # DocMeta
 
-    def __iter__(self):  # unpacks like indexer.Chunked
+    def __iter__(self):  # unpacks like pipeline.Chunked
         return iter((self.chunks, self.warnings, self.scanned_pages, self.meta))
 
 

@@ -17,9 +17,16 @@ from rag.index.vectors import StoreClosed, VectorStore
 from rag.models import Chunk, Hit, RetrievalMode
 from rag.search import structure
 from rag.search.fusion import rrf
-from rag.search.question import analyze
+from rag.search.query import Query
 from rag.search.rerank import rerank as rerank_hits
-from rag.search.snapshot import IndexDamaged, IndexNotReady, Snapshot, deleted_text, problems_text, rebuild_command
+from rag.search.snapshot import (
+    IndexDamaged,
+    IndexNotReady,
+    Snapshot,
+    deleted_text,
+    problems_text,
+    rebuild_command,
+)
 from rag.settings import Settings
 
 log = logging.getLogger("kexie.search")
@@ -464,7 +471,9 @@ class Retriever:
                     out.append((i, sim))
         return out[:n]
 
-    def query_vector(self, view: VectorView, query: str, timings: dict[str, float] | None = None):
+    def query_vector(self, view: VectorView, query: str | Query, timings: dict[str, float] | None = None):
+        if isinstance(query, Query):  # the turn's vector, embedded once whoever asks first
+            return query.vector(self.embedder_for(view.model), timings)
         t = time.perf_counter()
         q = self.embedder_for(view.model).embed_query(query)
         if timings is not None:
@@ -488,19 +497,20 @@ class Retriever:
         for h in todo:
             h.vector_score = float(cache[(view.model, h.chunk.id)] @ q)
 
-    def search(self, query: str, k: int | None = None, mode: str | None = None, snap: Snapshot | None = None,
+    def search(self, query: str | Query, k: int | None = None, mode: str | None = None, snap: Snapshot | None = None,
                **filters) -> list[Hit]:
         """The k best chunks, best first (see `retrieve` for the per-stage timings too)."""
         return self.retrieve(query, k, mode, snap, **filters).hits
 
-    def retrieve(self, query: str, k: int | None = None, mode: str | None = None, snap: Snapshot | None = None,
+    def retrieve(self, query: str | Query, k: int | None = None, mode: str | None = None, snap: Snapshot | None = None,
                  documents: list[str] | None = None, effective_on: str | None = None,
                  rerank: bool | None = None) -> Retrieval:
         """Hits and this call's timings. `Hit.score` is the fused (RRF) score in every mode, so it means
         the same thing whichever retrievers ran; each retriever's own score is in bm25_score / vector_score.
         `documents` (file or title names) and `effective_on` (ISO date: the versions in force that day)
         restrict the search. `rerank` (default: the setting, in hybrid mode) reorders the best `rerank_pool` by
-        the reader, so hybrid hits are no longer in `score` order."""
+        the reader, so hybrid hits are no longer in `score` order. `query`: the turn's `Query` (its analysis and
+        vector are reused), or a text analysed here."""
         s = self.settings
         k = k or s.top_k
         mode = RetrievalMode.from_str(mode or s.retrieval_mode)
@@ -509,8 +519,10 @@ class Retriever:
         final_k, k = k, max(k, s.rerank_pool) if rerank else k
         snap = snap or self.snapshot()
         timings: dict[str, float] = {}
-        if not snap.chunks or not query.strip():
+        if not snap.chunks or not (query.text if isinstance(query, Query) else query).strip():
             return Retrieval([], timings)
+        turn = query if isinstance(query, Query) else snap.query(query)
+        query, q = turn.text, turn.analysis
         allowed = None
         if documents:
             allowed = structure.matching_sources(documents, snap.docs)
@@ -522,7 +534,6 @@ class Retriever:
         # deleted from corpus/ but still in this generation (`snap.hidden`) are filtered out the same way.
         hidden = snap.hidden
         depth = n if allowed is None and not hidden else min(len(snap.chunks), n * 10)
-        q = analyze(query, documents=snap.documents)
         t = time.perf_counter()
         # BM25 matches the content words: a document's name matches every one of its chunks (its title).
         words = structure.content_query(q, snap.docs) if s.structure else query
@@ -530,7 +541,7 @@ class Retriever:
         timings["bm25"] = time.perf_counter() - t
         t = time.perf_counter()
         view = self.vector_view(snap) if mode in (RetrievalMode.HYBRID, RetrievalMode.VECTOR) else None
-        qv = self.query_vector(view, query, timings) if view is not None else None
+        qv = self.query_vector(view, turn, timings) if view is not None else None
         vec = self.vector_ranking(snap, query, depth, timings, view, qv) if view is not None else []
         timings["vector"] = time.perf_counter() - t
         if allowed is not None or hidden:

@@ -12,6 +12,8 @@ from rag.index.tokenizer import Tokenizer
 from rag.ingest.metadata import DocMeta
 from rag.models import Chunk
 from rag.search import structure
+from rag.search.query import Query
+from rag.search.question import analyze
 from rag.search.structure import DocInfo
 from rag.settings import Settings
 
@@ -108,6 +110,10 @@ class Snapshot:
         docs = structure.documents(metas, chunks)
         return cls(m, chunks, bm25, Tokenizer.reuse(words, base_tokenizer), by_id, frozenset(places), docs,
                    frozenset().union(*(d.names for d in docs.values())), segs, hidden, "", deleted_text(hidden))
+
+    def query(self, text: str) -> Query:
+        """The turn's question analysed once, with this generation's places and document names."""
+        return Query(text, analyze(text, self.places, self.tokenizer.is_known_place, self.documents))
 
 
 def deleted_text(sources) -> str:

@@ -159,12 +159,8 @@ class Registry:
         kb = self.get(kb_id, user)
         kb.corpus_dir.mkdir(parents=True, exist_ok=True)
         kb.faq_dir.mkdir(parents=True, exist_ok=True)
-        from rag.index.indexer import index_corpus
-
         # An empty index, so the base answers "not found" at once instead of failing.
-        with self._lock:
-            embedder = self._shared_embedder()
-        index_corpus(self.settings_for(kb), embedder=embedder)
+        self.keeper(kb).reindex(fill=False)
         return kb
 
     def rename(self, key: str, new_name: str, user: str | None = None) -> KB:
