@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rag.lang.lists import FIGURE_ITEM, HEADING_LEVELS, ITEM, POINT, QUESTION_PART
+from rag.lang.lists import BLOCK_START, FIGURE_ITEM, HEADING_LEVELS, ITEM, POINT, QUESTION_PART
 
 
 @pytest.mark.parametrize("sentence, rest", [
@@ -58,3 +58,13 @@ def test_answer_points(answer, points):
 ])
 def test_question_parts(question, parts):
     assert len(QUESTION_PART.findall(question)) == parts
+
+
+@pytest.mark.parametrize("line, opens", [
+    ("## 总则", True), ("第三条 科普是…", True), ("二、主要任务", True), ("（三）保障", True), ("(2)经费", True),
+    ("4.加强宣传", True), ("● 开展活动", True),
+    ("2023年全市开展活动", False),  # a year opens a sentence, not a block
+    ("科技工作者参加", False), ("#标签", False),  # a hash without a space is no markdown heading
+])
+def test_block_start(line, opens):
+    assert bool(BLOCK_START.match(line)) is opens

@@ -9,15 +9,13 @@ import re
 from dataclasses import dataclass
 
 from rag.ingest import limits
+from rag.lang.lists import BLOCK_START
 from rag.lang.sentences import ends_sentence
 from rag.lang.tables import is_row
 from rag.lang.text import HAN, normalize
 from rag.models import Page
 
 _CJK_OR_DIGIT = re.compile(f"[{HAN}0-9０-９a-zA-Z%％“‘（(]")
-_MARKER = re.compile(
-    r"^(#{1,6}\s|第[一二三四五六七八九十百零〇\d]+[编章节条]|[一二三四五六七八九十]+[、.．]|（[一二三四五六七八九十\d]+）|\(\d+\)|\d+[.、．)]|[■●◆▲★※·•\-*]\s?)"
-)
 
 
 PLAIN_LINE_MAX = 40  # longer lines are body text even without punctuation
@@ -38,7 +36,7 @@ def _continues(prev: str, nxt: str, min_prev_len: int) -> bool:
     if len(prev.strip()) < min_prev_len and not any(ch in prev for ch in "。！？；"):
         return False
     s = nxt.strip()
-    if not s or _MARKER.match(s) or not _CJK_OR_DIGIT.match(s):
+    if not s or BLOCK_START.match(s) or not _CJK_OR_DIGIT.match(s):
         return False
     # A short unpunctuated next line is a heading or byline, not the rest of a sentence.
     return len(s) > PLAIN_LINE_MAX or any(ch in s for ch in "。！？；;")

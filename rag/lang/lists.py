@@ -21,6 +21,12 @@ HEADING_LEVELS = [
     (5, re.compile(r"^[（(]\d+[）)]")),
 ]
 
+# A line that opens a block of its own (a heading, a chapter/article, a numbered or bulleted item): never
+# the rest of a sentence that a line or page break cut.
+BLOCK_START = re.compile(
+    r"^(#{1,6}\s|第[一二三四五六七八九十百零〇\d]+[编章节条]|[一二三四五六七八九十]+[、.．]|（[一二三四五六七八九十\d]+）|\(\d+\)|\d+[.、．)]|[■●◆▲★※·•\-*]\s?)"
+)
+
 # A list item's own marker before a figure ("1. " "2、" "(3)"): not a figure the passage states.
 FIGURE_ITEM = re.compile(r"^\s*(?:\d{1,2}[.、．)）]|[（(]\d{1,2}[）)])\s*")
 
