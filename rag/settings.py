@@ -41,6 +41,22 @@ SECTIONS = {
 SECTION_OF = {name: section for section, names in SECTIONS.items() for name in names}
 
 
+@dataclass(frozen=True)
+class LLMEndpoint:
+    """What the answer stage needs to call a model: an OpenAI-compatible endpoint, or a local GGUF file
+    (`Settings.llm_endpoint()`; the page's 设置 may give another endpoint for one conversation)."""
+
+    base_url: str = ""
+    model: str = ""
+    api_key: str = field(default="", repr=False)
+    timeout: float = 60.0
+    temperature: float = 0.1
+    max_tokens: int = 512
+    gguf_path: str = ""
+    gguf_context: int = 8192
+    gguf_threads: int = 0
+
+
 @dataclass
 class Settings:
     corpus_dir: Path = field(default_factory=lambda: Path.cwd() / "corpus")
@@ -138,6 +154,12 @@ class Settings:
     def replace(self, **changes: Any) -> "Settings":
         """Copy with the non-None changes applied (CLI flags pass None for 'not given')."""
         return dataclasses.replace(self, **{k: _coerce(self, k, v) for k, v in changes.items() if v is not None})
+
+    def llm_endpoint(self, **changes: Any) -> LLMEndpoint:
+        """The configured model endpoint, with `changes` (e.g. a conversation's own base_url) applied."""
+        ep = LLMEndpoint(self.llm_base_url, self.llm_model, self.llm_api_key, self.llm_timeout, self.llm_temperature,
+                         self.llm_max_tokens, self.gguf_path, self.gguf_context, self.gguf_threads)
+        return dataclasses.replace(ep, **changes)
 
     @property
     def chroma_dir(self) -> Path:

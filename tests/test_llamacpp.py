@@ -87,7 +87,7 @@ def test_streams_and_verifies_citations(scripted, local_assistant):
 def test_passages_reach_the_model_context(scripted, local_assistant):
     settings = scripted[0]
     a = local_assistant.ask(QUESTION)
-    model, _ = local_assistant.llms.get(settings, "llamacpp")
+    model, _ = local_assistant.llms.get(settings.llm_endpoint(), "llamacpp")
     # What the engine actually evaluated: the templated prompt followed by the generated tokens.
     seen = model.evaluated_text()
     assert seen.startswith("<|im_start|>system\n" + SYSTEM_PROMPT)
@@ -99,9 +99,9 @@ def test_passages_reach_the_model_context(scripted, local_assistant):
 
 def test_model_loaded_once(scripted, local_assistant):
     settings = scripted[0]
-    first = local_assistant.llms.get(settings, "llamacpp")[0]
+    first = local_assistant.llms.get(settings.llm_endpoint(), "llamacpp")[0]
     local_assistant.ask("青岛市科协组建了多少支科技志愿服务队")
-    assert local_assistant.llms.get(settings, "llamacpp")[0] is first
+    assert local_assistant.llms.get(settings.llm_endpoint(), "llamacpp")[0] is first
 
 
 def test_prompt_longer_than_context_falls_back(scripted, retriever):
@@ -141,17 +141,17 @@ def test_cli_ask_with_local_model(scripted):
 
 def test_endpoint_fields_do_not_reload_the_local_model(scripted, local_assistant):
     settings = scripted[0]
-    first = local_assistant.llms.get(settings, "llamacpp")[0]
+    first = local_assistant.llms.get(settings.llm_endpoint(), "llamacpp")[0]
     # What the web form's OpenAI fields change must not throw the loaded GGUF away.
-    other = settings.replace(llm_base_url="http://127.0.0.1:1/v1", llm_model="x", llm_api_key="sk-x")
+    other = settings.llm_endpoint(base_url="http://127.0.0.1:1/v1", model="x", api_key="sk-x")
     assert local_assistant.llms.get(other, "llamacpp")[0] is first
 
 
 def test_busy_local_model_falls_back_after_waiting(scripted, local_assistant):
     settings = scripted[0].replace(llm_timeout=0.5)
-    _, lock = local_assistant.llms.get(settings, "llamacpp")
+    _, lock = local_assistant.llms.get(settings.llm_endpoint(), "llamacpp")
     with lock:  # another question is generating
-        a = local_assistant.ask(QUESTION, llm=settings)
+        a = local_assistant.ask(QUESTION, llm=settings.llm_endpoint())
     assert a.backend == "extractive" and "本地模型正忙" in a.notice and "加强自身建设" in a.answer
 
 
@@ -189,7 +189,7 @@ def test_concurrent_first_questions_start_one_worker(scripted, retriever):
 
     def ask():
         try:
-            answers.append(a.ask(QUESTION, llm=settings.replace(llm_timeout=120)))
+            answers.append(a.ask(QUESTION, llm=settings.llm_endpoint(timeout=120)))
         except Exception as e:  # pragma: no cover - reported below
             errors.append(e)
 

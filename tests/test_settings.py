@@ -137,3 +137,13 @@ def test_section_mistakes_are_named(tmp_path, text, says):
     f.write_text(text, encoding="utf-8")
     with pytest.raises(ValueError, match=re.escape(says)):
         load_settings(config=f, env={})
+
+
+def test_llm_endpoint_is_its_own_type():
+    s = load_settings(env={}, llm_base_url="http://127.0.0.1:9/v1", llm_model="m", llm_api_key="sk-secret-1", llm_timeout=5.0)
+    ep = s.llm_endpoint()
+    assert (ep.base_url, ep.model, ep.api_key, ep.timeout, ep.max_tokens) == ("http://127.0.0.1:9/v1", "m", "sk-secret-1", 5.0, 512)
+    assert "sk-secret-1" not in repr(ep)
+    typed = s.llm_endpoint(base_url="http://127.0.0.1:10/v1", api_key="")
+    assert (typed.base_url, typed.model, typed.api_key) == ("http://127.0.0.1:10/v1", "m", "")
+    assert s.llm_endpoint() == ep and hash(ep) == hash(s.llm_endpoint())  # a key for the cache of chat models

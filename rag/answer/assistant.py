@@ -29,7 +29,7 @@ from rag.search import structure
 from rag.search.query import Query
 from rag.search.question import Question, analyze
 from rag.search.retrieval import Retriever
-from rag.settings import Settings
+from rag.settings import LLMEndpoint, Settings
 
 log = logging.getLogger("kexie.answer")
 
@@ -111,11 +111,11 @@ class Assistant:
         backend: str | None = None,
         k: int | None = None,
         mode: str | None = None,
-        llm: Settings | None = None,
+        llm: LLMEndpoint | None = None,
     ) -> Iterator[Answer]:
         """Yield partial Answers while an LLM streams; the last one is final and verified.
 
-        `k`, `mode` and `llm` (endpoint settings) override the defaults for this question only. A question
+        `k`, `mode` and `llm` (the model endpoint) override the defaults for this question only. A question
         matching a curated pair gets its 标准答案 first, the document answer with its citations after it."""
         for a in self._answer_stream(question, history, backend, k, mode, llm):
             yield self._with_faq(a, a.faq) if a.faq is not None else a
@@ -135,7 +135,7 @@ class Assistant:
 
     def _answer_stream(self, question, history, backend, k, mode, llm) -> Iterator[Answer]:
         backend = Backend.from_str(backend or self.settings.answer_backend).value
-        llm = llm or self.settings
+        llm = llm or self.settings.llm_endpoint()
         timings: dict[str, float] = {}
         snap = self.retriever.snapshot()  # one generation for the whole answer, even if a re-index commits meanwhile
         t = time.perf_counter()

@@ -14,7 +14,7 @@ from pathlib import Path
 from rag.answer.local_llm import LocalModel, WorkerError, local_config
 from rag.answer.wording import REFUSAL
 from rag.models import Backend, Hit
-from rag.settings import Settings
+from rag.settings import LLMEndpoint
 
 log = logging.getLogger("kexie.llm")
 
@@ -58,30 +58,30 @@ def build_messages(question: str, hits: list[Hit]) -> list[tuple[str, str]]:
     return [("system", SYSTEM_PROMPT), ("human", user)]
 
 
-def chat_model(settings: Settings, backend: str):
+def chat_model(ep: LLMEndpoint, backend: str):
     """A chat model for the backend: ChatOpenAI, or a started `LocalModel` worker. LLMUnavailable
     (with a reason users can act on) if it cannot be built."""
     if backend == Backend.OPENAI:
-        if not settings.llm_base_url or not settings.llm_model:
+        if not ep.base_url or not ep.model:
             raise LLMUnavailable("未配置 llm_base_url / llm_model")
         from langchain_openai import ChatOpenAI
 
         return ChatOpenAI(
-            base_url=settings.llm_base_url,
-            api_key=settings.llm_api_key or "not-needed",
-            model=settings.llm_model,
-            timeout=settings.llm_timeout,
+            base_url=ep.base_url,
+            api_key=ep.api_key or "not-needed",
+            model=ep.model,
+            timeout=ep.timeout,
             max_retries=1,
-            temperature=settings.llm_temperature,
-            max_tokens=settings.llm_max_tokens,
+            temperature=ep.temperature,
+            max_tokens=ep.max_tokens,
         )
     if backend == Backend.LLAMACPP:
-        if not settings.gguf_path:
+        if not ep.gguf_path:
             raise LLMUnavailable("未配置 gguf_path（本地 GGUF 模型文件路径）")
-        path = Path(settings.gguf_path).expanduser()
+        path = Path(ep.gguf_path).expanduser()
         if not path.is_file():
             raise LLMUnavailable(f"GGUF 模型文件不存在：{path}")
-        model = LocalModel(local_config(path, settings))
+        model = LocalModel(local_config(path, ep))
         try:
             model.ensure_started()
         except WorkerError as e:
@@ -117,16 +117,16 @@ class ChatModels:
         self._lock = threading.Lock()
 
     @staticmethod
-    def key(settings: Settings, backend: str) -> tuple:
-        """Only the settings the backend uses: the web form's endpoint fields must not reload a GGUF."""
-        common = (settings.llm_temperature, settings.llm_max_tokens)
+    def key(ep: LLMEndpoint, backend: str) -> tuple:
+        """Only the fields the backend uses: the web form's endpoint fields must not reload a GGUF."""
+        common = (ep.temperature, ep.max_tokens)
         if backend == Backend.LLAMACPP:
-            return (str(backend), settings.gguf_path, settings.gguf_context, settings.gguf_threads, *common)
-        return (str(backend), settings.llm_base_url, settings.llm_model, settings.llm_api_key, settings.llm_timeout, *common)
+            return (str(backend), ep.gguf_path, ep.gguf_context, ep.gguf_threads, *common)
+        return (str(backend), ep.base_url, ep.model, ep.api_key, ep.timeout, *common)
 
-    def get(self, settings: Settings, backend: str) -> tuple[object, threading.Lock]:
-        """The model for these settings, built by exactly one caller however many ask at once."""
-        key = self.key(settings, backend)
+    def get(self, ep: LLMEndpoint, backend: str) -> tuple[object, threading.Lock]:
+        """The model for this endpoint, built by exactly one caller however many ask at once."""
+        key = self.key(ep, backend)
         with self._lock:
             found = self._models.get(key)
             if isinstance(found, tuple):
@@ -141,7 +141,7 @@ class ChatModels:
                 raise found.error
             return found.entry
         try:
-            model = chat_model(settings, backend)  # seconds for a GGUF: outside the lock, other backends go on
+            model = chat_model(ep, backend)  # seconds for a GGUF: outside the lock, other backends go on
         except BaseException as e:
             with self._lock:
                 self._models.pop(key, None)
@@ -236,16 +236,16 @@ def _stream(model, backend: str, messages: list[tuple[str, str]], token_timeout:
         raise LLMError(f"大模型回答时出现内部错误（{type(e).__name__}），详情已记入日志") from e
 
 
-def generate_stream(models: ChatModels, settings: Settings, backend: str, question: str, hits: list[Hit]) -> Iterator[str]:
-    model, lock = models.get(settings, backend)
-    with _exclusive(lock, backend, settings.llm_timeout):
-        yield from _stream(model, backend, build_messages(question, hits), settings.llm_timeout)
+def generate_stream(models: ChatModels, ep: LLMEndpoint, backend: str, question: str, hits: list[Hit]) -> Iterator[str]:
+    model, lock = models.get(ep, backend)
+    with _exclusive(lock, backend, ep.timeout):
+        yield from _stream(model, backend, build_messages(question, hits), ep.timeout)
 
 
-def rewrite_with_llm(models: ChatModels, settings: Settings, question: str, history: list[tuple[str, str]], backend: str) -> str:
-    model, lock = models.get(settings, backend)
+def rewrite_with_llm(models: ChatModels, ep: LLMEndpoint, question: str, history: list[tuple[str, str]], backend: str) -> str:
+    model, lock = models.get(ep, backend)
     convo = "\n".join(f"用户：{q}\n助手：{a[:300]}" for q, a in history[-3:])
     messages = [("system", REWRITE_PROMPT), ("human", f"对话历史：\n{convo}\n\n最后的问题：{question}")]
-    with _exclusive(lock, backend, settings.llm_timeout):
-        text = "".join(_stream(model, backend, messages, settings.llm_timeout)).strip()
+    with _exclusive(lock, backend, ep.timeout):
+        text = "".join(_stream(model, backend, messages, ep.timeout)).strip()
     return text.splitlines()[0][:200] if text else ""

@@ -206,6 +206,6 @@ class LocalModel:
         self._reset()
 
 
-def local_config(path: Path, settings) -> LocalConfig:
-    return LocalConfig(str(path), settings.gguf_context, settings.gguf_threads, settings.llm_max_tokens,
-                       settings.llm_temperature)
+def local_config(path: Path, ep) -> LocalConfig:
+    """The worker's configuration from an `LLMEndpoint`."""
+    return LocalConfig(str(path), ep.gguf_context, ep.gguf_threads, ep.max_tokens, ep.temperature)

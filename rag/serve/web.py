@@ -30,7 +30,7 @@ from rag.serve.history import History, NotFound, Turn
 from rag.serve.kbs import DEFAULT_ID, KB, KBError, Registry
 from rag.serve.links import Signer
 from rag.serve.multi import ask_many
-from rag.settings import Settings
+from rag.settings import LLMEndpoint, Settings
 
 log = logging.getLogger("kexie.web")
 
@@ -185,8 +185,8 @@ class EndpointRefused(ValueError):
     """A typed LLM endpoint the admin has not allowed (settings.llm_allowed_urls)."""
 
 
-def endpoint_settings(settings: Settings, base_url: str, model: str, api_key: str) -> Settings:
-    """Settings for an endpoint typed in the page: the configured one or one the admin allowed, never any
+def endpoint_settings(settings: Settings, base_url: str, model: str, api_key: str) -> LLMEndpoint:
+    """The model endpoint typed in the page: the configured one or one the admin allowed, never any
     other host (the server would make requests for the user). The configured API key goes only to the
     configured endpoint: a typed URL gets the key typed with it, or none."""
     url = (base_url or "").strip() or settings.llm_base_url
@@ -195,8 +195,7 @@ def endpoint_settings(settings: Settings, base_url: str, model: str, api_key: st
         raise EndpointRefused("该接口地址未被管理员允许（管理员可在 kexie.toml 的 llm_allowed_urls 中添加）")
     same = url.rstrip("/") == settings.llm_base_url.rstrip("/")
     key = (api_key or "").strip() or (settings.llm_api_key if same else "")
-    return dataclasses.replace(settings, llm_base_url=url, llm_model=(model or "").strip() or settings.llm_model,
-                               llm_api_key=key)
+    return settings.llm_endpoint(base_url=url, model=(model or "").strip() or settings.llm_model, api_key=key)
 
 
 # Document text in an answer is text: no HTML, no markdown links or images from a document. URLs stay visible,
@@ -501,7 +500,7 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
         try:
             llm = endpoint_settings(settings, opts.get("base_url", ""), opts.get("model", ""), opts.get("api_key", ""))
         except EndpointRefused:  # settings changed since they were applied: the configured endpoint
-            llm = settings
+            llm = settings.llm_endpoint()
         try:
             bases = [registry.get(n, user) for n in (picked or [])] or [registry.get(None, user)]
             final, fused = None, None
