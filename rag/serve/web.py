@@ -674,7 +674,7 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
         own = None if is_admin(request) else owner(request)
         rows = saved.feedback(own, -1 if only_down else None)
         return [[time.strftime("%Y-%m-%d %H:%M", time.localtime(f.created)), "有用" if f.rating > 0 else "有误", f.question,
-                 feedback.plain(f.answer), f.comment, f.correction, f.kb] for f in rows]
+                 feedback.answer_of(f), f.comment, f.correction, f.kb] for f in rows]
 
     def export_feedback(only_down, request: gr.Request):
         own = None if is_admin(request) else owner(request)
