@@ -238,6 +238,13 @@ class Answer:
     generation: str = ""  # the index generation the answer was served from
     timings: dict[str, float] = field(default_factory=dict)
     faq: FaqMatch | None = None  # the curated pair (标准答案) the question matched, if any
+    # With a curated answer: the document answer shown after it ("" when none is), `answer` the two joined.
+    doc_answer: str | None = None
+
+    @property
+    def document(self) -> str:
+        """The document answer alone, without a curated answer joined before it."""
+        return self.answer if self.doc_answer is None else self.doc_answer
 
     def closest(self) -> list[Citation]:
         """For a refusal, the passages it offers instead, numbered like citations (they support nothing)."""

