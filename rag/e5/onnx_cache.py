@@ -116,6 +116,8 @@ def _publish(tmp: Path, onnx_path: Path, meta_path: Path, record: dict) -> None:
     record = record | {"onnx_sha256": _sha256(tmp), "bytes": tmp.stat().st_size, "built": time.strftime("%Y-%m-%d %H:%M:%S")}
     tmp_meta = _temp(onnx_path.parent, ".json")
     tmp_meta.write_text(json.dumps(record, ensure_ascii=False, indent=1), encoding="utf-8")
+    for p in (tmp, tmp_meta):
+        p.chmod(0o644)  # mkstemp makes 0600: a cache shared by a service user stays readable
     os.replace(tmp, onnx_path)
     os.replace(tmp_meta, meta_path)
 
