@@ -50,7 +50,7 @@ class E5OnnxEmbedder:
 
     dim = 384
 
-    def __init__(self, name: str = "e5-onnx", batch_size: int = 16, threads: int | None = None,
+    def __init__(self, name: str = "e5-onnx", batch_size: int = 8, threads: int | None = None,
                  cache_dir: Path | None = None, model_file: Path | None = None):
         import onnxruntime as ort
 

