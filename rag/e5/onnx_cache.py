@@ -215,6 +215,13 @@ def ensure(variant: str = "fp32", model_file: Path | None = None, root: Path | N
     model_file = Path(model_file or (f.path if f else e5file.default_path()))
     root = Path(root or cache_root())
     key = key_for(model_file)
+    try:
+        return _ensure(variant, model_file, root, f, key)
+    except OSError as e:  # the cache directory cannot be made, locked or written
+        raise OnnxCacheError(f"无法写入 ONNX 缓存目录 {root}（{e}）：请用环境变量 KEXIE_CACHE_DIR 指定可写目录") from e
+
+
+def _ensure(variant: str, model_file: Path, root: Path, f: e5file.E5File | None, key: CacheKey) -> Path:
     onnx_path, meta_path = paths(root, key, variant)
     with _locked(root, key.stem(variant)):
         why = check(root, key, variant)
