@@ -12,6 +12,7 @@ import pytest
 from rag.settings import load_settings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+TESTS = Path(__file__).resolve().parent
 
 SHARED = PROJECT_ROOT.parent / "shared"
 CORPUS = PROJECT_ROOT / "corpus"
@@ -21,21 +22,34 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 # Test tiers, derived from what a test needs, so a new test lands in the right one (`make test-fast` runs
 # the unit tier; `make test` runs all). e2e: a real app server or browser; integration: the embedding
-# model, a built index, or anything marked slow; unit: the rest.
-E2E_FIXTURES = {"page", "app_url", "app", "site", "chroma_server", "tab_app", "small_app", "granted_app"}
+# model, a built index, or anything marked slow; unit: the rest. The tree mirrors the stages under one
+# folder per tier (tests/unit/lang/…, tests/integration/index/…, tests/e2e/serve/…): a folder names the
+# heaviest tier its tests may need, so a test that needs more than its folder allows is refused.
+TIERS = ("unit", "integration", "e2e")
+E2E_FIXTURES = {"page", "app_url", "app", "site", "chroma_server", "tab_app", "small_app", "granted_app", "start_app"}
 HEAVY_FIXTURES = {"embedder", "corpus_index", "retriever", "tuning_index", "shipped", "small", "static", "nano", "e5",
                   "local_assistant", "laws", "table_kb", "bench_result", "done_run", "hostile", "bad_corpus"}
 
 
+def tier_of(item) -> str:
+    needs = set(getattr(item, "fixturenames", ()))
+    if item.get_closest_marker("e2e") or needs & E2E_FIXTURES:
+        return "e2e"
+    if item.get_closest_marker("slow") or needs & HEAVY_FIXTURES:
+        return "integration"
+    return "unit"
+
+
 def pytest_collection_modifyitems(config, items):
+    misplaced = []
     for item in items:
-        needs = set(getattr(item, "fixturenames", ()))
-        if item.get_closest_marker("e2e") or needs & E2E_FIXTURES:
-            item.add_marker(pytest.mark.e2e)
-        elif item.get_closest_marker("slow") or needs & HEAVY_FIXTURES:
-            item.add_marker(pytest.mark.integration)
-        else:
-            item.add_marker(pytest.mark.unit)
+        tier = tier_of(item)
+        item.add_marker(getattr(pytest.mark, tier))
+        folder = Path(item.path).resolve().relative_to(TESTS).parts[0]
+        if folder in TIERS and TIERS.index(tier) > TIERS.index(folder):
+            misplaced.append(f"{item.nodeid} needs the {tier} tier: move it under tests/{tier}/")
+    if misplaced:
+        raise pytest.UsageError("\n".join(misplaced))
 
 
 def shared(*parts: str) -> Path:
