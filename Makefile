@@ -47,7 +47,8 @@ $(VENV)/.installed-llm: $(VENV)/.installed
 $(VENV)/.installed-test: $(VENV)/.installed $(VENV)/.installed-llm
 	touch $@
 
-# The unit tier only (no model, index, server or browser; tests/conftest.py places each test): under a minute.
+# The unit tier only (no model, index, server or browser; tests/conftest.py places each test, and a test heavier
+# than its folder under tests/unit|integration|e2e is refused): under a minute.
 test-fast: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -m unit -q
 

@@ -24,7 +24,7 @@ RENAMED = {"max_upload_mb": "max_file_mb"}  # old key -> its setting now (one ca
 SECRETS = ("llm_api_key", "auth_password", "api_keys", "users")
 # The section of every setting, by stage. A TOML file may group its keys under [ingest] [index] [search]
 # [answer] [serve] (or keep them flat, or under [kexie], as before); the keys and KEXIE_* variables are the
-# same either way, and the code reads one Settings object. tests/test_settings.py checks each field has one.
+# same either way, and the code reads one Settings object. tests/unit/test_settings.py checks each field has one.
 SECTIONS = {
     "ingest": ("corpus_dir", "chunk_size", "chunk_overlap", "ocr", "max_file_mb", "isolate_parsing", "parse_memory_mb",
                "parse_seconds"),

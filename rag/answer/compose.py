@@ -7,6 +7,7 @@ import re
 
 from rag.answer.candidates import Candidate
 from rag.lang.lists import ITEM
+from rag.lang.sentences import ANSWER_END
 from rag.models import Citation
 
 
@@ -47,6 +48,6 @@ def display(sentence: str) -> str:
 def _with_marker(body: str, n: int) -> str:
     body = body.rstrip("；;，,:： ")
     end = "。"
-    if body and body[-1] in "。！？!?":
+    if body and body[-1] in ANSWER_END:
         body, end = body[:-1], body[-1]
     return f"{body}[{n}]{end}"

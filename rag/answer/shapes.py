@@ -1,6 +1,6 @@
 """Checks on a sentence the reader picked, that hold whatever the model says: a how-many question is
 never answered by a sentence without a number; captions, bylines, headings, 目录 lines, 印发 preambles
-and text giving the assistant orders are never an answer. Table-tested in tests/test_shapes.py, with the
+and text giving the assistant orders are never an answer. Table-tested in tests/unit/answer/test_shapes.py, with the
 cases where they must not fire."""
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from rag.answer.wording import CITATION
 from rag.lang.numbers import figures
-from rag.lang.sentences import CITED_SENTENCE
+from rag.lang.sentences import ANSWER_END, CITED_SENTENCE
 from rag.lang.text import normalize
 from rag.models import Citation, Hit
 
@@ -76,7 +76,7 @@ def verify_citations(text: str, hits: list[Hit]) -> Verified:
                 cites.append(Citation(new_numbers[k], h.source, h.page, h.heading, h.text, label=hits[k].label))
             cites[new_numbers[k] - 1].support.append(body)
             marks += f"[{new_numbers[k]}]"
-        end = body[-1] if body[-1] in "。！？!?" else ""
+        end = body[-1] if body[-1] in ANSWER_END else ""
         out.append((body[:-1] if end else body) + marks + end if marks else body)
     return Verified("".join(out).strip(), cites, dropped)
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from rag.ingest import limits
 from rag.lang.lists import BLOCK_START
-from rag.lang.sentences import ends_sentence
+from rag.lang.sentences import BODY_STOPS, ends_sentence
 from rag.lang.tables import is_row
 from rag.lang.text import HAN, normalize
 from rag.models import Page
@@ -33,13 +33,13 @@ def _continues(prev: str, nxt: str, min_prev_len: int) -> bool:
     if ends_sentence(prev) or is_row(prev):
         return False
     # Short unpunctuated lines are titles; a line with a full stop inside is body text, whatever its length.
-    if len(prev.strip()) < min_prev_len and not any(ch in prev for ch in "。！？；"):
+    if len(prev.strip()) < min_prev_len and not any(ch in prev for ch in BODY_STOPS):
         return False
     s = nxt.strip()
     if not s or BLOCK_START.match(s) or not _CJK_OR_DIGIT.match(s):
         return False
     # A short unpunctuated next line is a heading or byline, not the rest of a sentence.
-    return len(s) > PLAIN_LINE_MAX or any(ch in s for ch in "。！？；;")
+    return len(s) > PLAIN_LINE_MAX or any(ch in s for ch in BODY_STOPS + ";")
 
 
 def paragraphs(pages: list[Page], pdf: bool = False) -> list[Para]:

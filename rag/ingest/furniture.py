@@ -1,7 +1,7 @@
 """Page furniture of PDFs: running headers and footers (the same line at the top or bottom of most pages,
 page numbers aside) and bare page numbers ("251", "— 3 —", "2 / 4", "第 3 页") at a page's edge. They are
 removed before chunking, so they never become a chunk or the heading of one. Table-tested in
-tests/test_formats.py, with the lines that must stay."""
+tests/integration/ingest/test_formats.py, with the lines that must stay."""
 
 from __future__ import annotations
 

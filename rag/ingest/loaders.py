@@ -12,6 +12,7 @@ from pathlib import Path
 
 from rag.ingest import furniture, limits, ofd, office
 from rag.ingest.limits import LimitExceeded, LoadError
+from rag.lang.sentences import TERMINAL
 from rag.lang.tables import fill, markdown, plausible
 from rag.lang.text import HAN, HAN_CHAR
 from rag.models import Document, Page
@@ -274,7 +275,7 @@ def _unix_lines(text: str) -> str:
 # _MAX_RUN characters on average) or the file is skipped as data (base64, dumps, minified content).
 MAX_LINE_CHARS = 100_000
 _MAX_RUN = 300
-_BREAKS = "。！？；!?;. \t\u3000"
+_BREAKS = TERMINAL.replace("…", "") + ". \t\u3000"  # sentence ends or spaces
 
 
 def _check_line_lengths(doc: Document) -> None:

@@ -1,6 +1,6 @@
 """Question analysis: what kind of answer is asked for, and the constraints a passage must satisfy.
 
-One place for every question rule; `tests/test_question.py` has the table of cases, including those where
+One place for every question rule; `tests/unit/search/test_question.py` has the table of cases, including those where
 a rule must not fire.
 """
 

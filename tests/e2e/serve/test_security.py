@@ -348,7 +348,7 @@ def test_hostile_uploads_do_not_take_the_service_down(site, tmp_path):
     import threading
 
     from gradio_client import Client, handle_file
-    from test_upload_limits import PeakRss, docx_expands_past_cap, pptx_attack_1_5m_shapes, xlsx_attack_20k_by_1k
+    from hostile_files import PeakRss, docx_expands_past_cap, pptx_attack_1_5m_shapes, xlsx_attack_20k_by_1k
 
     files = []
     for name, write in (("工作总结.docx", docx_expands_past_cap), ("统计表.xlsx", xlsx_attack_20k_by_1k),

@@ -1,15 +1,15 @@
 """static-e5: the committed static encoder loads offline, behaves like the other encoders, and ranks sensibly."""
 
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import PROJECT_ROOT
 
 from rag.index.embeddings import BUNDLED, load_embedder
 from rag.index.static import MODEL_PATH, StaticEmbedder, provenance
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = PROJECT_ROOT
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import PROJECT_ROOT
 
 from rag.answer import faq
 from rag.ingest import qa_pairs
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = PROJECT_ROOT
 TUNING = ROOT / "evals" / "faq_paraphrases.jsonl"
 HELDOUT = ROOT / "evals" / "faq_paraphrases_heldout.jsonl"
 

@@ -13,6 +13,9 @@ from rag.serve import chat
 from rag.serve.kbs import DEFAULT_ID, KBError, Registry
 from rag.settings import load_settings
 
+# Each test builds the HTTP API over a registry (seconds), as test_api.py's slow tests do: not the unit tier.
+pytestmark = pytest.mark.slow
+
 KEY = {"Authorization": "Bearer k-123456"}
 Q = "青岛市科协组建了多少支科技志愿服务队"
 
