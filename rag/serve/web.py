@@ -192,7 +192,7 @@ def build_app(settings: Settings, assistant: Assistant | None = None, registry: 
         kbs.wire(chunks.chunk_doc, talk.kb_pick)
         chunks.wire(kbs.kb_manage)
         hits.wire(kbs.kb_manage)
-        demo.load(side.loaded, None, [side.conv_pick, talk.kb_pick, kbs.kb_manage, side.who])
+        demo.load(side.on_load, None, [side.conv_pick, talk.kb_pick, kbs.kb_manage, side.who])
     return demo
 
 

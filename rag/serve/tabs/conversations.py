@@ -48,7 +48,7 @@ class Conversations:
         self.md_btn.click(self.export_md, [conv], [self.conv_file, conv_msg])
         self.docx_btn.click(self.export_docx, [conv], [self.conv_file, conv_msg])
 
-    def loaded(self, request: gr.Request):
+    def on_load(self, request: gr.Request):  # the name is the page API endpoint (/on_load) gradio_client callers use
         """The page opened: this user's conversations and bases, and who they are."""
         page = self.page
         own = page.owner(request)
