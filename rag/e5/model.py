@@ -65,11 +65,19 @@ def state_dict(f: E5File, layers: int) -> dict[str, torch.Tensor]:
 def encoder(f: E5File, layers: int | None = None) -> BertModel:
     """The first `layers` layers of e5-small (all by default), word embeddings 4-bit and frozen."""
     layers = layers or f.layers
-    m = BertModel(config(f, layers), add_pooling_layer=False)
+    # Built without initialising (on the meta device, then empty memory): every weight is loaded just below, and
+    # the random init of a 250k-row word table that is replaced anyway took seconds and 384 MB at each start.
+    with torch.device("meta"):
+        m = BertModel(config(f, layers), add_pooling_layer=False)
+    m.to_empty(device="cpu")
     missing, unexpected = m.load_state_dict(state_dict(f, layers), strict=False)
     assert not unexpected and set(missing) <= {"embeddings.word_embeddings.weight",
                                                "embeddings.position_ids", "embeddings.token_type_ids"}, missing
-    m.embeddings.word_embeddings = Q4Embedding(f.tensors["emb.word"])
+    emb = m.embeddings
+    for name, value in (("position_ids", torch.arange(f.max_positions)), ("token_type_ids", torch.zeros(f.max_positions))):
+        if isinstance(getattr(emb, name, None), torch.Tensor):  # BertModel's own buffers, left empty by to_empty
+            getattr(emb, name).copy_(value.expand_as(getattr(emb, name)))
+    emb.word_embeddings = Q4Embedding(f.tensors["emb.word"])
     return m
 
 

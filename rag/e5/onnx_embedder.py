@@ -19,6 +19,16 @@ from rag.e5 import onnx_cache
 from rag.e5.tokenizer import E5Tokenizer
 
 NAMES = {"e5-onnx": "fp32", "e5-onnx-int8": "int8"}
+
+
+def parse(name: str) -> tuple[str, int]:
+    """("e5-onnx-int8@128") -> ("e5-onnx-int8", 128): the encoder and the passage token cap (0 = whole text).
+    With a cap only a passage's first N tokens are embedded (queries are whole): less work per passage, its
+    own name, so its own vector space."""
+    base, at, cap = name.partition("@")
+    if base not in NAMES or (at and not (cap.isdigit() and 16 <= int(cap) <= 510)):
+        raise ValueError(f"unknown ONNX encoder {name!r} (expected one of {sorted(NAMES)}, optionally @16…510)")
+    return base, int(cap or 0)
 MAX_BATCH_TOKENS = 8192  # padded tokens per run: bounds the attention buffers (rows × heads × T²)
 
 
@@ -54,10 +64,9 @@ class E5OnnxEmbedder:
                  cache_dir: Path | None = None, model_file: Path | None = None):
         import onnxruntime as ort
 
-        if name not in NAMES:
-            raise ValueError(f"unknown ONNX encoder {name!r} (expected one of {sorted(NAMES)})")
+        base, self.max_tokens = parse(name)
         self.name = name
-        self.variant = NAMES[name]
+        self.variant = NAMES[base]
         self.batch_size = max(1, batch_size)
         f = e5file.read(model_file)
         self.path = onnx_cache.ensure(self.variant, f.path, cache_dir, f)
@@ -84,10 +93,12 @@ class E5OnnxEmbedder:
         x = e5file.dequantize(self._words[ids.ravel()]).reshape(len(rows), width, -1)
         return self._session.run(["pooled"], {"inputs_embeds": x, "attention_mask": mask})[0]
 
-    def _embed(self, texts: list[str], prefix: str) -> np.ndarray:
+    def _embed(self, texts: list[str], prefix: str, cap: int = 0) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         content = [e.ids for e in self.tok.encode_batch([prefix + t for t in texts])]
+        if cap:
+            content = [ids[:cap] for ids in content]
         # windows of at most 510 content tokens, each run as <s> window </s>; weight = its content tokens
         owner, rows, weight = [], [], []
         W = self._window
@@ -107,7 +118,7 @@ class E5OnnxEmbedder:
 
     # -- the Embedder interface ----------------------------------------------------------------------
     def embed_passages(self, texts: list[str]) -> np.ndarray:
-        return self._embed(list(texts), "passage: ")
+        return self._embed(list(texts), "passage: ", self.max_tokens)
 
     def embed_query(self, text: str) -> np.ndarray:
         return self._embed([text], "query: ")[0]

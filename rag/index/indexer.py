@@ -15,7 +15,7 @@ from pathlib import Path
 
 from rag.index import backfill, store
 from rag.index.bm25 import BM25Index
-from rag.index.embeddings import Embedder
+from rag.index.embeddings import Embedder, space
 from rag.index.faults import fault_point
 from rag.index.store import FileRecord, Manifest
 from rag.index.tokenizer import Tokenizer, prepare, quoted_terms, signature
@@ -196,6 +196,9 @@ def read_previous(settings: Settings, rebuild: bool, rep: IndexReport) -> Previo
             rep.rebuilt = "索引格式已更新"
         elif m.model != settings.embedding_model:
             rep.rebuilt = f"嵌入模型已从“{m.model}”改为“{settings.embedding_model}”，向量空间不同"
+        elif (m.space or m.model) != space(settings.embedding_model):
+            rep.rebuilt = (f"嵌入模型“{m.model}”的生成方式已更新（{m.space or m.model} → "
+                           f"{space(settings.embedding_model)}），向量空间不同")
         elif (m.chunk_size, m.chunk_overlap) != (settings.chunk_size, settings.chunk_overlap):
             rep.rebuilt = "分块参数已改变"
         if rep.rebuilt:
@@ -511,6 +514,7 @@ def commit(settings: Settings, plan: Plan, gen: Generation, prev: Previous, rep:
         ocr=settings.ocr,
         files=plan.records,
         kb_id=stores.kb_id,
+        space=space(settings.embedding_model),
     )
     manifest.write(settings.index_dir, copy_to=gen_dir)
     rep.stages["commit"] = time.perf_counter() - t - rep.stages["write_bm25"] - rep.stages["vector_plan"]

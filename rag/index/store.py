@@ -90,6 +90,7 @@ class Manifest:
     version: int = FORMAT_VERSION
     updated_at: float = 0.0
     kb_id: str = ""  # this knowledge base's identity: its vectors live in collections named after it
+    space: str = ""  # embeddings.space(model) when committed ('' before it was recorded: the model's name)
 
     @classmethod
     def read(cls, index_dir: Path) -> "Manifest | None":

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rag.index.embeddings import space
+
 WRITE_BATCH = 4000  # below Chroma's max batch size; one round trip per batch, never per chunk
 _ALIAS_PREFIX = "kexie-chroma-"
 
@@ -65,6 +67,7 @@ def _forget_system(path: str) -> None:
 def collection_name(model: str, kb_id: str = "") -> str:
     """One collection per knowledge base and embedding model: bases sharing a Chroma server never
     touch each other's vectors, and vector spaces never mix. ('' = an index made before bases had ids.)"""
+    model = space(model)
     slug = re.sub(r"[^a-zA-Z0-9_-]+", "-", Path(model).name or model).strip("-_")[:40] or "model"
     return f"kexie-{kb_id}-{slug}" if kb_id else f"kexie-{slug}"
 

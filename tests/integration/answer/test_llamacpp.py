@@ -22,6 +22,9 @@ from rag.answer.assistant import Assistant
 from rag.answer.llm import SYSTEM_PROMPT
 from rag.answer.verify import SUPPORTED, support
 
+# Last in the run, after the background build `make test` starts (tests/conftest.py).
+pytestmark = [pytest.mark.local_llm, pytest.mark.usefixtures("local_llm_built")]
+
 QUESTION = "什么是四服务一加强"
 UNSUPPORTED = "这句话在任何资料中都找不到依据"
 

@@ -29,8 +29,8 @@ def bench_result(tmp_path_factory):
     env["HF_HUB_OFFLINE"] = "1"
     cmd = [
         sys.executable, str(PROJECT_ROOT / "bench" / "run.py"),
-        "--sizes", str(SIZE), "--questions", "12", "--encode-sample", "8",
-        "--cold-runs", "1", "--added-paragraphs", "3", "--query-budget", "20",
+        "--sizes", str(SIZE), "--questions", "6", "--encode-sample", "8",
+        "--cold-runs", "1", "--added-paragraphs", "3", "--query-budget", "3",
         "--out", str(out), "--work", str(work),
     ]
     p = subprocess.run(cmd, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600)

