@@ -68,16 +68,22 @@ def shared(*parts: str) -> Path:
     return p
 
 
-def wait_for_local_llm_build(timeout: float = 3600) -> None:
+def wait_for_local_llm_build(pid_file: Path | None = None, timeout: float = 3600) -> None:
     """Wait while the llama-cpp-python build that `make test` started in the background runs (its pid file in
     the venv), so its tests find the library installed, or skip with the build's own reason."""
-    pid_file = Path(sys.prefix) / "local-llm.pid"
+    pid_file = pid_file or Path(sys.prefix) / "local-llm.pid"
     try:
         pid = int(pid_file.read_text().strip())
     except (OSError, ValueError):
         return
+    def building() -> bool:  # that process, not a later one that got its pid (a file left by an interrupted run)
+        try:
+            return b"local-llm" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return False
+
     deadline = time.monotonic() + timeout
-    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+    while building() and time.monotonic() < deadline:
         time.sleep(2)
     pid_file.unlink(missing_ok=True)
 

@@ -19,17 +19,18 @@ from rag.e5 import onnx_cache
 from rag.e5.tokenizer import E5Tokenizer
 
 NAMES = {"e5-onnx": "fp32", "e5-onnx-int8": "int8"}
+MAX_BATCH_TOKENS = 8192  # padded tokens per run: bounds the attention buffers (rows × heads × T²)
 
 
 def parse(name: str) -> tuple[str, int]:
     """("e5-onnx-int8@128") -> ("e5-onnx-int8", 128): the encoder and the passage token cap (0 = whole text).
     With a cap only a passage's first N tokens are embedded (queries are whole): less work per passage, its
-    own name, so its own vector space."""
+    own name, so its own vector space. Measured, not a default: @128 doubles the rate and loses 0.05-0.28 MRR on
+    the corpus/ sets (bench/README.md, 2026-12-07)."""
     base, at, cap = name.partition("@")
     if base not in NAMES or (at and not (cap.isdigit() and 16 <= int(cap) <= 510)):
         raise ValueError(f"unknown ONNX encoder {name!r} (expected one of {sorted(NAMES)}, optionally @16…510)")
     return base, int(cap or 0)
-MAX_BATCH_TOKENS = 8192  # padded tokens per run: bounds the attention buffers (rows × heads × T²)
 
 
 def cores() -> int:

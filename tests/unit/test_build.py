@@ -2,6 +2,7 @@
 
 import re
 import tomllib
+from pathlib import Path
 
 from conftest import PROJECT_ROOT
 
@@ -20,3 +21,30 @@ def test_only_the_libraries_the_backend_loads_are_compiled():
     args = re.search(r"^LLAMA_CMAKE_ARGS \?=((?:.*\\\n)*.*)$", make, re.M).group(1)
     for flag in ("LLAVA_BUILD", "LLAMA_BUILD_TESTS", "LLAMA_BUILD_TOOLS", "LLAMA_BUILD_EXAMPLES", "LLAMA_BUILD_SERVER"):
         assert f"-D{flag}=OFF" in args, flag
+
+
+def test_the_llama_tests_wait_for_the_background_build_only(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from conftest import wait_for_local_llm_build
+
+    pid_file = tmp_path / "local-llm.pid"
+    build = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(2)", "make", "local-llm"])
+    while b"local-llm" not in Path(f"/proc/{build.pid}/cmdline").read_bytes():  # until the child has exec'd
+        time.sleep(0.01)
+    pid_file.write_text(str(build.pid))
+    t = time.monotonic()
+    wait_for_local_llm_build(pid_file)
+    assert time.monotonic() - t >= 1.0 and build.wait() == 0 and not pid_file.exists()
+    other = subprocess.Popen(["sleep", "30"])  # a live process that is no build: no wait
+    pid_file.write_text(str(other.pid))
+    t = time.monotonic()
+    try:
+        wait_for_local_llm_build(pid_file)
+    finally:
+        other.kill()
+        other.wait()
+    assert time.monotonic() - t < 1.0 and not pid_file.exists()
+    wait_for_local_llm_build(pid_file)  # no file: nothing to wait for
