@@ -5,12 +5,16 @@ reader is trained, and keeping it packed saves ~330 MB of memory."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from torch import nn
-from transformers import BertConfig, BertModel
 
 from rag.e5.file import E5File
+
+if TYPE_CHECKING:  # imported where used: transformers takes ~4 s to import, and inference (rag.e5.bert) needs none
+    from transformers import BertConfig, BertModel
 
 
 class Q4Embedding(nn.Module):
@@ -31,6 +35,8 @@ class Q4Embedding(nn.Module):
 
 
 def config(f: E5File, layers: int | None = None) -> BertConfig:
+    from transformers import BertConfig
+
     return BertConfig(vocab_size=f.tensors["emb.word"].shape[0], hidden_size=f.hidden,
                       num_hidden_layers=layers or f.layers, num_attention_heads=f.heads, intermediate_size=f.ffn,
                       hidden_act="gelu", max_position_embeddings=f.max_positions, type_vocab_size=f.type_vocab,
@@ -63,7 +69,10 @@ def state_dict(f: E5File, layers: int) -> dict[str, torch.Tensor]:
 
 
 def encoder(f: E5File, layers: int | None = None) -> BertModel:
-    """The first `layers` layers of e5-small (all by default), word embeddings 4-bit and frozen."""
+    """The first `layers` layers of e5-small (all by default), word embeddings 4-bit and frozen: for training
+    (dropout; `rag.e5.bert.encoder` is the same network for inference, without transformers)."""
+    from transformers import BertModel
+
     layers = layers or f.layers
     # Built without initialising (on the meta device, then empty memory): every weight is loaded just below, and
     # the random init of a 250k-row word table that is replaced anyway took seconds and 384 MB at each start.

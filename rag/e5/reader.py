@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 from rag.e5 import file as e5file
-from rag.e5.model import encoder, pad_rows
+from rag.e5.bert import encoder
+from rag.e5.model import pad_rows
 from rag.e5.tokenizer import E5Tokenizer, Encoded
 
 DEFAULT_PATH = Path(__file__).with_name("reader_model.npz")

@@ -48,3 +48,40 @@ def test_the_llama_tests_wait_for_the_background_build_only(tmp_path):
         other.wait()
     assert time.monotonic() - t < 1.0 and not pid_file.exists()
     wait_for_local_llm_build(pid_file)  # no file: nothing to wait for
+
+
+def test_the_common_library_hook_overrides_llama_cpp_pythons_forced_setting(tmp_path):
+    """llama-cpp-python sets LLAMA_BUILD_COMMON ON with FORCE before adding llama.cpp; the hook named in
+    LLAMA_CMAKE_ARGS must still turn it off inside llama.cpp's project (and only there)."""
+    import shutil
+    import subprocess
+
+    import pytest
+
+    if not shutil.which("cmake"):
+        pytest.skip("cmake is not installed")
+    make = (PROJECT_ROOT / "Makefile").read_text(encoding="utf-8")
+    args = re.search(r"^LLAMA_CMAKE_ARGS \?=((?:.*\\\n)*.*)$", make, re.M).group(1)
+    hook = re.search(r"-DCMAKE_PROJECT_llama\.cpp_INCLUDE=\$\(CURDIR\)/(\S+)", args)
+    assert hook, "LLAMA_CMAKE_ARGS names no hook for llama.cpp's project"
+    assert (PROJECT_ROOT / hook.group(1)).is_file()
+    # The shape of llama-cpp-python's CMakeLists.txt around llama.cpp's (both cut to what matters here).
+    (tmp_path / "CMakeLists.txt").write_text(
+        "cmake_minimum_required(VERSION 3.21)\nproject(llama_cpp NONE)\n"
+        'set(LLAMA_BUILD_COMMON ON CACHE BOOL "common" FORCE)\nadd_subdirectory(vendor)\n'
+        'message(STATUS "outside=${LLAMA_BUILD_COMMON}")\n')
+    (tmp_path / "vendor").mkdir()
+    (tmp_path / "vendor" / "CMakeLists.txt").write_text(
+        'cmake_minimum_required(VERSION 3.14)\nproject("llama.cpp" NONE)\n'
+        'option(LLAMA_BUILD_COMMON "common" ON)\nmessage(STATUS "inside=${LLAMA_BUILD_COMMON}")\n')
+
+    def configure(*extra: str) -> str:
+        build = tmp_path / f"build{len(extra)}"
+        out = subprocess.run(["cmake", "-S", str(tmp_path), "-B", str(build), *extra],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    assert "inside=ON" in configure()  # without the hook the forced value wins, as in a plain build
+    with_hook = configure(f"-DCMAKE_PROJECT_llama.cpp_INCLUDE={PROJECT_ROOT / hook.group(1)}")
+    assert "inside=OFF" in with_hook and "outside=ON" in with_hook

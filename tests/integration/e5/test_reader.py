@@ -156,3 +156,45 @@ def test_the_answer_uses_the_threshold_chosen_for_this_model(shipped):
     from rag.e5 import file as e5file
 
     assert refusal.calibrated(e5file.sha256(shipped.path)) is not None  # refusal.json belongs to this model
+
+
+def test_inference_network_equals_transformers_bert(shipped):
+    """The reader runs on `rag.e5.bert` (no transformers import); the same weights in transformers' BertModel,
+    which training uses, give the same logits and the same answers, padding included."""
+    import copy
+
+    import transformers
+
+    from rag.e5 import bert
+
+    assert isinstance(shipped.net.encoder, bert.Bert)
+    ref = R.ReaderNet(encoder(e5file.read(), shipped.layers)).eval()
+    assert isinstance(ref.encoder, transformers.BertModel)
+    missing, unexpected = ref.load_state_dict(shipped.net.state_dict(), strict=False)
+    assert not unexpected and not [k for k in missing if "word_embeddings" not in k], missing
+    q = "连云港市科协召开了第几次全委会议？"
+    passages = ["连云港市科协召开十届三次全委会议，审议通过工作报告。", "济南市图书馆每天上午九点开放。" * 30, "短"]
+    encs = shipped.tok.encode_batch([q] + passages)
+    ws = [w for i, p in enumerate(encs[1:]) for w in R.windows(encs[0], p, i, shipped.tok.bos, shipped.tok.eos)]
+    ids, mask, passage = R.pad(ws, shipped.tok.pad)
+    assert int(mask.sum(1).min()) < ids.shape[1]  # rows of different lengths: padding is exercised
+    with torch.no_grad():
+        for ours, theirs in zip(shipped.net(ids, mask, passage), ref(ids, mask, passage)):
+            real = ours > torch.finfo(ours.dtype).min  # the masked positions hold the same minimum in both
+            assert torch.equal(real, theirs > torch.finfo(theirs.dtype).min)
+            assert float((ours[real] - theirs[real]).abs().max()) < 1e-4
+    other = copy.copy(shipped)
+    other.net = ref
+    assert [r.span for r in other.read(q, passages)] == [r.span for r in shipped.read(q, passages)]
+
+
+def test_loading_the_reader_does_not_import_transformers():
+    """Every process that answers loads the reader; transformers' import alone took ~4 s of each."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from rag.e5.reader import Reader; r = Reader.shared(); r.read('几支？', ['三支。']); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'transformers'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"

@@ -1,0 +1,92 @@
+"""Early layers of e5-small as a cheaper first-stage encoder, untrained: is the mean of layer k's outputs a usable
+vector? (Issue #26: "early layers only for a first stage that the full model upgrades later".)
+
+    .venv/bin/python -m bench.early_layers --index index --sets dev,dev_heldout,blind_corpus
+
+One pass of the port (`rag.e5.bert`) over the index's chunks (`Chunk.vector_text`, "passage: ") and each set's
+questions ("query: "), pooling after layers 2, 3, 4, 6, 8 and 12 exactly as the full model pools after 12
+(mean over every real token, L2); exact cosine ranking over all chunks; MRR@10 by the evaluation's own evidence
+containment (`rag.evaluate.metrics`). The full model (layer 12) is the baseline in the same run. Layer k costs
+k/12 of the full model's work per passage."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+LAYERS = (2, 3, 4, 6, 8, 12)
+
+
+def pooled_by_layer(net, tok, f, texts: list[str], prefix: str, layers=LAYERS, batch: int = 16):
+    """{k: (n, 384) L2-normalised means of layer k's outputs} for texts (first 510 tokens each)."""
+    import numpy as np
+    import torch
+
+    encs = [e.ids[:f.max_positions - 2] for e in tok.encode_batch([prefix + t for t in texts])]
+    order = sorted(range(len(encs)), key=lambda i: len(encs[i]))
+    out = {k: np.zeros((len(texts), f.hidden), np.float32) for k in layers}
+    e = net.embeddings
+    with torch.no_grad():
+        for b in range(0, len(order), batch):
+            ii = order[b:b + batch]
+            rows = [[f.bos] + encs[i] + [f.eos] for i in ii]
+            w = max(map(len, rows))
+            ids = torch.full((len(rows), w), f.pad)
+            mask = torch.zeros((len(rows), w), dtype=torch.long)
+            for j, r in enumerate(rows):
+                ids[j, :len(r)] = torch.tensor(r)
+                mask[j, :len(r)] = 1
+            x = e.LayerNorm(e.word_embeddings(ids) + e.position_embeddings.weight[:w] + e.token_type_embeddings.weight[0])
+            bias = (1.0 - mask[:, None, None, :].float()) * torch.finfo(torch.float32).min
+            m = mask.unsqueeze(-1).float()
+            for k, layer in enumerate(net.encoder.layer, 1):
+                x = layer(x, bias)
+                if k in layers:
+                    out[k][ii] = torch.nn.functional.normalize((x * m).sum(1) / m.sum(1), dim=-1).numpy()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--index", type=Path, default=ROOT / "index", help="an index of corpus/ (kexie index)")
+    ap.add_argument("--sets", default="dev,dev_heldout,blind_corpus", help="evals/<name>.jsonl over that corpus")
+    a = ap.parse_args(argv)
+
+    import numpy as np
+
+    from rag.e5 import bert
+    from rag.e5 import file as e5file
+    from rag.e5.tokenizer import E5Tokenizer
+    from rag.evaluate.metrics import covers, retrieval_metrics
+    from rag.index import store
+    from rag.ingest.qa_pairs import load_dataset
+
+    chunks = store.read_chunks(a.index / store.Manifest.read(a.index).generation)
+    f = e5file.read()
+    tok, net = E5Tokenizer(f), bert.encoder(f)
+    t = time.perf_counter()
+    P = pooled_by_layer(net, tok, f, [c.vector_text for c in chunks], "passage: ")
+    print(f"{len(chunks)} chunks, all layers in one pass: {time.perf_counter() - t:.0f} s")
+    print("| set (questions) | " + " | ".join(f"layer {k}" for k in LAYERS) + " |")
+    print("|---|" + "---:|" * len(LAYERS))
+    for name in a.sets.split(","):
+        items = load_dataset(ROOT / "evals" / f"{name}.jsonl")
+        Q = pooled_by_layer(net, tok, f, [i.question for i in items], "query: ")
+        cells = []
+        for k in LAYERS:
+            scores = Q[k] @ P[k].T
+            mrr = [retrieval_metrics([{j for j, e in enumerate(it.evidence) if covers(chunks[c].text, e)}
+                                      for c in np.argsort(-scores[qi])[:10]], len(it.evidence))["mrr"]
+                   for qi, it in enumerate(items)]
+            cells.append(f"{np.mean(mrr):.3f}")
+        print(f"| {name} ({len(items)}) | " + " | ".join(cells) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
