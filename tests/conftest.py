@@ -48,16 +48,8 @@ def tier_of(item) -> str:
 
 
 def pytest_collection_modifyitems(config, items):
-    # Whole files, heaviest tier first (e2e, integration, unit): under `make test`'s workers (scheduled in this
-    # order, --no-loadscope-reorder) the long browser and server files start early and the many short unit files
-    # fill the end, instead of one worker finishing a long file alone. The local-backend tests last of all:
-    # `make test` compiles llama-cpp-python in the background meanwhile.
-    def order(item) -> tuple[bool, int]:
-        folder = Path(item.path).resolve().relative_to(TESTS).parts[0]
-        heavy = -TIERS.index(folder) if folder in TIERS else 0
-        return item.get_closest_marker("local_llm") is not None, heavy
-
-    items.sort(key=order)
+    # The local-backend tests last: `make test` compiles llama-cpp-python in the background meanwhile.
+    items.sort(key=lambda item: item.get_closest_marker("local_llm") is not None)
     misplaced = []
     for item in items:
         tier = tier_of(item)
