@@ -250,6 +250,11 @@ def tab_app(kb_settings, tmp_path_factory):
     demo.close()
 
 
+# A page update waits for the app's own work (an upload parsed, a run queued); under `make test` the other worker
+# may be running a browser and a server meanwhile, and 30 s was seen to run out on a fresh clone.
+UI_WAIT_MS = 120_000
+
+
 def test_eval_tab_in_browser(tab_app, tmp_path, out_dir):
     from playwright.sync_api import sync_playwright
 
@@ -264,20 +269,20 @@ def test_eval_tab_in_browser(tab_app, tmp_path, out_dir):
             page.goto(url)
             page.get_by_role("tab", name="评测").click()
             page.wait_for_function("document.querySelector('#eval-kb input') && "
-                                   "document.querySelector('#eval-kb input').value.includes('默认知识库')", timeout=30000)
+                                   "document.querySelector('#eval-kb input').value.includes('默认知识库')", timeout=UI_WAIT_MS)
             page.set_input_files("#eval-upload input[type=file]", str(ds))
-            page.wait_for_function("document.querySelector('#eval-upload').innerText.includes('科协问答对.xlsx')", timeout=30000)
+            page.wait_for_function("document.querySelector('#eval-upload').innerText.includes('科协问答对.xlsx')", timeout=UI_WAIT_MS)
             assert page.locator("#eval-configs input[type=checkbox]:checked").count() == 1
 
             for n in (1, 2):
                 page.click("#eval-start")
-                page.wait_for_function("/排队中|正在/.test(document.querySelector('#eval-status').innerText)", timeout=30000)
+                page.wait_for_function("/排队中|正在/.test(document.querySelector('#eval-status').innerText)", timeout=UI_WAIT_MS)
                 page.wait_for_function("document.querySelector('#eval-status').innerText.includes('评测完成')", timeout=600000)
-                page.wait_for_function("document.querySelector('#eval-report').innerText.includes('hit@5')", timeout=30000)
+                page.wait_for_function("document.querySelector('#eval-report').innerText.includes('hit@5')", timeout=UI_WAIT_MS)
                 report = page.inner_text("#eval-report")
                 assert "检索指标" in report and "回答准确率" in report and "科协问答对.xlsx" in report
                 assert page.locator("#eval-report img").count() == 3  # the plots
-                page.wait_for_function("document.querySelector('#eval-files').innerText.includes('outcomes.xlsx')", timeout=30000)
+                page.wait_for_function("document.querySelector('#eval-files').innerText.includes('outcomes.xlsx')", timeout=UI_WAIT_MS)
                 files = page.inner_text("#eval-files")
                 assert all(x in files for x in ("results.jsonl", "metrics.json", "report.html"))
                 if n == 1:
@@ -285,7 +290,7 @@ def test_eval_tab_in_browser(tab_app, tmp_path, out_dir):
 
             # The comparison defaults to the two newest runs: the same data twice changes nothing.
             page.click("#eval-cmp-btn")
-            page.wait_for_function("document.querySelector('#eval-cmp-summary').innerText.includes('变好')", timeout=30000)
+            page.wait_for_function("document.querySelector('#eval-cmp-summary').innerText.includes('变好')", timeout=UI_WAIT_MS)
             assert "变好 0 题 · 变差 0 题 · 不变 3 题" in page.inner_text("#eval-cmp-summary")
             table = page.inner_text("#eval-cmp")
             assert all(x["id"] in table for x in DEV[:3]) and "不变" in table
@@ -295,7 +300,7 @@ def test_eval_tab_in_browser(tab_app, tmp_path, out_dir):
             first = EvalRuns.for_settings(s).list_runs()[-1]
             page.click("#eval-runs input")
             page.get_by_role("option", name=first["id"][-6:]).click()
-            page.wait_for_function(f"document.querySelector('#eval-files').innerText.includes('{first['id']}')", timeout=30000)
+            page.wait_for_function(f"document.querySelector('#eval-files').innerText.includes('{first['id']}')", timeout=UI_WAIT_MS)
             assert "hit@5" in page.inner_text("#eval-report")
         finally:
             browser.close()
