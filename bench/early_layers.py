@@ -27,27 +27,18 @@ def pooled_by_layer(net, tok, f, texts: list[str], prefix: str, layers=LAYERS, b
     import numpy as np
     import torch
 
-    encs = [e.ids[:f.max_positions - 2] for e in tok.encode_batch([prefix + t for t in texts])]
+    from rag.e5 import model as e5model
+
+    encs = [e.ids for e in tok.encode_batch([prefix + t for t in texts])]
     order = sorted(range(len(encs)), key=lambda i: len(encs[i]))
     out = {k: np.zeros((len(texts), f.hidden), np.float32) for k in layers}
-    e = net.embeddings
     with torch.no_grad():
         for b in range(0, len(order), batch):
             ii = order[b:b + batch]
-            rows = [[f.bos] + encs[i] + [f.eos] for i in ii]
-            w = max(map(len, rows))
-            ids = torch.full((len(rows), w), f.pad)
-            mask = torch.zeros((len(rows), w), dtype=torch.long)
-            for j, r in enumerate(rows):
-                ids[j, :len(r)] = torch.tensor(r)
-                mask[j, :len(r)] = 1
-            x = e.LayerNorm(e.word_embeddings(ids) + e.position_embeddings.weight[:w] + e.token_type_embeddings.weight[0])
-            bias = (1.0 - mask[:, None, None, :].float()) * torch.finfo(torch.float32).min
-            m = mask.unsqueeze(-1).float()
-            for k, layer in enumerate(net.encoder.layer, 1):
-                x = layer(x, bias)
+            ids, mask = e5model.batch([encs[i] for i in ii], f, f.max_positions)
+            for k, h in enumerate(net.hidden_states(ids, mask), 1):
                 if k in layers:
-                    out[k][ii] = torch.nn.functional.normalize((x * m).sum(1) / m.sum(1), dim=-1).numpy()
+                    out[k][ii] = e5model.pool(h, mask).numpy()
     return out
 
 

