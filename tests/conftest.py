@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -48,8 +49,7 @@ def tier_of(item) -> str:
 
 
 def pytest_collection_modifyitems(config, items):
-    # The local-backend tests last: `make test` compiles llama-cpp-python in the background meanwhile.
-    items.sort(key=lambda item: item.get_closest_marker("local_llm") is not None)
+    items[:] = run_order(items)
     misplaced = []
     for item in items:
         tier = tier_of(item)
@@ -59,6 +59,15 @@ def pytest_collection_modifyitems(config, items):
             misplaced.append(f"{item.nodeid} needs the {tier} tier: move it under tests/{tier}/")
     if misplaced:
         raise pytest.UsageError("\n".join(misplaced))
+
+
+def run_order(items: list) -> list:
+    """Files with more tests first (xdist's own order, which `make test` turns off to keep this one), and the
+    local-backend files last: `make test` compiles llama-cpp-python in the background meanwhile, so a worker that
+    took them earlier would only wait for the build. Tests keep their order within a file."""
+    per_file = Counter(item.nodeid.split("::")[0] for item in items)
+    llm = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("local_llm")}
+    return sorted(items, key=lambda item: (item.nodeid.split("::")[0] in llm, -per_file[item.nodeid.split("::")[0]]))
 
 
 def shared(*parts: str) -> Path:

@@ -50,6 +50,26 @@ def test_the_llama_tests_wait_for_the_background_build_only(tmp_path):
     wait_for_local_llm_build(pid_file)  # no file: nothing to wait for
 
 
+class _Item:
+    def __init__(self, nodeid: str, llm: bool = False):
+        self.nodeid, self.llm = nodeid, llm
+
+    def get_closest_marker(self, name):
+        return name == "local_llm" and self.llm or None
+
+
+def test_files_run_largest_first_and_the_local_backend_last():
+    from conftest import run_order
+
+    items = [_Item("a.py::one"), _Item("llm.py::x", True), _Item("b.py::one"), _Item("b.py::two"),
+             _Item("llm.py::y", True), _Item("llm.py::z", True), _Item("c.py::p[1]"), _Item("b.py::three")]
+    # must not fire: the largest file (llm.py, 3 tests) is not first; a.py and c.py tie and keep their order
+    assert [i.nodeid for i in run_order(items)] == ["b.py::one", "b.py::two", "b.py::three", "a.py::one", "c.py::p[1]",
+                                                   "llm.py::x", "llm.py::y", "llm.py::z"]
+    make = (PROJECT_ROOT / "Makefile").read_text(encoding="utf-8")
+    assert "--no-loadscope-reorder" in re.search(r"^test:.*?pytest (.*)$", make, re.M | re.S).group(1)
+
+
 def test_the_common_library_hook_overrides_llama_cpp_pythons_forced_setting(tmp_path):
     """llama-cpp-python sets LLAMA_BUILD_COMMON ON with FORCE before adding llama.cpp; the hook named in
     LLAMA_CMAKE_ARGS must still turn it off inside llama.cpp's project (and only there)."""

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from collections import Counter
@@ -126,29 +127,32 @@ def test_answer_similarity_metrics():
     assert char_f1("", "374") == 0.0
 
 
-def test_regression_guard(corpus_index):
-    items = load_dataset(DEV)[::3]
-    m = evaluate(corpus_index, items, ["hybrid"], log=lambda *_: None)["metrics"]
-    assert m["hit@5"] >= FLOOR_HIT5, m["hit@5"]
-    assert m["answer_accuracy"] >= FLOOR_ACCURACY, m["answer_accuracy"]
-
-
-def test_cli_eval_writes_results_metrics_and_report(corpus_index, tmp_path):
-    env = {"KEXIE_CORPUS_DIR": str(corpus_index.corpus_dir), "KEXIE_INDEX_DIR": str(corpus_index.index_dir), "PATH": ""}
-    out = subprocess.run([sys.executable, "-m", "rag.cli", "eval", str(DEV), "--limit", "12", "--configs", "hybrid,bm25",
-                          "--out", str(tmp_path / "run")], capture_output=True, text=True, env=env, cwd=PROJECT_ROOT, timeout=300)
+def test_cli_eval_writes_outputs_and_guards_against_regressions(corpus_index, tmp_path):
+    """`kexie eval` on every third dev question (all types): the --out files' shapes, and floors on the figures.
+    One run for both: the reading model over 49 questions is the suite's largest single cost."""
+    subset = tmp_path / "guard.jsonl"
+    subset.write_text("".join(line + "\n" for line in DEV.read_text(encoding="utf-8").splitlines()[::3]), encoding="utf-8")
+    items = load_dataset(subset)
+    assert [i.id for i in items] == [i.id for i in load_dataset(DEV)[::3]]
+    env = {"KEXIE_CORPUS_DIR": str(corpus_index.corpus_dir), "KEXIE_INDEX_DIR": str(corpus_index.index_dir), "PATH": "",
+           **{k: os.environ[k] for k in ("OMP_NUM_THREADS",) if k in os.environ}}
+    out = subprocess.run([sys.executable, "-m", "rag.cli", "eval", str(subset), "--configs", "hybrid,bm25",
+                          "--out", str(tmp_path / "run")], capture_output=True, text=True, env=env, cwd=PROJECT_ROOT, timeout=900)
     assert out.returncode == 0, out.stderr
     lines = (tmp_path / "run" / "results.jsonl").read_text(encoding="utf-8").splitlines()
-    assert len(lines) == 12
+    assert len(lines) == len(items)
     rec = json.loads(lines[0])
     assert set(rec) == {"id", "question", "retrieved", "answer", "refused", "citations"}
     assert {"rank", "score", "source", "page", "title", "heading", "text"} <= set(rec["retrieved"][0])
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text(encoding="utf-8"))
     for k in ("hit@1", "hit@5", "hit@10", "mrr", "ndcg@10", "answer_accuracy", "citation_precision", "comparison"):
         assert k in metrics
-    assert set(metrics["comparison"]) == {"hybrid", "bm25"}
+    assert set(metrics["comparison"]) == {"hybrid", "bm25"} and metrics["config"] == "hybrid"
     html = (tmp_path / "run" / "report.html").read_text(encoding="utf-8")
     assert "data:image/png;base64," in html and "<table>" in html
+    # the regression guard: the served configuration's ranking and answers stay above the floors
+    assert metrics["hit@5"] >= FLOOR_HIT5, metrics["hit@5"]
+    assert metrics["answer_accuracy"] >= FLOOR_ACCURACY, metrics["answer_accuracy"]
 
 
 @pytest.mark.slow
