@@ -65,9 +65,12 @@ def run_order(items: list) -> list:
     """Files with more tests first (xdist's own order, which `make test` turns off to keep this one), and the
     local-backend files last: `make test` compiles llama-cpp-python in the background meanwhile, so a worker that
     took them earlier would only wait for the build. Tests keep their order within a file."""
-    per_file = Counter(item.nodeid.split("::")[0] for item in items)
-    llm = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("local_llm")}
-    return sorted(items, key=lambda item: (item.nodeid.split("::")[0] in llm, -per_file[item.nodeid.split("::")[0]]))
+    def file_of(item) -> str:  # xdist's loadfile unit
+        return item.nodeid.split("::")[0]
+
+    per_file = Counter(map(file_of, items))
+    llm = {file_of(item) for item in items if item.get_closest_marker("local_llm")}
+    return sorted(items, key=lambda item: (file_of(item) in llm, -per_file[file_of(item)]))
 
 
 def shared(*parts: str) -> Path:
