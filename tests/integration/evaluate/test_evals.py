@@ -129,7 +129,7 @@ def test_answer_similarity_metrics():
 
 def test_cli_eval_writes_outputs_and_guards_against_regressions(corpus_index, tmp_path):
     """`kexie eval` on every third dev question (all types): the --out files' shapes, and floors on the figures.
-    One run for both: the reading model over 49 questions is the suite's largest single cost."""
+    One run for both: the reading model over 49 questions is one of the suite's largest costs."""
     subset = tmp_path / "guard.jsonl"
     subset.write_text("".join(line + "\n" for line in DEV.read_text(encoding="utf-8").splitlines()[::3]), encoding="utf-8")
     items = load_dataset(subset)
