@@ -14,7 +14,9 @@ chat holds exactly its own turns; a session never sees the generation go backwar
 re-index finished see the new generation (after the CLI, within CLI_STALE_GRACE_S) and find the new document;
 answers that name the new document come only from generations that contain it; identical turns served from the same
 generation get identical answers in every session; answers from the old generation equal what a single user
-gets in-process. Re-indexing must not block reading: some chats start and finish inside the re-index window.
+gets in-process. Re-indexing must not block reading: no stretch without a finished chat that overlaps the re-index
+is longer than twice the longest such stretch elsewhere in the same run (`stretches`), and a re-index longer than
+twice the p95 latency before it holds a chat that both starts and finishes inside it.
 
 A quarter of the users (every API_EVERY-th session) ask through the HTTP API instead (`POST /api/ask`, their own
 history sent with each question). /api/ask names no generation: a request that finished before the new document
@@ -445,6 +447,26 @@ def session_worker(idx: int, script_id: int, script: list[Turn], client, api: st
 
 
 # -- statistics and reporting -----------------------------------------------------------------
+# Chats finish in bursts (8 sessions share two cores): the longest wait between two finishes is several times the
+# mean wait even with no re-index, so a wait is judged against the longest one of the same run, not the mean.
+STALL_FACTOR = 2.0
+
+
+def stretches(ends: list[float], ws: float, we: float) -> tuple[float | None, float]:
+    """(longest wait between consecutive chat finishes that overlaps the re-index window [ws, we], longest wait
+    that does not). The first is None when no chat finished after ws; the second is the whole run when every
+    wait overlaps the window."""
+    ends = sorted(ends)
+    if not ends or ends[-1] <= ws:
+        return None, 0.0
+    waits = list(zip(ends, ends[1:]))
+    overlap = [b - a for a, b in waits if b > ws and a < we]
+    elsewhere = [b - a for a, b in waits if b <= ws or a >= we]
+    if ends[0] > ws:  # every chat finished after the window began: wait from its start
+        overlap.append(ends[0] - ws)
+    return max(overlap, default=0.0), max(elsewhere, default=ends[-1] - ends[0])
+
+
 def pct(values: list[float], p: float) -> float | None:
     if not values:
         return None
@@ -735,27 +757,44 @@ def test_concurrent_chats_during_reindex(reindex, start_app, corpus_index, retri
                 f"re-index window {we - ws:.2f} s ({gen0} -> {gen1}), baseline-checked {baseline_checked}", table)
 
     assert not failures, f"{len(failures)} problems:\n" + "\n".join(m for _, m in failures[:30])
-    # Reading is not blocked by the re-index: chats keep finishing inside its window. A chat that also *started*
-    # inside it is required only when the window is long enough to hold one (twice the p95 latency before it):
-    # a 2 s re-index under 20 sessions with 2 s answers may hold none, however well reads go on.
-    # A chat must finish inside the window when the window is long enough to expect two at the rate chats
-    # finished before it (answers read with the reading model take ~1 s of CPU each, so 20 sessions finish
-    # one every second or so); a shorter window must be followed by the next finish within three such gaps.
-    finished = [r for r in ok if ws < r.t1 < we]
-    gap = (ws - t_start) / max(1, len(before))
-    if we - ws > 2 * gap:
-        assert finished, (f"no chat finished during the {we - ws:.2f} s re-index: reading was blocked "
-                          f"(latency during {table['during']})")
-    else:
-        first = min((r.t1 for r in ok if r.t1 > ws), default=None)
-        assert first is not None and first <= we + 3 * gap, (
-            f"no chat finished within {3 * gap:.2f} s after the {we - ws:.2f} s re-index: reading was blocked "
-            f"(latency during {table['during']})")
+    # Reading is not blocked by the re-index: chats keep finishing across it as they do elsewhere in the run.
+    across, elsewhere = stretches([r.t1 for r in ok], ws, we)
+    assert across is not None, f"no chat finished after the re-index began (latency during {table['during']})"
+    assert across <= STALL_FACTOR * elsewhere, (
+        f"no chat finished for {across:.2f} s across the {we - ws:.2f} s re-index, more than {STALL_FACTOR:g} x the "
+        f"longest such stretch elsewhere ({elsewhere:.2f} s): reading was blocked (latency during {table['during']})")
     p95_before = pct([r.latency for r in before], 95)
     if p95_before is not None and we - ws > 2 * p95_before:
         assert inside, (f"no chat both started and finished during the {we - ws:.2f} s re-index "
                         f"(p95 before {p95_before:.2f} s): reading was blocked (latency during {table['during']})")
     assert after, "no chat was sent after the re-index"
+
+
+def _every(start: float, stop: float, step: float) -> list[float]:
+    return [start + i * step for i in range(int((stop - start) / step) + 1)]
+
+
+# (case, finish times, re-index window, blocked?)
+STALL_CASES = [
+    ("steady finishes, short re-index", _every(0, 60, 1.0), (30.2, 30.7), False),
+    ("bursts of four every 6 s, re-index between them", [b + d for b in _every(0, 60, 6) for d in (0, .1, .2, .3)],
+     (6.4, 6.9), False),
+    ("a local run's finishes (test-output/load.json of a passing run)",
+     [2.4, 4.8, 9.4, 15.2, 17.2, 17.2, 19.1, 20.8, 22.9, 23.0, 25.0, 25.0, 25.1, 31.4, 31.5, 33.2, 34.8, 36.5, 38.1,
+      39.9, 41.6, 41.6, 41.6, 43.1, 44.6, 47.5, 50.1, 50.1, 50.2, 50.2, 52.2, 52.3, 54.1, 54.3, 54.3, 54.4, 54.4,
+      54.5, 58.7, 58.8, 58.8, 58.8, 64.0, 65.9, 66.0, 66.0, 72.8, 72.9, 72.9, 72.9, 74.7, 80.1, 80.1, 81.8, 81.9],
+     (25.35, 25.9), False),
+    ("long re-index with chats finishing inside it", _every(0, 80, 2.0), (20.5, 50.5), False),
+    ("finishes stop for 15 s after a short re-index", _every(0, 30, 1.0) + _every(45, 70, 1.0), (30.2, 30.7), True),
+    ("none finishes during a long re-index", _every(0, 20, 2.0) + _every(50, 80, 2.0), (20.5, 50.5), True),
+    ("none finishes after the re-index began", _every(0, 30, 1.0), (30.2, 30.7), True),
+]
+
+
+@pytest.mark.parametrize("case,ends,window,blocked", STALL_CASES, ids=[c[0] for c in STALL_CASES])
+def test_a_stall_across_the_reindex_is_told_from_bursty_finishes(case, ends, window, blocked):
+    across, elsewhere = stretches(ends, *window)
+    assert (across is None or across > STALL_FACTOR * elsewhere) == blocked, (case, across, elsewhere)
 
 
 def test_cold_start_concurrent_first_questions(start_app, out_dir):
