@@ -42,18 +42,28 @@ def pooled_by_layer(net, tok, f, texts: list[str], prefix: str, layers=LAYERS, b
     return out
 
 
+def mrr_at_10(Q, P, items, chunks) -> float:
+    """Mean MRR@10 of the exact cosine ranking of chunks (rows of P) for each item's question (rows of Q), by the
+    evaluation's own evidence containment."""
+    import numpy as np
+
+    from rag.evaluate.metrics import covers, retrieval_metrics
+
+    scores = Q @ P.T
+    return float(np.mean([retrieval_metrics([{j for j, e in enumerate(it.evidence) if covers(chunks[c].text, e)}
+                                             for c in np.argsort(-scores[qi])[:10]], len(it.evidence))["mrr"]
+                          for qi, it in enumerate(items)]))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--index", type=Path, default=ROOT / "index", help="an index of corpus/ (kexie index)")
     ap.add_argument("--sets", default="dev,dev_heldout,blind_corpus", help="evals/<name>.jsonl over that corpus")
     a = ap.parse_args(argv)
 
-    import numpy as np
-
     from rag.e5 import bert
     from rag.e5 import file as e5file
     from rag.e5.tokenizer import E5Tokenizer
-    from rag.evaluate.metrics import covers, retrieval_metrics
     from rag.index import store
     from rag.ingest.qa_pairs import load_dataset
 
@@ -68,13 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in a.sets.split(","):
         items = load_dataset(ROOT / "evals" / f"{name}.jsonl")
         Q = pooled_by_layer(net, tok, f, [i.question for i in items], "query: ")
-        cells = []
-        for k in LAYERS:
-            scores = Q[k] @ P[k].T
-            mrr = [retrieval_metrics([{j for j, e in enumerate(it.evidence) if covers(chunks[c].text, e)}
-                                      for c in np.argsort(-scores[qi])[:10]], len(it.evidence))["mrr"]
-                   for qi, it in enumerate(items)]
-            cells.append(f"{np.mean(mrr):.3f}")
+        cells = [f"{mrr_at_10(Q[k], P[k], items, chunks):.3f}" for k in LAYERS]
         print(f"| {name} ({len(items)}) | " + " | ".join(cells) + " |")
     return 0
 

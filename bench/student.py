@@ -108,7 +108,6 @@ def train(student, f, ids, targets, minutes: float, batch: int, lr: float, seed:
     opt = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=lr, weight_decay=0.01)
     student.train()
     deadline, steps, seen, losses = time.monotonic() + minutes * 60, 0, 0, []
-    epoch = 0
     while time.monotonic() < deadline:
         order = list(range(len(ids)))
         rng.shuffle(order)
@@ -127,22 +126,10 @@ def train(student, f, ids, targets, minutes: float, batch: int, lr: float, seed:
             opt.step()
             steps, seen = steps + 1, seen + len(ii)
             losses.append(loss.item())
-        epoch += 1
     student.eval()
     return {"steps": steps, "passages": seen, "epochs": round(seen / len(ids), 2),
             "loss_first_50": round(sum(losses[:50]) / max(1, len(losses[:50])), 4),
             "loss_last_50": round(sum(losses[-50:]) / max(1, len(losses[-50:])), 4)}
-
-
-def mrr(Q, P, items, chunks) -> float:
-    import numpy as np
-
-    from rag.evaluate.metrics import covers, retrieval_metrics
-
-    scores = (Q @ P.T).numpy()
-    return float(np.mean([retrieval_metrics([{j for j, e in enumerate(it.evidence) if covers(chunks[c].text, e)}
-                                             for c in np.argsort(-scores[qi])[:10]], len(it.evidence))["mrr"]
-                          for qi, it in enumerate(items)]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from bench.early_layers import mrr_at_10
     from rag.e5 import bert
     from rag.e5 import file as e5file
     from rag.e5.tokenizer import E5Tokenizer
@@ -192,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         rate = len(c_ids) / (time.perf_counter() - t)
         V = embed(net, f, val_ids) if net is not teacher else targets[:200]
         return {"encoder": label, "passages_s": round(rate, 2), "val_cos": round(float((V * targets[:200]).sum(-1).mean()), 4),
-                **{name: round(mrr(queries[name], P, items, chunks), 4) for name, items in sets.items()}}
+                **{name: round(mrr_at_10(queries[name].numpy(), P.numpy(), items, chunks), 4) for name, items in sets.items()}}
 
     rows = [measure(teacher, "e5 (12 layers)")]
     student = student_of(teacher, keep)
